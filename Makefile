@@ -1,0 +1,57 @@
+# memlake: `make run` starts the all-in-one suite, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUF := .tools/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
+
+.PHONY: install run test lint proto proto-check buf bench-locomo bench-scale bench-facts clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(BUF):
+	mkdir -p .tools
+	cd .tools && npm install --silent --no-audit --no-fund --prefix . @bufbuild/buf@$(BUF_VERSION)
+
+buf: $(BUF)
+
+## Start all three services in one process on the embedded default (Ctrl-C stops).
+run: install
+	$(VENV)/bin/memlake serve
+
+## The whole suite: SQLite always; Postgres/Redis where they answer (skipped with a reason otherwise).
+test: install buf
+	$(PY) -m pytest -q -rs
+
+lint: install buf
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(BUF) lint
+
+## Regenerate the Python stubs from proto/ into memlake/v1 (never edit them by hand).
+proto: install
+	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. proto/memlake/v1/*.proto
+	touch memlake/v1/__init__.py
+
+DATA ?= ../shared/data/locomo10-dev.json
+AUDIT ?=
+OUT ?= bench/out/locomo.json
+ADDR ?=
+bench-locomo: install
+	$(PY) bench/locomo.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out $(OUT) $(if $(ADDR),--addr $(ADDR))
+
+bench-scale: install
+	$(PY) bench/scale.py --out bench/out/scale.json
+
+bench-facts: install
+	$(PY) bench/facts.py --out bench/out/facts.json
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""memlake.v1.IngestService: validate, embed, write."""

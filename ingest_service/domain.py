@@ -1,0 +1,370 @@
+"""Per-type validation and write semantics. No grpc here: errors are shared.errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from memlake.v1 import memory_pb2 as pb
+from shared import changelog
+from shared.cache import Cache, safe
+from shared.convert import record_to_proto
+from shared.db.engine import Database
+from shared.db.models import ChangeLogEntry, IdempotencyKey, MemoryRecord
+from shared.db.types import utcnow
+from shared.embedding import Embedder, to_bytes
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MemlakeError, NotFound
+
+log = logging.getLogger("memlake.ingest")
+
+MAX_CONTENT_CHARS = 32_000
+KEYED = {
+    pb.MEMORY_TYPE_BACKGROUND: "key",
+    pb.MEMORY_TYPE_REFLECTION: "key",
+    pb.MEMORY_TYPE_SKILL: "name",
+}
+
+
+@dataclass
+class MemoryIn:
+    """A validated-shape write request, independent of protobuf."""
+
+    type: int
+    content: str
+    user_id: str = ""
+    agent_id: str = ""
+    session_id: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    importance: float = 0.0
+    source: dict[str, Any] = field(default_factory=dict)
+    occur_time: datetime | None = None
+    expire_time: datetime | None = None
+    request_id: str = ""
+    # Hash of the whole request, so a reused request_id with other content is refused.
+    fingerprint: str = ""
+
+
+@dataclass
+class WriteResult:
+    record: MemoryRecord
+    seq: int
+    outcome: int
+
+
+def session_tail_key(tenant: str, user_id: str, agent_id: str, session_id: str) -> str:
+    return json.dumps([tenant, user_id, agent_id, session_id], separators=(",", ":"))
+
+
+def validate(item: MemoryIn, prefix: str = "memory") -> None:
+    """Raises InvalidArgument naming the first bad field."""
+    if item.type not in KEYED and item.type not in (
+        pb.MEMORY_TYPE_EVENT,
+        pb.MEMORY_TYPE_CONVERSATION,
+        pb.MEMORY_TYPE_FACT,
+    ):
+        raise InvalidArgument(f"{prefix}.type", "must be one of the six memory types")
+    if not item.content.strip():
+        raise InvalidArgument(f"{prefix}.content", "must not be empty")
+    if len(item.content) > MAX_CONTENT_CHARS:
+        raise InvalidArgument(f"{prefix}.content", f"longer than {MAX_CONTENT_CHARS} characters")
+    if not 0.0 <= item.importance <= 1.0:
+        raise InvalidArgument(f"{prefix}.importance", "must be within [0, 1]")
+    for name in ("user_id", "agent_id", "session_id"):
+        if len(getattr(item, name)) > 256:
+            raise InvalidArgument(f"{prefix}.scope.{name}", "longer than 256 characters")
+    if item.expire_time and item.occur_time and item.expire_time <= item.occur_time:
+        raise InvalidArgument(f"{prefix}.expire_time", "must be after occur_time")
+    a = item.attributes
+    t = item.type
+    if t == pb.MEMORY_TYPE_BACKGROUND and not str(a.get("key", "")).strip():
+        raise InvalidArgument(f"{prefix}.background.key", "is required for BACKGROUND")
+    if t == pb.MEMORY_TYPE_EVENT and item.occur_time is None:
+        raise InvalidArgument(f"{prefix}.occur_time", "is required for EVENT")
+    if t == pb.MEMORY_TYPE_CONVERSATION and not item.session_id:
+        raise InvalidArgument(f"{prefix}.scope.session_id", "is required for CONVERSATION")
+    if t == pb.MEMORY_TYPE_REFLECTION:
+        if not str(a.get("key", "")).strip():
+            raise InvalidArgument(f"{prefix}.reflection.key", "is required for REFLECTION")
+        conf = float(a.get("confidence", 0.0))
+        if not 0.0 < conf <= 1.0:
+            raise InvalidArgument(f"{prefix}.reflection.confidence", "must be within (0, 1]")
+        ev = a.get("evidence_memory_ids") or []
+        if not ev:
+            raise InvalidArgument(
+                f"{prefix}.reflection.evidence_memory_ids", "at least one evidence link is required"
+            )
+        for i, mid in enumerate(ev):
+            if not str(mid).isdigit():
+                raise InvalidArgument(
+                    f"{prefix}.reflection.evidence_memory_ids[{i}]", "is not a memory id"
+                )
+    if t == pb.MEMORY_TYPE_SKILL:
+        if not str(a.get("name", "")).strip():
+            raise InvalidArgument(f"{prefix}.skill.name", "is required for SKILL")
+        steps = a.get("steps") or []
+        if not steps or any(not str(s).strip() for s in steps):
+            raise InvalidArgument(f"{prefix}.skill.steps", "at least one non-empty step is required")
+    if t == pb.MEMORY_TYPE_FACT:
+        if not str(a.get("subject", "")).strip():
+            raise InvalidArgument(f"{prefix}.fact.subject", "is required for FACT")
+        if not str(a.get("value", "")).strip():
+            raise InvalidArgument(f"{prefix}.fact.value", "is required for FACT")
+
+
+def _same(rec: MemoryRecord, item: MemoryIn) -> bool:
+    return (
+        rec.content == item.content
+        and (rec.attributes or {}) == item.attributes
+        and abs(rec.importance - (item.importance or 0.5)) < 1e-6
+        and rec.expire_time == item.expire_time
+    )
+
+
+class IngestDomain:
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        cache: Cache,
+        notify: Callable[[int], None],
+        *,
+        tail_size: int = 20,
+        tail_ttl_s: int = 86400,
+    ) -> None:
+        self.db = db
+        self.embedder = embedder
+        self.cache = cache
+        self.notify = notify
+        self.tail_size = tail_size
+        self.tail_ttl_s = tail_ttl_s
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def remember_many(
+        self, tenant: str, items: list[MemoryIn], encode: Callable[[WriteResult], bytes]
+    ) -> list[WriteResult | MemlakeError]:
+        """Each item is atomic on its own (a savepoint); the batch commits once.
+        `encode` turns a result into the bytes stored against its request_id."""
+        results: list[WriteResult | MemlakeError | None] = [None] * len(items)
+        todo: list[int] = []
+        for i, item in enumerate(items):
+            try:
+                validate(item)
+                if item.type == pb.MEMORY_TYPE_FACT:
+                    raise InvalidArgument("memory.type", "FACT items go through AssertFact")
+                todo.append(i)
+            except MemlakeError as exc:
+                results[i] = exc
+        if not todo:
+            return results  # type: ignore[return-value]
+        vectors = self.embedder.embed([items[i].content for i in todo])
+        vec_of = {i: vectors[n] for n, i in enumerate(todo)}
+        replays: dict[int, bytes] = {}
+        with self.db.write() as s:
+            for i in todo:
+                item = items[i]
+                try:
+                    with s.begin_nested():
+                        if item.request_id:
+                            prior = self._idempotent(s, tenant, item)
+                            if prior is not None:
+                                replays[i] = prior
+                                continue
+                        res = self._write_one(s, tenant, item, vec_of[i])
+                        if item.request_id:
+                            s.add(
+                                IdempotencyKey(
+                                    tenant=tenant,
+                                    request_id=item.request_id,
+                                    fingerprint=item.fingerprint,
+                                    response=encode(res),
+                                )
+                            )
+                            s.flush()
+                        results[i] = res
+                except MemlakeError as exc:
+                    results[i] = exc
+                except IntegrityError as exc:
+                    results[i] = AlreadyExists(
+                        f"a concurrent write conflicted with this one; retry ({exc.orig})"
+                    )
+        for i, data in replays.items():
+            results[i] = _Replay(data)  # type: ignore[assignment]
+        top = max((r.seq for r in results if isinstance(r, WriteResult)), default=0)
+        if top:
+            self.notify(top)
+            self._update_tails(tenant, [r for r in results if isinstance(r, WriteResult)])
+        return results  # type: ignore[return-value]
+
+    def _idempotent(self, s: Session, tenant: str, item: MemoryIn) -> bytes | None:
+        prior = s.get(IdempotencyKey, (tenant, item.request_id))
+        if prior is None:
+            return None
+        if prior.fingerprint != item.fingerprint:
+            raise AlreadyExists(
+                f"request_id {item.request_id!r} was already used for a different request",
+                reason="REQUEST_ID_REUSED",
+            )
+        return prior.response
+
+    def _write_one(self, s: Session, tenant: str, item: MemoryIn, vec) -> WriteResult:
+        now = utcnow()
+        rec = MemoryRecord(
+            tenant=tenant,
+            type=item.type,
+            user_id=item.user_id,
+            agent_id=item.agent_id,
+            session_id=item.session_id,
+            content=item.content,
+            attributes=item.attributes,
+            importance=item.importance or 0.5,
+            source=item.source,
+            create_time=now,
+            update_time=now,
+            occur_time=item.occur_time,
+            expire_time=item.expire_time,
+            etag=uuid.uuid4().hex[:16],
+            embedding=to_bytes(vec),
+            embed_model=self.embedder.name,
+            current=True,
+            revision=1,
+        )
+        outcome = pb.WRITE_OUTCOME_CREATED
+        changed = []
+        if item.type in KEYED:
+            rec.key = str(item.attributes[KEYED[item.type]]).strip()
+            if item.type == pb.MEMORY_TYPE_REFLECTION:
+                self._check_evidence(s, tenant, item)
+            prev = s.scalar(
+                select(MemoryRecord).where(
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.type == item.type,
+                    MemoryRecord.user_id == item.user_id,
+                    MemoryRecord.agent_id == item.agent_id,
+                    MemoryRecord.key == rec.key,
+                    MemoryRecord.current.is_(True),
+                )
+            )
+            if prev is not None:
+                if _same(prev, item):
+                    return WriteResult(prev, self._last_seq_of(s, prev.id), pb.WRITE_OUTCOME_DUPLICATE)
+                prev.current = False
+                prev.update_time = now
+                s.flush()
+                rec.revision = prev.revision + 1
+                changed.append(prev)
+                outcome = pb.WRITE_OUTCOME_UPDATED
+        elif item.type == pb.MEMORY_TYPE_CONVERSATION:
+            last = s.scalar(
+                select(func.max(MemoryRecord.turn_index)).where(
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.user_id == item.user_id,
+                    MemoryRecord.agent_id == item.agent_id,
+                    MemoryRecord.session_id == item.session_id,
+                    MemoryRecord.turn_index.is_not(None),
+                )
+            )
+            rec.turn_index = 0 if last is None else last + 1
+            if rec.occur_time is None:
+                rec.occur_time = now
+        s.add(rec)
+        s.flush()
+        seq = changelog.append(s, tenant, [c.id for c in changed] + [rec.id])
+        return WriteResult(rec, seq, outcome)
+
+    def _check_evidence(self, s: Session, tenant: str, item: MemoryIn) -> None:
+        ids = [int(x) for x in item.attributes.get("evidence_memory_ids", [])]
+        found = set(
+            s.scalars(
+                select(MemoryRecord.id).where(
+                    MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids)
+                )
+            )
+        )
+        for i, mid in enumerate(ids):
+            if mid not in found:
+                raise InvalidArgument(
+                    f"memory.reflection.evidence_memory_ids[{i}]", f"no memory with id {mid}"
+                )
+
+    @staticmethod
+    def _last_seq_of(s: Session, memory_id: int) -> int:
+        return s.scalar(
+            select(func.coalesce(func.max(ChangeLogEntry.seq), 0)).where(
+                ChangeLogEntry.memory_id == memory_id
+            )
+        )
+
+    def _update_tails(self, tenant: str, results: list[WriteResult]) -> None:
+        for r in results:
+            rec = r.record
+            if rec.type == pb.MEMORY_TYPE_CONVERSATION and r.outcome == pb.WRITE_OUTCOME_CREATED:
+                key = session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
+                data = record_to_proto(rec).SerializeToString()
+                safe(self.cache.push_turn, key, data, self.tail_size, self.tail_ttl_s)
+
+    # -- forget ---------------------------------------------------------------------------
+
+    def forget(self, tenant: str, memory_id: int) -> int:
+        """Deletes a memory. Forgetting the current revision of a keyed item (BACKGROUND,
+        REFLECTION, SKILL) forgets every revision, so no older value resurfaces."""
+        with self.db.write() as s:
+            rec = s.scalar(
+                select(MemoryRecord).where(
+                    MemoryRecord.tenant == tenant, MemoryRecord.id == memory_id
+                )
+            )
+            if rec is None:
+                raise NotFound(f"no memory with id {memory_id}")
+            if rec.type == pb.MEMORY_TYPE_FACT:
+                raise FailedPrecondition(
+                    "facts are versioned: use RetractFact", reason="FACT_USE_RETRACT"
+                )
+            ids = [rec.id]
+            if rec.key is not None and rec.current:
+                ids = list(
+                    s.scalars(
+                        select(MemoryRecord.id).where(
+                            MemoryRecord.tenant == tenant,
+                            MemoryRecord.type == rec.type,
+                            MemoryRecord.user_id == rec.user_id,
+                            MemoryRecord.agent_id == rec.agent_id,
+                            MemoryRecord.key == rec.key,
+                        )
+                    )
+                )
+            s.execute(delete(MemoryRecord).where(MemoryRecord.id.in_(ids)))
+            seq = changelog.append(s, tenant, ids, op="delete")
+            tail = (
+                session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
+                if rec.type == pb.MEMORY_TYPE_CONVERSATION
+                else None
+            )
+        if tail:
+            safe(self.cache.delete, tail)
+        self.notify(seq)
+        return seq
+
+
+@dataclass
+class _Replay:
+    """A stored response for a request_id seen before."""
+
+    data: bytes
+
+
+Replay = _Replay
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]

@@ -1,0 +1,214 @@
+"""protobuf <-> domain for IngestService. FACT items are handed to the versioning service."""
+
+from __future__ import annotations
+
+import grpc
+
+from memlake.v1 import ingest_service_pb2 as ipb
+from memlake.v1 import ingest_service_pb2_grpc as ipb_grpc
+from memlake.v1 import memory_pb2 as pb
+from memlake.v1 import versioning_service_pb2 as vpb
+from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
+from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
+from shared.db.models import MemoryRecord
+from shared.errors import InvalidArgument, MemlakeError, error_for_code
+from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metadata
+from ingest_service.domain import IngestDomain, MemoryIn, WriteResult, _Replay, fingerprint
+
+MAX_BATCH = 1000
+STREAM_CHUNK = 64
+
+
+def memory_in(req, prefix: str) -> MemoryIn:
+    """RememberRequest/StreamRememberRequest -> MemoryIn (shape checks only)."""
+    m = req.memory
+    if not req.HasField("memory"):
+        raise InvalidArgument(prefix, "is required")
+    which = m.WhichOneof("attributes")
+    expected = ATTR_FIELD.get(m.type)
+    if which and expected and which != expected:
+        raise InvalidArgument(
+            f"{prefix}.{which}",
+            f"does not match type {pb.MemoryType.Name(m.type)} (expected {expected})",
+        )
+    attrs = msg_to_dict(getattr(m, which)) if which else {}
+    # Output-only attribute fields are not taken from the caller.
+    for out_only in ("turn_index", "revision", "status", "fact_version_id"):
+        attrs.pop(out_only, None)
+    return MemoryIn(
+        type=m.type,
+        content=m.content,
+        user_id=m.scope.user_id,
+        agent_id=m.scope.agent_id,
+        session_id=m.scope.session_id,
+        attributes=attrs,
+        importance=m.importance,
+        source=msg_to_dict(m.source) if m.HasField("source") else {},
+        occur_time=ts_to_dt(m.occur_time, has=m.HasField("occur_time")),
+        expire_time=ts_to_dt(m.expire_time, has=m.HasField("expire_time")),
+        request_id=req.request_id,
+        fingerprint=fingerprint(req.SerializeToString(deterministic=True)),
+    )
+
+
+def _item_error(exc: MemlakeError) -> pb.ItemError:
+    return pb.ItemError(
+        code=grpc.StatusCode[exc.code_name].value[0], message=exc.message, field=exc.field
+    )
+
+
+class IngestServicer(ipb_grpc.IngestServiceServicer):
+    def __init__(self, domain: IngestDomain, default_tenant: str, versioning_addr: str) -> None:
+        self.domain = domain
+        self.default_tenant = default_tenant
+        self.versioning_addr = versioning_addr
+        self._vchannel: grpc.Channel | None = None
+
+    def close(self) -> None:
+        if self._vchannel is not None:
+            self._vchannel.close()
+
+    def _versioning(self) -> vpb_grpc.VersioningServiceStub:
+        if self._vchannel is None:
+            self._vchannel = grpc.insecure_channel(self.versioning_addr)
+        return vpb_grpc.VersioningServiceStub(self._vchannel)
+
+    def _tenant(self, context) -> str:
+        return tenant_from_metadata(context.invocation_metadata(), self.default_tenant)
+
+    # -- the write path shared by all three write RPCs --------------------------------------
+
+    def _remember(self, tenant: str, reqs: list, context, prefix: str) -> list:
+        """Returns, per request, a RememberResponse or a MemlakeError."""
+        out: list = [None] * len(reqs)
+        plain_idx, plain_items = [], []
+        for i, req in enumerate(reqs):
+            p = prefix.format(i=i)
+            try:
+                check_scope_tenant(req.memory.scope.tenant, tenant, f"{p}.memory.scope.tenant")
+                item = memory_in(req, f"{p}.memory")
+                if item.type == pb.MEMORY_TYPE_FACT:
+                    out[i] = self._assert_fact(tenant, req, item, context)
+                else:
+                    plain_idx.append(i)
+                    plain_items.append(item)
+            except MemlakeError as exc:
+                out[i] = exc
+        if plain_items:
+            results = self.domain.remember_many(tenant, plain_items, _encode)
+            for i, res in zip(plain_idx, results, strict=True):
+                if isinstance(res, _Replay):
+                    out[i] = ipb.RememberResponse.FromString(res.data)
+                elif isinstance(res, WriteResult):
+                    out[i] = _response(res)
+                else:
+                    if res.field.startswith("memory"):
+                        res.field = f"{prefix.format(i=i)}.{res.field}".lstrip(".")
+                        res.message = f"{res.field}: {res.message.split(': ', 1)[-1]}"
+                    out[i] = res
+        return out
+
+    def _assert_fact(self, tenant: str, req, item: MemoryIn, context) -> ipb.RememberResponse:
+        f = req.memory.fact
+        areq = vpb.AssertFactRequest(
+            subject=f.subject,
+            predicate=f.predicate,
+            value=f.value,
+            confidence=f.confidence,
+            policy=req.conflict_policy,
+            request_id=req.request_id,
+            importance=req.memory.importance,
+        )
+        areq.scope.CopyFrom(req.memory.scope)
+        if f.HasField("typed_value"):
+            areq.typed_value.CopyFrom(f.typed_value)
+        if f.HasField("valid_from"):
+            areq.valid_from.CopyFrom(f.valid_from)
+        if f.HasField("valid_to"):
+            areq.valid_to.CopyFrom(f.valid_to)
+        if req.memory.HasField("source"):
+            areq.source.CopyFrom(req.memory.source)
+        remaining = context.time_remaining()
+        try:
+            resp = self._versioning().AssertFact(
+                areq,
+                timeout=remaining if remaining is not None else 30.0,
+                metadata=[(TENANT_HEADER, tenant)],
+            )
+        except grpc.RpcError as exc:
+            raise error_for_code(exc.code().name, exc.details() or "versioning failed") from exc
+        with self.domain.db.read() as s:
+            rec = s.get(MemoryRecord, int(resp.fact.memory_id)) if resp.fact.memory_id else None
+        memory = record_to_proto(rec) if rec is not None else pb.Memory(type=pb.MEMORY_TYPE_FACT)
+        return ipb.RememberResponse(memory=memory, seq=resp.seq, outcome=resp.outcome)
+
+    # -- RPCs -------------------------------------------------------------------------------
+
+    def Remember(self, request, context):
+        res = self._remember(self._tenant(context), [request], context, "")[0]
+        if isinstance(res, MemlakeError):
+            raise res
+        return res
+
+    def RememberBatch(self, request, context):
+        if len(request.requests) > MAX_BATCH:
+            raise InvalidArgument("requests", f"at most {MAX_BATCH} items per batch")
+        tenant = self._tenant(context)
+        results = self._remember(tenant, list(request.requests), context, "requests[{i}]")
+        return _batch_response(ipb.RememberBatchResponse(), results)
+
+    def StreamRemember(self, request_iterator, context):
+        tenant = self._tenant(context)
+        resp = ipb.StreamRememberResponse()
+        chunk: list = []
+        offset = 0
+
+        def flush():
+            nonlocal offset
+            results = self._remember(tenant, chunk, context, "item[{i}]")
+            _batch_response(resp, results, offset)
+            offset += len(chunk)
+            chunk.clear()
+
+        for req in request_iterator:
+            chunk.append(req)
+            if len(chunk) >= STREAM_CHUNK:
+                flush()
+        if chunk:
+            flush()
+        resp.accepted = sum(1 for r in resp.results if not r.HasField("error"))
+        resp.failed = len(resp.results) - resp.accepted
+        return resp
+
+    def Forget(self, request, context):
+        tenant = self._tenant(context)
+        if not request.id:
+            raise InvalidArgument("id", "is required")
+        if not request.id.isdigit():
+            raise InvalidArgument("id", f"{request.id!r} is not a memory id")
+        seq = self.domain.forget(tenant, int(request.id))
+        return ipb.ForgetResponse(seq=seq)
+
+
+def _response(res: WriteResult) -> ipb.RememberResponse:
+    return ipb.RememberResponse(
+        memory=record_to_proto(res.record), seq=res.seq, outcome=res.outcome
+    )
+
+
+def _encode(res: WriteResult) -> bytes:
+    return _response(res).SerializeToString()
+
+
+def _batch_response(resp, results: list, offset: int = 0):
+    for i, res in enumerate(results):
+        r = resp.results.add(index=offset + i)
+        if isinstance(res, MemlakeError):
+            r.error.CopyFrom(_item_error(res))
+        else:
+            r.memory.CopyFrom(res.memory)
+            r.seq = res.seq
+            r.outcome = res.outcome
+            resp.seq = max(resp.seq, res.seq)
+    return resp
+

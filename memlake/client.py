@@ -1,0 +1,250 @@
+"""A small typed client over the generated stubs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from memlake.v1 import ingest_service_pb2 as ipb
+from memlake.v1 import ingest_service_pb2_grpc as ipb_grpc
+from memlake.v1 import memory_pb2 as pb
+from memlake.v1 import retrieval_service_pb2 as rpb
+from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
+from memlake.v1 import versioning_service_pb2 as vpb
+from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
+
+TYPES = {
+    name.removeprefix("MEMORY_TYPE_").lower(): value
+    for name, value in pb.MemoryType.items()
+    if value
+}
+POLICIES = {
+    name.removeprefix("CONFLICT_POLICY_").lower(): value
+    for name, value in pb.ConflictPolicy.items()
+    if value
+}
+
+
+class MemlakeError(Exception):
+    """A failed call: code is the gRPC status code name, field the offending field."""
+
+    def __init__(self, code: str, message: str, field: str = "", reason: str = "") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.field, self.reason = code, message, field, reason
+
+
+def _wrap(exc: grpc.RpcError) -> MemlakeError:
+    field = reason = ""
+    try:
+        from google.rpc import error_details_pb2
+        from grpc_status import rpc_status
+
+        status = rpc_status.from_call(exc)
+        for d in status.details if status else []:
+            info = error_details_pb2.ErrorInfo()
+            if d.Unpack(info):
+                reason, field = info.reason, info.metadata.get("field", "")
+    except Exception:  # noqa: BLE001 - details are optional
+        pass
+    return MemlakeError(exc.code().name, exc.details() or "", field, reason)
+
+
+def ts(dt: datetime | None) -> Timestamp | None:
+    if dt is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+def scope(user_id: str = "", agent_id: str = "", session_id: str = "") -> pb.Scope:
+    return pb.Scope(user_id=user_id, agent_id=agent_id, session_id=session_id)
+
+
+class MemlakeClient:
+    """client = MemlakeClient("127.0.0.1:50051", tenant="acme")
+
+    With the all-in-one server one address serves everything; with separate services pass
+    retrieval_addr and versioning_addr too.
+    """
+
+    def __init__(
+        self,
+        addr: str = "127.0.0.1:50051",
+        *,
+        tenant: str = "",
+        retrieval_addr: str | None = None,
+        versioning_addr: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._channels = {addr: grpc.insecure_channel(addr)}
+        for a in (retrieval_addr, versioning_addr):
+            if a and a not in self._channels:
+                self._channels[a] = grpc.insecure_channel(a)
+        self.ingest = ipb_grpc.IngestServiceStub(self._channels[addr])
+        self.retrieval = rpb_grpc.RetrievalServiceStub(self._channels[retrieval_addr or addr])
+        self.versioning = vpb_grpc.VersioningServiceStub(self._channels[versioning_addr or addr])
+        self.metadata = [("x-memlake-tenant", tenant)] if tenant else []
+        self.timeout = timeout
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()
+
+    def __enter__(self) -> MemlakeClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout: float | None = None):
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def remember(
+        self, memory: pb.Memory, *, request_id: str = "", conflict_policy: int = 0
+    ) -> ipb.RememberResponse:
+        return self._call(
+            self.ingest.Remember,
+            ipb.RememberRequest(
+                memory=memory, request_id=request_id, conflict_policy=conflict_policy
+            ),
+        )
+
+    def remember_batch(self, memories: Sequence[pb.Memory]) -> ipb.RememberBatchResponse:
+        req = ipb.RememberBatchRequest(
+            requests=[ipb.RememberRequest(memory=m) for m in memories]
+        )
+        return self._call(self.ingest.RememberBatch, req)
+
+    def stream_remember(
+        self, items: Iterable[pb.Memory | ipb.StreamRememberRequest], timeout: float = 3600
+    ) -> ipb.StreamRememberResponse:
+        def gen() -> Iterator[ipb.StreamRememberRequest]:
+            for it in items:
+                yield it if isinstance(it, ipb.StreamRememberRequest) else (
+                    ipb.StreamRememberRequest(memory=it)
+                )
+
+        try:
+            return self.ingest.StreamRemember(gen(), timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+
+    def forget(self, memory_id: str, *, request_id: str = "") -> int:
+        return self._call(
+            self.ingest.Forget, ipb.ForgetRequest(id=memory_id, request_id=request_id)
+        ).seq
+
+    # -- retrieval ------------------------------------------------------------------------
+
+    def get(self, memory_id: str) -> pb.Memory:
+        return self._call(self.retrieval.GetMemory, rpb.GetMemoryRequest(id=memory_id)).memory
+
+    def list(
+        self,
+        *,
+        types: Sequence[int] = (),
+        scope: pb.Scope | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        include_history: bool = False,
+    ) -> rpb.ListMemoriesResponse:
+        return self._call(
+            self.retrieval.ListMemories,
+            rpb.ListMemoriesRequest(
+                types=types, scope=scope, page_size=page_size, page_token=page_token,
+                include_history=include_history,
+            ),
+        )
+
+    def list_all(self, **kw) -> Iterator[pb.Memory]:
+        token = ""
+        while True:
+            resp = self.list(page_token=token, **kw)
+            yield from resp.memories
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def search(
+        self,
+        query: str,
+        *,
+        scope: pb.Scope | None = None,
+        types: Sequence[int] = (),
+        top_k: int = 10,
+        min_seq: int = 0,
+        time_range: pb.TimeRange | None = None,
+        include_history: bool = False,
+        timeout: float | None = None,
+    ) -> rpb.SearchMemoriesResponse:
+        return self._call(
+            self.retrieval.SearchMemories,
+            rpb.SearchMemoriesRequest(
+                query=query, scope=scope, types=types, top_k=top_k, min_seq=min_seq,
+                time_range=time_range, include_history=include_history,
+            ),
+            timeout,
+        )
+
+    def context(
+        self,
+        *,
+        scope: pb.Scope | None = None,
+        intent: str = "",
+        token_budget: int = 0,
+        min_seq: int = 0,
+    ) -> rpb.GetContextResponse:
+        return self._call(
+            self.retrieval.GetContext,
+            rpb.GetContextRequest(
+                scope=scope, intent=intent, token_budget=token_budget, min_seq=min_seq
+            ),
+        )
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def assert_fact(
+        self,
+        subject: str,
+        predicate: str,
+        value: str,
+        *,
+        scope: pb.Scope | None = None,
+        valid_from: datetime | None = None,
+        valid_to: datetime | None = None,
+        confidence: float = 0.0,
+        policy: int = 0,
+        source: pb.Source | None = None,
+        request_id: str = "",
+    ) -> vpb.AssertFactResponse:
+        return self._call(
+            self.versioning.AssertFact,
+            vpb.AssertFactRequest(
+                scope=scope, subject=subject, predicate=predicate, value=value,
+                valid_from=ts(valid_from), valid_to=ts(valid_to), confidence=confidence,
+                policy=policy, source=source, request_id=request_id,
+            ),
+        )
+
+    def get_fact(
+        self, subject: str, predicate: str, *, scope: pb.Scope | None = None
+    ) -> vpb.GetFactResponse:
+        key = vpb.FactKey(scope=scope, subject=subject, predicate=predicate)
+        return self._call(self.versioning.GetFact, vpb.GetFactRequest(key=key))
+
+    def fact_history(
+        self, subject: str, predicate: str, *, scope: pb.Scope | None = None
+    ) -> list[vpb.Fact]:
+        key = vpb.FactKey(scope=scope, subject=subject, predicate=predicate)
+        return list(
+            self._call(self.versioning.GetFactHistory, vpb.GetFactHistoryRequest(key=key)).versions
+        )

@@ -1,0 +1,1 @@
+"""memlake.v1.RetrievalService: index (tails the change log), ranking, context."""

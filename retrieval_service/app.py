@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from memlake.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
+from retrieval_service.index import IndexManager
+from retrieval_service.servicer import RetrievalServicer
+from shared.runtime import Runtime
+from shared.server import ServiceSpec
+
+FULL_NAME = retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+
+
+def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
+    s = rt.settings
+    index = IndexManager(rt.db, rt.embedder.dim, poll_interval=s.tail_poll_interval_s)
+    rt.local.subscribe(index.wake)
+    unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
+    index.start()
+    servicer = RetrievalServicer(
+        rt.db, index, rt.embedder, rt.cache, s.default_tenant,
+        tail_size=s.session_tail_size, tail_ttl_s=s.session_tail_ttl_s,
+    )
+    spec = ServiceSpec(
+        FULL_NAME,
+        lambda server: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(
+            servicer, server
+        ),
+        checks=[rt.check_db, rt.check_cache, index.check_ready],
+        on_stop=[unsubscribe, index.stop],
+    )
+    return spec, index

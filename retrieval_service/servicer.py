@@ -1,0 +1,228 @@
+"""protobuf <-> domain for RetrievalService. Never calls another service."""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, func, or_, select
+
+from memlake.v1 import memory_pb2 as pb
+from memlake.v1 import retrieval_service_pb2 as rpb
+from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
+from retrieval_service.context import Candidate, assemble
+from retrieval_service.index import Filters, IndexManager
+from retrieval_service.ranking import search
+from shared.cache import Cache, safe
+from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
+from shared.db.engine import Database
+from shared.db.models import MemoryRecord
+from shared.db.types import utcnow
+from shared.embedding import Embedder
+from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
+from shared.tenancy import check_scope_tenant, tenant_from_metadata
+from ingest_service.domain import session_tail_key
+
+MAX_WAIT_S = 10.0
+
+
+def _types(values, field: str) -> frozenset[int]:
+    for i, t in enumerate(values):
+        if t not in pb.MemoryType.values() or t == pb.MEMORY_TYPE_UNSPECIFIED:
+            raise InvalidArgument(f"{field}[{i}]", f"unknown memory type {t}")
+    return frozenset(values)
+
+
+def _range(tr, field: str) -> tuple[float, float]:
+    start = ts_to_dt(tr.start_time, has=tr.HasField("start_time"))
+    end = ts_to_dt(tr.end_time, has=tr.HasField("end_time"))
+    if start and end and end <= start:
+        raise InvalidArgument(f"{field}.end_time", "must be after start_time")
+    return (start.timestamp() if start else float("-inf"), end.timestamp() if end else float("inf"))
+
+
+class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        index: IndexManager,
+        embedder: Embedder,
+        cache: Cache,
+        default_tenant: str,
+        tail_size: int = 20,
+        tail_ttl_s: int = 86400,
+    ) -> None:
+        self.db, self.index, self.embedder, self.cache = db, index, embedder, cache
+        self.default_tenant = default_tenant
+        self.tail_size, self.tail_ttl_s = tail_size, tail_ttl_s
+
+    def _tenant(self, context) -> str:
+        return tenant_from_metadata(context.invocation_metadata(), self.default_tenant)
+
+    def _wait(self, min_seq: int, context) -> None:
+        if min_seq < 0:
+            raise InvalidArgument("min_seq", "must not be negative")
+        if not min_seq and self.index.ready:
+            return
+        remaining = context.time_remaining()
+        timeout = min(remaining, MAX_WAIT_S) if remaining is not None else MAX_WAIT_S
+        if not self.index.wait_for(min_seq, max(timeout - 0.01, 0)):
+            raise DeadlineExceeded(
+                f"index has applied seq {self.index.applied_seq}, not yet {min_seq}",
+                reason="INDEX_BEHIND",
+            )
+
+    # -- by id and listing (the database) ----------------------------------------------------
+
+    def GetMemory(self, request, context):
+        tenant = self._tenant(context)
+        if not request.id.isdigit():
+            raise InvalidArgument("id", f"{request.id!r} is not a memory id")
+        with self.db.read() as s:
+            rec = s.scalar(
+                select(MemoryRecord).where(
+                    MemoryRecord.tenant == tenant, MemoryRecord.id == int(request.id)
+                )
+            )
+            if rec is None:
+                raise NotFound(f"no memory with id {request.id}")
+            return rpb.GetMemoryResponse(memory=record_to_proto(rec))
+
+    def ListMemories(self, request, context):
+        tenant = self._tenant(context)
+        check_scope_tenant(request.scope.tenant, tenant)
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(request.page_size or 50, 1000)
+        types = _types(request.types, "types")
+        start, end = _range(request.time_range, "time_range")
+        when = func.coalesce(MemoryRecord.occur_time, MemoryRecord.create_time)
+        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant)
+        sc = request.scope
+        for col, val in (
+            (MemoryRecord.user_id, sc.user_id),
+            (MemoryRecord.agent_id, sc.agent_id),
+            (MemoryRecord.session_id, sc.session_id),
+        ):
+            if val:
+                q = q.where(col == val)
+        if types:
+            q = q.where(MemoryRecord.type.in_(types))
+        if not request.include_history:
+            q = q.where(MemoryRecord.current.is_(True))
+        if start > float("-inf"):
+            q = q.where(when >= ts_to_dt(request.time_range.start_time))
+        if end < float("inf"):
+            q = q.where(when < ts_to_dt(request.time_range.end_time))
+        if request.page_token:
+            tok = decode_page_token(request.page_token)
+            try:
+                t_after = utcnow().fromisoformat(tok["t"])
+                id_after = int(tok["id"])
+            except (KeyError, ValueError, TypeError) as exc:
+                raise InvalidArgument("page_token", "not a token this service issued") from exc
+            q = q.where(or_(when > t_after, and_(when == t_after, MemoryRecord.id > id_after)))
+        q = q.order_by(when, MemoryRecord.id).limit(size + 1)
+        with self.db.read() as s:
+            recs = list(s.scalars(q))
+        resp = rpb.ListMemoriesResponse()
+        for rec in recs[:size]:
+            resp.memories.append(record_to_proto(rec))
+        if len(recs) > size:
+            last = recs[size - 1]
+            t = last.occur_time or last.create_time
+            resp.next_page_token = encode_page_token({"t": t.isoformat(), "id": last.id})
+        return resp
+
+    # -- search and context (the index) ------------------------------------------------------
+
+    def _filters(self, request, tenant: str) -> Filters:
+        check_scope_tenant(request.scope.tenant, tenant)
+        start, end = _range(request.time_range, "time_range") if hasattr(
+            request, "time_range") else (float("-inf"), float("inf"))
+        return Filters(
+            types=_types(request.types, "types"),
+            user_id=request.scope.user_id,
+            agent_id=request.scope.agent_id,
+            session_id=request.scope.session_id,
+            start=start,
+            end=end,
+            include_history=getattr(request, "include_history", False),
+        )
+
+    def SearchMemories(self, request, context):
+        tenant = self._tenant(context)
+        if not request.query.strip():
+            raise InvalidArgument("query", "must not be empty")
+        if not 0 <= request.top_k <= 200:
+            raise InvalidArgument("top_k", "must be within [0, 200]")
+        f = self._filters(request, tenant)
+        self._wait(request.min_seq, context)
+        qvec = self.embedder.embed_one(request.query)
+        hits = search(self.index, tenant, qvec, request.query, f, request.top_k or 10)
+        resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
+        for h in hits:
+            r = resp.results.add(score=h.score, conflicted=h.conflicted)
+            r.memory.CopyFrom(h.memory())
+            r.parts.dense, r.parts.lexical = h.dense, h.lexical
+            r.parts.recency, r.parts.importance = h.recency, h.importance
+            r.parts.confidence = h.confidence
+        return resp
+
+    def GetContext(self, request, context):
+        tenant = self._tenant(context)
+        if request.token_budget < 0:
+            raise InvalidArgument("token_budget", "must not be negative")
+        budget = request.token_budget or 1000
+        f = self._filters(request, tenant)
+        self._wait(request.min_seq, context)
+        cands: list[Candidate] = []
+        # BACKGROUND first: every current item of the user/agent, in key order.
+        bg = Filters(
+            types=frozenset([pb.MEMORY_TYPE_BACKGROUND]), user_id=f.user_id, agent_id=f.agent_id
+        )
+        bg_hits = search(self.index, tenant, self.embedder.embed_one(request.intent or "profile"),
+                         request.intent, bg, 200)
+        bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
+        cands += [Candidate(m, 1.0, "background") for m in bgs]
+        if request.intent.strip():
+            types = (f.types or frozenset(pb.MemoryType.values())) - {
+                pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_UNSPECIFIED}
+            rel = Filters(types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id)
+            hits = search(self.index, tenant, self.embedder.embed_one(request.intent),
+                          request.intent, rel, 50)
+            cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
+        if f.session_id:
+            cands += [Candidate(m, 0.0, "session_tail") for m in self._session_tail(tenant, f)]
+        chosen, rendered, tokens = assemble(cands, budget)
+        resp = rpb.GetContextResponse(
+            rendered=rendered, token_count=tokens, index_seq=self.index.applied_seq
+        )
+        for c, cost in chosen:
+            it = resp.items.add(score=c.score, tokens=cost, reason=c.reason, conflicted=c.conflicted)
+            it.memory.CopyFrom(c.memory)
+        return resp
+
+    def _session_tail(self, tenant: str, f: Filters) -> list[pb.Memory]:
+        """The last turns of the session from the cache; on a miss, from the database."""
+        key = session_tail_key(tenant, f.user_id, f.agent_id, f.session_id)
+        cached = safe(self.cache.get_tail, key)
+        if cached is not None:
+            return [pb.Memory.FromString(b) for b in cached]
+        with self.db.read() as s:
+            recs = list(
+                s.scalars(
+                    select(MemoryRecord)
+                    .where(
+                        MemoryRecord.tenant == tenant,
+                        MemoryRecord.user_id == f.user_id,
+                        MemoryRecord.agent_id == f.agent_id,
+                        MemoryRecord.session_id == f.session_id,
+                        MemoryRecord.type == pb.MEMORY_TYPE_CONVERSATION,
+                    )
+                    .order_by(MemoryRecord.turn_index.desc())
+                    .limit(self.tail_size)
+                )
+            )[::-1]
+        tail = [record_to_proto(r) for r in recs]
+        if tail:
+            safe(self.cache.set_tail, key, [m.SerializeToString() for m in tail],
+                 self.tail_size, self.tail_ttl_s)
+        return tail

@@ -1,0 +1,1 @@
+"""What every memlake service uses: settings, storage, change log, cache, server bootstrap."""

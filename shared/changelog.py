@@ -1,0 +1,37 @@
+"""The change log: one row per memory write, in the write's own transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from shared.db.models import ChangeLogEntry
+
+# Held from the change-log insert to commit, so on Postgres rows commit in seq order and
+# a tailer reading "seq > last" never skips a row that commits late.
+_SEQ_LOCK = 7311002
+
+
+def append(session: Session, tenant: str, memory_ids: list[int], op: str = "put") -> int:
+    """Adds change-log rows as the last statement of a write; returns the highest seq."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEQ_LOCK})
+    rows = [ChangeLogEntry(tenant=tenant, memory_id=mid, op=op) for mid in memory_ids]
+    session.add_all(rows)
+    session.flush()
+    return max(r.seq for r in rows)
+
+
+def last_seq(session: Session) -> int:
+    return session.scalar(select(func.coalesce(func.max(ChangeLogEntry.seq), 0))) or 0
+
+
+def read_after(session: Session, seq: int, limit: int = 2000) -> list[ChangeLogEntry]:
+    return list(
+        session.scalars(
+            select(ChangeLogEntry)
+            .where(ChangeLogEntry.seq > seq)
+            .order_by(ChangeLogEntry.seq)
+            .limit(limit)
+        )
+    )

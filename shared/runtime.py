@@ -1,0 +1,51 @@
+"""The resources one process shares between its services: database, cache, embedder,
+and change wake-ups (process-local, plus Redis pub/sub when configured)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from shared.cache import Cache, LocalNotifier, make_cache, safe
+from shared.db.engine import Database
+from shared.embedding import Embedder, make_embedder
+from shared.settings import Settings
+
+log = logging.getLogger("memlake")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    cache: Cache
+    embedder: Embedder
+    local: LocalNotifier = field(default_factory=LocalNotifier)
+
+    def notify(self, seq: int) -> None:
+        """Tells index tailers that the change log reached seq."""
+        self.local.publish(seq)
+        safe(self.cache.publish_change, seq)
+
+    def check_db(self) -> None:
+        self.db.ping()
+
+    def check_cache(self) -> None:
+        self.cache.ping()
+
+    def close(self) -> None:
+        self.cache.close()
+        self.db.dispose()
+
+
+def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.sqlalchemy_url())
+    if migrate:
+        db.upgrade()
+    return Runtime(
+        settings=settings,
+        db=db,
+        cache=make_cache(settings.redis_url),
+        embedder=make_embedder(settings.embedder, settings.embed_threads),
+    )

@@ -1,0 +1,349 @@
+"""gRPC server bootstrap shared by every service: one interceptor for errors, metrics,
+logs and request ids; health that says SERVING only when dependencies answer; reflection;
+Prometheus over HTTP; graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from shared.errors import MemlakeError
+
+log = logging.getLogger("memlake")
+
+REQUESTS = Counter(
+    "memlake_grpc_requests_total",
+    "gRPC requests handled, by method and status code",
+    ["service", "method", "code"],
+)
+LATENCY = Histogram(
+    "memlake_grpc_request_duration_seconds",
+    "gRPC request latency, by method and status code",
+    ["service", "method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ERROR_DOMAIN = "memlake.dev"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    if isinstance(exc, MemlakeError):
+        code = grpc.StatusCode[exc.code_name]
+        msg, reason, fld, extra = exc.message, exc.reason, exc.field, exc.details
+    elif isinstance(exc, OperationalError | PoolTimeout) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        code, msg, reason, fld, extra = (
+            grpc.StatusCode.UNAVAILABLE,
+            "the database is unavailable; safe to retry",
+            "DATABASE_UNAVAILABLE",
+            "",
+            [],
+        )
+    else:
+        code, msg, reason, fld, extra = (
+            grpc.StatusCode.INTERNAL,
+            f"internal error ({type(exc).__name__})",
+            "INTERNAL",
+            "",
+            [],
+        )
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    if fld:
+        info.metadata["field"] = fld
+    details.append(info)
+    if fld and code == grpc.StatusCode.INVALID_ARGUMENT:
+        br = error_details_pb2.BadRequest()
+        br.field_violations.add(field=fld, description=msg)
+        details.append(br)
+    details.extend(extra)
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)
+        packed.append(a)
+    return code, status_pb2.Status(code=code.value[0], message=msg, details=packed)
+
+
+class _Abort(Exception):
+    pass
+
+
+class ServiceInterceptor(grpc.ServerInterceptor):
+    """Wraps every RPC kind: request id, error translation, metrics, one log line."""
+
+    def __init__(self, log_requests: bool = True) -> None:
+        self.log_requests = log_requests
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        full = handler_call_details.method  # "/memlake.v1.IngestService/Remember"
+        service, _, method = full.lstrip("/").rpartition("/")
+        md = dict(handler_call_details.invocation_metadata or ())
+        if handler.unary_unary:
+            kind, fn = "unary_unary", handler.unary_unary
+        elif handler.unary_stream:
+            kind, fn = "unary_stream", handler.unary_stream
+        elif handler.stream_unary:
+            kind, fn = "stream_unary", handler.stream_unary
+        else:
+            kind, fn = "stream_stream", handler.stream_stream
+        streaming_response = kind.endswith("_stream")
+
+        def wrapped(request_or_iterator, context):
+            start = time.perf_counter()
+            request_id = md.get("x-request-id") or uuid.uuid4().hex
+            code = grpc.StatusCode.OK
+            try:
+                result = fn(request_or_iterator, context)
+                if streaming_response:
+                    result = list(result)  # simple; our streaming responses are small
+                return iter(result) if streaming_response else result
+            except Exception as exc:  # noqa: BLE001 - every exception becomes a status
+                set_code = _context_code(context)
+                if set_code not in (None, grpc.StatusCode.OK):
+                    code = set_code  # the servicer aborted deliberately
+                    raise
+                if not isinstance(exc, MemlakeError) and not _is_db_unavailable(exc):
+                    log.exception("unhandled error in %s", full)
+                code, status = _status_for(exc)
+                context.abort_with_status(rpc_status.to_status(status))
+            finally:
+                elapsed = time.perf_counter() - start
+                code_name = code.name
+                REQUESTS.labels(service, method, code_name).inc()
+                LATENCY.labels(service, method, code_name).observe(elapsed)
+                if self.log_requests:
+                    log.info(
+                        "rpc",
+                        extra={
+                            "fields": {
+                                "method": full,
+                                "code": code_name,
+                                "ms": round(elapsed * 1000, 3),
+                                "request_id": request_id,
+                                "tenant": md.get("x-memlake-tenant", ""),
+                                "peer": _peer(context),
+                            }
+                        },
+                    )
+
+        factory = getattr(grpc, f"{kind}_rpc_method_handler")
+        return factory(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _context_code(context):
+    try:
+        return context.code()
+    except Exception:  # noqa: BLE001 - older grpcio
+        return None
+
+
+def _peer(context) -> str:
+    try:
+        return context.peer()
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def _is_db_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | PoolTimeout)
+
+
+@dataclass
+class ServiceSpec:
+    """One gRPC service hosted by a server."""
+
+    full_name: str  # e.g. "memlake.v1.IngestService"
+    register: Callable[[grpc.Server], None]
+    # Each raises when a dependency does not answer; SERVING only when all pass.
+    checks: list[Callable[[], None]] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+
+class HealthMonitor:
+    """Re-runs each service's checks periodically and publishes the result."""
+
+    def __init__(self, servicer: health.HealthServicer, specs: list[ServiceSpec], interval: float):
+        self.servicer = servicer
+        self.specs = specs
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        for spec in specs:
+            servicer.set(spec.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def check_once(self) -> bool:
+        all_ok = True
+        for spec in self.specs:
+            ok = True
+            for check in spec.checks:
+                try:
+                    check()
+                except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                    ok = False
+                    log.warning("health check failed for %s: %s", spec.full_name, exc)
+                    break
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ok
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            self.servicer.set(spec.full_name, status)
+            all_ok = all_ok and ok
+        self.servicer.set(
+            "",
+            health_pb2.HealthCheckResponse.SERVING
+            if all_ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        return all_ok
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            ok = self.check_once()
+            # Poll quickly until first SERVING, then at the configured interval.
+            delay = self.interval if ok else min(max(delay * 2, 0.1), self.interval)
+            self._stop.wait(delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    monitor: HealthMonitor
+    specs: list[ServiceSpec]
+
+    def stop(self, grace: float) -> None:
+        """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish."""
+        self.monitor.stop()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for spec in self.specs:
+            for fn in spec.on_stop:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001
+                    log.exception("error while stopping %s", spec.full_name)
+
+
+def create_server(
+    specs: list[ServiceSpec],
+    address: str,
+    *,
+    max_workers: int = 16,
+    health_interval: float = 5.0,
+    log_requests: bool = True,
+) -> RunningServer:
+    """Builds and starts a server on address (port 0 picks a free port)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=[ServiceInterceptor(log_requests)],
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for spec in specs:
+        spec.register(server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [s.full_name for s in specs] + [
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    monitor = HealthMonitor(health_servicer, specs, health_interval)
+    server.start()
+    monitor.start()
+    return RunningServer(server, port, health_servicer, monitor, specs)
+
+
+def start_metrics(host: str, port: int) -> int:
+    """Serves Prometheus metrics over HTTP; returns the bound port."""
+    httpd, _ = start_http_server(port, addr=host, registry=REGISTRY)
+    return httpd.server_port
+
+
+def serve_forever(running: RunningServer, grace: float) -> None:
+    """Blocks until SIGTERM/SIGINT, then drains in-flight calls for up to grace seconds."""
+    done = threading.Event()
+
+    def _handle(signum, _frame):
+        log.info("signal %s: draining for up to %ss", signal.Signals(signum).name, grace)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, _handle)
+    done.wait()
+    running.stop(grace)
+    log.info("stopped")
+
+
+__all__ = [
+    "ServiceSpec",
+    "RunningServer",
+    "create_server",
+    "start_metrics",
+    "serve_forever",
+    "configure_logging",
+]

@@ -1,0 +1,76 @@
+"""Configuration, read once from MEMLAKE_* environment variables (documented in README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEMLAKE_", extra="ignore")
+
+    # Where the embedded default keeps its SQLite file and index snapshots.
+    data_dir: Path = Path(".memlake")
+    # Empty: SQLite in data_dir. Otherwise a SQLAlchemy URL, e.g.
+    # postgresql+psycopg://user@127.0.0.1:5432/memlake
+    database_url: str = ""
+    # Empty: in-process cache. Otherwise e.g. redis://127.0.0.1:6379/0
+    redis_url: str = ""
+
+    host: str = "127.0.0.1"
+    # All-in-one and ingest share 50051 (they are never run on one machine together
+    # unless the ports are changed).
+    allinone_port: int = 50051
+    ingest_port: int = 50051
+    retrieval_port: int = 50052
+    versioning_port: int = 50053
+    metrics_host: str = "127.0.0.1"
+    allinone_metrics_port: int = 9464
+    ingest_metrics_port: int = 9464
+    retrieval_metrics_port: int = 9465
+    versioning_metrics_port: int = 9466
+    # Where ingest sends FACT items; empty means 127.0.0.1:<versioning_port>
+    # (the all-in-one process points it at itself).
+    versioning_addr: str = ""
+
+    default_tenant: str = "default"
+    # Default conflict policy for facts: SUPERSEDE, REJECT or REVIEW.
+    default_conflict_policy: str = "SUPERSEDE"
+
+    # Embedder: "minilm" (default, ONNX int8 all-MiniLM-L6-v2) or "hash"
+    # (deterministic lexical hashing; for unit tests only).
+    embedder: str = "minilm"
+    embed_threads: int = 1
+
+    # Index: exact search up to this many vectors in a partition, HNSW above.
+    ann_threshold: int = 20000
+    snapshot_interval_s: float = 30.0
+    tail_poll_interval_s: float = 0.2
+
+    # Hot tail of an active session kept in the cache.
+    session_tail_size: int = 20
+    session_tail_ttl_s: int = 24 * 3600
+
+    max_workers: int = 16
+    shutdown_grace_s: float = 10.0
+    health_check_interval_s: float = 5.0
+    log_level: str = "INFO"
+    log_requests: bool = True
+
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'memlake.db').resolve()}"
+
+    def resolved_versioning_addr(self) -> str:
+        return self.versioning_addr or f"127.0.0.1:{self.versioning_port}"
+
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

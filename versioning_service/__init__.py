@@ -1,0 +1,1 @@
+"""memlake.v1.VersioningService: bi-temporal facts, conflicts, audit."""
