@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+from ingest_service.domain import IngestDomain
+from ingest_service.servicer import IngestServicer
 from memlake.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from shared.runtime import Runtime
 from shared.server import ServiceSpec
-from ingest_service.domain import IngestDomain
-from ingest_service.servicer import IngestServicer
 
 FULL_NAME = ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 
@@ -12,13 +12,19 @@ FULL_NAME = ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full
 def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestServicer]:
     s = rt.settings
     domain = IngestDomain(
-        rt.db, rt.embedder, rt.cache, rt.notify,
-        tail_size=s.session_tail_size, tail_ttl_s=s.session_tail_ttl_s,
+        rt.db,
+        rt.embedder,
+        rt.cache,
+        rt.notify,
+        tail_size=s.session_tail_size,
+        tail_ttl_s=s.session_tail_ttl_s,
     )
     servicer = IngestServicer(domain, s.default_tenant, versioning_addr)
     spec = ServiceSpec(
         FULL_NAME,
-        lambda server: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server),
+        lambda server: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(
+            servicer, server
+        ),
         checks=[rt.check_db, rt.check_cache],
         on_stop=[servicer.close],
     )

@@ -113,7 +113,9 @@ def validate(item: MemoryIn, prefix: str = "memory") -> None:
             raise InvalidArgument(f"{prefix}.skill.name", "is required for SKILL")
         steps = a.get("steps") or []
         if not steps or any(not str(s).strip() for s in steps):
-            raise InvalidArgument(f"{prefix}.skill.steps", "at least one non-empty step is required")
+            raise InvalidArgument(
+                f"{prefix}.skill.steps", "at least one non-empty step is required"
+            )
     if t == pb.MEMORY_TYPE_FACT:
         if not str(a.get("subject", "")).strip():
             raise InvalidArgument(f"{prefix}.fact.subject", "is required for FACT")
@@ -257,7 +259,9 @@ class IngestDomain:
             )
             if prev is not None:
                 if _same(prev, item):
-                    return WriteResult(prev, self._last_seq_of(s, prev.id), pb.WRITE_OUTCOME_DUPLICATE)
+                    return WriteResult(
+                        prev, self._last_seq_of(s, prev.id), pb.WRITE_OUTCOME_DUPLICATE
+                    )
                 prev.current = False
                 prev.update_time = now
                 s.flush()

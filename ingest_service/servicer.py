@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from ingest_service.domain import IngestDomain, MemoryIn, WriteResult, _Replay, fingerprint
 from memlake.v1 import ingest_service_pb2 as ipb
 from memlake.v1 import ingest_service_pb2_grpc as ipb_grpc
 from memlake.v1 import memory_pb2 as pb
@@ -13,7 +14,6 @@ from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
 from shared.errors import InvalidArgument, MemlakeError, error_for_code
 from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metadata
-from ingest_service.domain import IngestDomain, MemoryIn, WriteResult, _Replay, fingerprint
 
 MAX_BATCH = 1000
 STREAM_CHUNK = 64
@@ -51,6 +51,10 @@ def memory_in(req, prefix: str) -> MemoryIn:
     )
 
 
+def _join(prefix: str, field: str) -> str:
+    return f"{prefix}.{field}" if prefix else field
+
+
 def _item_error(exc: MemlakeError) -> pb.ItemError:
     return pb.ItemError(
         code=grpc.StatusCode[exc.code_name].value[0], message=exc.message, field=exc.field
@@ -78,15 +82,15 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
 
     # -- the write path shared by all three write RPCs --------------------------------------
 
-    def _remember(self, tenant: str, reqs: list, context, prefix: str) -> list:
+    def _remember(self, tenant: str, reqs: list, context, prefix: str, offset: int = 0) -> list:
         """Returns, per request, a RememberResponse or a MemlakeError."""
         out: list = [None] * len(reqs)
         plain_idx, plain_items = [], []
         for i, req in enumerate(reqs):
-            p = prefix.format(i=i)
+            p = prefix.format(i=offset + i)
             try:
-                check_scope_tenant(req.memory.scope.tenant, tenant, f"{p}.memory.scope.tenant")
-                item = memory_in(req, f"{p}.memory")
+                check_scope_tenant(req.memory.scope.tenant, tenant, _join(p, "memory.scope.tenant"))
+                item = memory_in(req, _join(p, "memory"))
                 if item.type == pb.MEMORY_TYPE_FACT:
                     out[i] = self._assert_fact(tenant, req, item, context)
                 else:
@@ -103,7 +107,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
                     out[i] = _response(res)
                 else:
                     if res.field.startswith("memory"):
-                        res.field = f"{prefix.format(i=i)}.{res.field}".lstrip(".")
+                        res.field = _join(prefix.format(i=offset + i), res.field)
                         res.message = f"{res.field}: {res.message.split(': ', 1)[-1]}"
                     out[i] = res
         return out
@@ -165,7 +169,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
 
         def flush():
             nonlocal offset
-            results = self._remember(tenant, chunk, context, "item[{i}]")
+            results = self._remember(tenant, chunk, context, "item[{i}]", offset)
             _batch_response(resp, results, offset)
             offset += len(chunk)
             chunk.clear()
@@ -211,4 +215,3 @@ def _batch_response(resp, results: list, offset: int = 0):
             r.outcome = res.outcome
             resp.seq = max(resp.seq, res.seq)
     return resp
-

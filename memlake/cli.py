@@ -38,8 +38,11 @@ def _dt(s: str | None) -> datetime | None:
 
 
 def _print(msg, as_json: bool) -> None:
-    print(json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=2)
-          if as_json else _brief(msg))
+    print(
+        json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=2)
+        if as_json
+        else _brief(msg)
+    )
 
 
 def _brief(msg) -> str:
@@ -70,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the services (default: all three in one process)")
-    s.add_argument("--service", choices=["all", "ingest", "retrieval", "versioning"],
-                   default="all")
+    s.add_argument("--service", choices=["all", "ingest", "retrieval", "versioning"], default="all")
 
     d = sub.add_parser("db", help="database maintenance")
     d.add_argument("action", choices=["upgrade"])
@@ -135,8 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _memory(a) -> pb.Memory:
-    m = pb.Memory(type=TYPES[a.type], content=a.content, scope=_scope(a),
-                  importance=a.importance, source=pb.Source(kind="cli", actor="cli"))
+    m = pb.Memory(
+        type=TYPES[a.type],
+        content=a.content,
+        scope=_scope(a),
+        importance=a.importance,
+        source=pb.Source(kind="cli", actor="cli"),
+    )
     t = m.type
     if t == pb.MEMORY_TYPE_BACKGROUND:
         m.background.key = a.key or ""
@@ -161,11 +168,16 @@ def _fact_line(f) -> str:
     vf = f.valid_from.ToDatetime().isoformat() if f.HasField("valid_from") else "-"
     vt = f.valid_to.ToDatetime().isoformat() if f.HasField("valid_to") else "open"
     rt = f.record_time.ToDatetime().isoformat(timespec="seconds")
-    re_ = f.record_end_time.ToDatetime().isoformat(timespec="seconds") if f.HasField(
-        "record_end_time") else "open"
+    re_ = (
+        f.record_end_time.ToDatetime().isoformat(timespec="seconds")
+        if f.HasField("record_end_time")
+        else "open"
+    )
     status = pb.FactStatus.Name(f.status).removeprefix("FACT_STATUS_")
-    return (f"#{f.id} {f.subject} {f.predicate} = {f.value!r} [{status}] "
-            f"valid {vf} .. {vt}; recorded {rt} .. {re_}")
+    return (
+        f"#{f.id} {f.subject} {f.predicate} = {f.value!r} [{status}] "
+        f"valid {vf} .. {vt}; recorded {rt} .. {re_}"
+    )
 
 
 def run(a) -> int:
@@ -186,39 +198,58 @@ def run(a) -> int:
     with MemlakeClient(a.addr, tenant=a.tenant, timeout=a.timeout) as c:
         if a.cmd == "remember":
             r = c.remember(_memory(a), request_id=a.request_id)
-            print(f"id {r.memory.id}  seq {r.seq}  "
-                  f"{pb.WriteOutcome.Name(r.outcome).removeprefix('WRITE_OUTCOME_')}")
+            print(
+                f"id {r.memory.id}  seq {r.seq}  "
+                f"{pb.WriteOutcome.Name(r.outcome).removeprefix('WRITE_OUTCOME_')}"
+            )
         elif a.cmd == "get":
             _print(c.get(a.id), True)
         elif a.cmd == "list":
             n = 0
-            for m in c.list_all(types=[TYPES[t] for t in a.type], scope=_scope(a),
-                                include_history=a.history):
-                print(f"{m.id:>8}  {pb.MemoryType.Name(m.type).removeprefix('MEMORY_TYPE_'):<12}"
-                      f" {m.content[:100]}")
+            for m in c.list_all(
+                types=[TYPES[t] for t in a.type], scope=_scope(a), include_history=a.history
+            ):
+                print(
+                    f"{m.id:>8}  {pb.MemoryType.Name(m.type).removeprefix('MEMORY_TYPE_'):<12}"
+                    f" {m.content[:100]}"
+                )
                 n += 1
                 if n >= a.limit:
                     break
         elif a.cmd == "search":
-            r = c.search(a.query, scope=_scope(a), types=[TYPES[t] for t in a.type],
-                         top_k=a.top_k, min_seq=a.min_seq)
+            r = c.search(
+                a.query,
+                scope=_scope(a),
+                types=[TYPES[t] for t in a.type],
+                top_k=a.top_k,
+                min_seq=a.min_seq,
+            )
             for x in r.results:
                 m = x.memory
-                print(f"{x.score:.4f}  {m.id:>8}  "
-                      f"{pb.MemoryType.Name(m.type).removeprefix('MEMORY_TYPE_'):<12} "
-                      f"{m.content[:100]}")
+                print(
+                    f"{x.score:.4f}  {m.id:>8}  "
+                    f"{pb.MemoryType.Name(m.type).removeprefix('MEMORY_TYPE_'):<12} "
+                    f"{m.content[:100]}"
+                )
         elif a.cmd == "context":
             r = c.context(scope=_scope(a), intent=a.intent, token_budget=a.budget)
-            print(r.rendered if a.raw else f"{r.rendered}\n\n({r.token_count} tokens, "
-                  f"{len(r.items)} items)")
+            print(
+                r.rendered
+                if a.raw
+                else f"{r.rendered}\n\n({r.token_count} tokens, {len(r.items)} items)"
+            )
         elif a.cmd == "forget":
             print(f"forgotten; seq {c.forget(a.id)}")
         elif a.cmd == "fact":
             sc = _scope(a)
             if a.fact_cmd == "assert":
                 r = c.assert_fact(
-                    a.subject, a.predicate, a.value, scope=sc,
-                    valid_from=_dt(a.valid_from), valid_to=_dt(a.valid_to),
+                    a.subject,
+                    a.predicate,
+                    a.value,
+                    scope=sc,
+                    valid_from=_dt(a.valid_from),
+                    valid_to=_dt(a.valid_to),
                     policy=POLICIES[a.policy] if a.policy else 0,
                     source=pb.Source(kind="cli", actor=a.actor),
                 )

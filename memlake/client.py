@@ -119,9 +119,7 @@ class MemlakeClient:
         )
 
     def remember_batch(self, memories: Sequence[pb.Memory]) -> ipb.RememberBatchResponse:
-        req = ipb.RememberBatchRequest(
-            requests=[ipb.RememberRequest(memory=m) for m in memories]
-        )
+        req = ipb.RememberBatchRequest(requests=[ipb.RememberRequest(memory=m) for m in memories])
         return self._call(self.ingest.RememberBatch, req)
 
     def stream_remember(
@@ -129,8 +127,10 @@ class MemlakeClient:
     ) -> ipb.StreamRememberResponse:
         def gen() -> Iterator[ipb.StreamRememberRequest]:
             for it in items:
-                yield it if isinstance(it, ipb.StreamRememberRequest) else (
-                    ipb.StreamRememberRequest(memory=it)
+                yield (
+                    it
+                    if isinstance(it, ipb.StreamRememberRequest)
+                    else (ipb.StreamRememberRequest(memory=it))
                 )
 
         try:
@@ -160,7 +160,10 @@ class MemlakeClient:
         return self._call(
             self.retrieval.ListMemories,
             rpb.ListMemoriesRequest(
-                types=types, scope=scope, page_size=page_size, page_token=page_token,
+                types=types,
+                scope=scope,
+                page_size=page_size,
+                page_token=page_token,
                 include_history=include_history,
             ),
         )
@@ -189,8 +192,13 @@ class MemlakeClient:
         return self._call(
             self.retrieval.SearchMemories,
             rpb.SearchMemoriesRequest(
-                query=query, scope=scope, types=types, top_k=top_k, min_seq=min_seq,
-                time_range=time_range, include_history=include_history,
+                query=query,
+                scope=scope,
+                types=types,
+                top_k=top_k,
+                min_seq=min_seq,
+                time_range=time_range,
+                include_history=include_history,
             ),
             timeout,
         )
@@ -229,9 +237,16 @@ class MemlakeClient:
         return self._call(
             self.versioning.AssertFact,
             vpb.AssertFactRequest(
-                scope=scope, subject=subject, predicate=predicate, value=value,
-                valid_from=ts(valid_from), valid_to=ts(valid_to), confidence=confidence,
-                policy=policy, source=source, request_id=request_id,
+                scope=scope,
+                subject=subject,
+                predicate=predicate,
+                value=value,
+                valid_from=ts(valid_from),
+                valid_to=ts(valid_to),
+                confidence=confidence,
+                policy=policy,
+                source=source,
+                request_id=request_id,
             ),
         )
 

@@ -16,8 +16,13 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()
     servicer = RetrievalServicer(
-        rt.db, index, rt.embedder, rt.cache, s.default_tenant,
-        tail_size=s.session_tail_size, tail_ttl_s=s.session_tail_ttl_s,
+        rt.db,
+        index,
+        rt.embedder,
+        rt.cache,
+        s.default_tenant,
+        tail_size=s.session_tail_size,
+        tail_ttl_s=s.session_tail_ttl_s,
     )
     spec = ServiceSpec(
         FULL_NAME,

@@ -38,7 +38,9 @@ def render_line(m: pb.Memory, conflicted: bool = False) -> str:
         steps = "; ".join(f"{i + 1}. {s}" for i, s in enumerate(m.skill.steps))
         return f"- [{t}] {label}{m.content} Steps: {steps}"
     flag = " (CONFLICTED: unresolved contradiction)" if conflicted else ""
-    src = f" (source: {m.source.kind or m.source.actor})" if (m.source.kind or m.source.actor) else ""
+    src = (
+        f" (source: {m.source.kind or m.source.actor})" if (m.source.kind or m.source.actor) else ""
+    )
     return f"- [{t}{when}] {label}{m.content}{flag}{src}"
 
 

@@ -73,8 +73,16 @@ class Partition:
 
     def _grow(self) -> None:
         cap = len(self.ids) * 2
-        for name in ("ids", "types", "when", "current", "alive", "conflicted", "importance",
-                     "confidence"):
+        for name in (
+            "ids",
+            "types",
+            "when",
+            "current",
+            "alive",
+            "conflicted",
+            "importance",
+            "confidence",
+        ):
             old = getattr(self, name)
             new = np.zeros(cap, dtype=old.dtype)
             new[: len(old)] = old
@@ -108,7 +116,9 @@ class Partition:
             self.expire[row] = rec.expire_time.timestamp() if rec.expire_time else INF
             self.current[row] = rec.current
             self.alive[row] = True
-            self.conflicted[row] = bool(rec.conflicted) or rec.fact_status == pb.FACT_STATUS_CONFLICTED
+            self.conflicted[row] = (
+                bool(rec.conflicted) or rec.fact_status == pb.FACT_STATUS_CONFLICTED
+            )
             self.importance[row] = rec.importance
             conf = (rec.attributes or {}).get("confidence")
             self.confidence[row] = float(conf) if conf else 1.0
@@ -218,7 +228,9 @@ class IndexManager:
             return
         vec = from_bytes(rec.embedding)
         if vec.shape[0] != self.dim:
-            log.warning("memory %s has a %d-d vector, index is %d-d", rec.id, vec.shape[0], self.dim)
+            log.warning(
+                "memory %s has a %d-d vector, index is %d-d", rec.id, vec.shape[0], self.dim
+            )
             return
         key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
         self._partition(key).put(rec, vec)
@@ -237,10 +249,14 @@ class IndexManager:
                 with self.db.read() as s:
                     entries = changelog.read_after(s, self.applied_seq)
                     ids = {e.memory_id for e in entries if e.op == "put"}
-                    recs = {
-                        r.id: r
-                        for r in s.scalars(select(MemoryRecord).where(MemoryRecord.id.in_(ids)))
-                    } if ids else {}
+                    recs = (
+                        {
+                            r.id: r
+                            for r in s.scalars(select(MemoryRecord).where(MemoryRecord.id.in_(ids)))
+                        }
+                        if ids
+                        else {}
+                    )
                 if not entries:
                     return applied
                 for e in entries:

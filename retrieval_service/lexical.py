@@ -74,5 +74,7 @@ class BM25:
             rows = np.fromiter(p.keys(), dtype=np.int64, count=len(p))
             tf = np.fromiter(p.values(), dtype=np.float32, count=len(p))
             dl = np.fromiter((self.doc_len[r] for r in p), dtype=np.float32, count=len(p))
-            out[rows] += idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * dl / avgdl))
+            out[rows] += (
+                idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * dl / avgdl))
+            )
         return out

@@ -98,7 +98,16 @@ def search(
         p, rows = parts[j][0], parts[j][1]
         row = int(rows[i - offsets[j]])
         hits.append(
-            Hit(p, row, float(score[i]), float(dense[i]), float(lex[i]), float(recency[i]),
-                float(imp[i]), float(conf[i]), bool(p.conflicted[row]))
+            Hit(
+                p,
+                row,
+                float(score[i]),
+                float(dense[i]),
+                float(lex[i]),
+                float(recency[i]),
+                float(imp[i]),
+                float(conf[i]),
+                bool(p.conflicted[row]),
+            )
         )
     return hits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import and_, func, or_, select
 
+from ingest_service.domain import session_tail_key
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
@@ -18,7 +19,6 @@ from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
-from ingest_service.domain import session_tail_key
 
 MAX_WAIT_S = 10.0
 
@@ -135,8 +135,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
 
     def _filters(self, request, tenant: str) -> Filters:
         check_scope_tenant(request.scope.tenant, tenant)
-        start, end = _range(request.time_range, "time_range") if hasattr(
-            request, "time_range") else (float("-inf"), float("inf"))
+        start, end = (
+            _range(request.time_range, "time_range")
+            if hasattr(request, "time_range")
+            else (float("-inf"), float("inf"))
+        )
         return Filters(
             types=_types(request.types, "types"),
             user_id=request.scope.user_id,
@@ -178,16 +181,25 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         bg = Filters(
             types=frozenset([pb.MEMORY_TYPE_BACKGROUND]), user_id=f.user_id, agent_id=f.agent_id
         )
-        bg_hits = search(self.index, tenant, self.embedder.embed_one(request.intent or "profile"),
-                         request.intent, bg, 200)
+        bg_hits = search(
+            self.index,
+            tenant,
+            self.embedder.embed_one(request.intent or "profile"),
+            request.intent,
+            bg,
+            200,
+        )
         bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
         cands += [Candidate(m, 1.0, "background") for m in bgs]
         if request.intent.strip():
             types = (f.types or frozenset(pb.MemoryType.values())) - {
-                pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_UNSPECIFIED}
+                pb.MEMORY_TYPE_BACKGROUND,
+                pb.MEMORY_TYPE_UNSPECIFIED,
+            }
             rel = Filters(types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id)
-            hits = search(self.index, tenant, self.embedder.embed_one(request.intent),
-                          request.intent, rel, 50)
+            hits = search(
+                self.index, tenant, self.embedder.embed_one(request.intent), request.intent, rel, 50
+            )
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
             cands += [Candidate(m, 0.0, "session_tail") for m in self._session_tail(tenant, f)]
@@ -196,7 +208,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             rendered=rendered, token_count=tokens, index_seq=self.index.applied_seq
         )
         for c, cost in chosen:
-            it = resp.items.add(score=c.score, tokens=cost, reason=c.reason, conflicted=c.conflicted)
+            it = resp.items.add(
+                score=c.score, tokens=cost, reason=c.reason, conflicted=c.conflicted
+            )
             it.memory.CopyFrom(c.memory)
         return resp
 
@@ -223,6 +237,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             )[::-1]
         tail = [record_to_proto(r) for r in recs]
         if tail:
-            safe(self.cache.set_tail, key, [m.SerializeToString() for m in tail],
-                 self.tail_size, self.tail_ttl_s)
+            safe(
+                self.cache.set_tail,
+                key,
+                [m.SerializeToString() for m in tail],
+                self.tail_size,
+                self.tail_ttl_s,
+            )
         return tail

@@ -66,9 +66,7 @@ class Aborted(MemlakeError):
 
 def error_for_code(code_name: str, message: str) -> MemlakeError:
     """A MemlakeError carrying a status received from another service."""
-    cls = next(
-        (c for c in MemlakeError.__subclasses__() if c.code_name == code_name), None
-    )
+    cls = next((c for c in MemlakeError.__subclasses__() if c.code_name == code_name), None)
     if cls is None or cls is InvalidArgument:
         err = MemlakeError(message)
         err.code_name = code_name

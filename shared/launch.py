@@ -53,13 +53,15 @@ def main(which: str) -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     running, _ = start(which, settings)
-    metrics_port = getattr(
-        settings, f"{'allinone' if which == 'all' else which}_metrics_port"
-    )
+    metrics_port = getattr(settings, f"{'allinone' if which == 'all' else which}_metrics_port")
     mport = start_metrics(settings.metrics_host, metrics_port)
     log.info(
         "memlake %s serving on %s:%d, metrics on http://%s:%d/metrics, database %s",
-        which, settings.host, running.port, settings.metrics_host, mport,
+        which,
+        settings.host,
+        running.port,
+        settings.metrics_host,
+        mport,
         settings.sqlalchemy_url().split("@")[-1],
     )
     serve_forever(running, settings.shutdown_grace_s)

@@ -10,7 +10,9 @@ FULL_NAME = versioning_service_pb2.DESCRIPTOR.services_by_name["VersioningServic
 
 
 def versioning_spec(rt: Runtime) -> ServiceSpec:
-    servicer = VersioningServicer(FactStore(rt.db, rt.embedder, rt.notify), rt.settings.default_tenant)
+    servicer = VersioningServicer(
+        FactStore(rt.db, rt.embedder, rt.notify), rt.settings.default_tenant
+    )
     return ServiceSpec(
         FULL_NAME,
         lambda server: versioning_service_pb2_grpc.add_VersioningServiceServicer_to_server(

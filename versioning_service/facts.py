@@ -36,11 +36,14 @@ CURRENT, SUPERSEDED, CONFLICTED, RETRACTED = (
     pb.FACT_STATUS_RETRACTED,
 )
 
+
 def norm(s: str) -> str:
     return _WS.sub(" ", s.strip().lower())
 
+
 def norm_predicate(s: str) -> str:
     return norm(s).replace(" ", "_")
+
 
 @dataclass
 class FactIn:
@@ -57,6 +60,7 @@ class FactIn:
     actor: str = ""
     importance: float = 0.5
 
+
 @dataclass
 class AssertResult:
     version: FactVersion
@@ -64,6 +68,7 @@ class AssertResult:
     previous: FactVersion | None
     seq: int
     conflict_id: int | None = None
+
 
 def validate(f: FactIn) -> None:
     if not f.subject.strip():
@@ -77,9 +82,11 @@ def validate(f: FactIn) -> None:
     if len(f.subject) > 512 or len(f.predicate) > 512:
         raise InvalidArgument("subject", "subject and predicate are at most 512 characters")
 
+
 def fact_text(subject: str, predicate: str, value: str) -> str:
     pred = predicate.replace("_", " ").strip()
     return " ".join(p for p in (subject.strip(), pred, value.strip()) if p)
+
 
 class FactStore:
     def __init__(self, db: Database, embedder: Embedder, notify: Callable[[int], None]) -> None:
@@ -191,10 +198,18 @@ class FactStore:
                 touched.append(new.memory_id)
                 outcome, action = pb.WRITE_OUTCOME_RECORDED_AS_HISTORY, "RECORD_HISTORY"
             self._audit(
-                s, tenant, key, key_str, action, new, f,
-                {"previous_id": current.id if current else None,
-                 "previous_value": current.value if current else None,
-                 "value": new.value},
+                s,
+                tenant,
+                key,
+                key_str,
+                action,
+                new,
+                f,
+                {
+                    "previous_id": current.id if current else None,
+                    "previous_value": current.value if current else None,
+                    "value": new.value,
+                },
             )
             seq = changelog.append(s, tenant, touched)
         self.notify(seq)
@@ -344,4 +359,3 @@ class FactStore:
                     .order_by(FactVersion.record_time, FactVersion.id)
                 )
             )
-

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from memlake.client import MemlakeError, scope, ts
+from memlake.v1 import memory_pb2 as pb
+
+
+def event(content: str, user: str = "u1", when: datetime | None = None, **kw) -> pb.Memory:
+    m = pb.Memory(type=pb.MEMORY_TYPE_EVENT, content=content, scope=scope(user), **kw)
+    m.occur_time.CopyFrom(ts(when or datetime.now(UTC)))
+    m.event.SetInParent()
+    return m
+
+
+def background(key: str, content: str, user: str = "u1") -> pb.Memory:
+    m = pb.Memory(type=pb.MEMORY_TYPE_BACKGROUND, content=content, scope=scope(user))
+    m.background.key = key
+    return m
+
+
+def turn(content: str, session: str, user: str = "u1", speaker: str = "user") -> pb.Memory:
+    m = pb.Memory(
+        type=pb.MEMORY_TYPE_CONVERSATION, content=content, scope=scope(user, session_id=session)
+    )
+    m.conversation.speaker = speaker
+    return m
+
+
+def skill(name: str, steps: list[str], content: str = "", user: str = "u1") -> pb.Memory:
+    m = pb.Memory(type=pb.MEMORY_TYPE_SKILL, content=content or f"how to {name}", scope=scope(user))
+    m.skill.name = name
+    m.skill.steps.extend(steps)
+    return m
+
+
+def reflection(
+    key: str, content: str, confidence: float, evidence: list[str], user: str = "u1"
+) -> pb.Memory:
+    m = pb.Memory(type=pb.MEMORY_TYPE_REFLECTION, content=content, scope=scope(user))
+    m.reflection.key = key
+    m.reflection.confidence = confidence
+    m.reflection.evidence_memory_ids.extend(evidence)
+    return m
+
+
+def expect_error(code: str, field: str | None = None):
+    """Context manager: the call fails with this status code (and names this field)."""
+
+    class _Ctx:
+        def __enter__(self):
+            self._raises = pytest.raises(MemlakeError)
+            self.info = self._raises.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            handled = self._raises.__exit__(*exc)
+            err = self.info.value
+            assert err.code == code, f"expected {code}, got {err.code}: {err.message}"
+            if field is not None:
+                assert err.field == field, f"expected field {field!r}, got {err.field!r}"
+            return handled
+
+    return _Ctx()
