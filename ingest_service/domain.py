@@ -24,6 +24,7 @@ from shared.db.models import ChangeLogEntry, IdempotencyKey, MemoryRecord
 from shared.db.types import utcnow
 from shared.embedding import Embedder, to_bytes
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MemlakeError, NotFound
+from shared.text import index_text
 
 log = logging.getLogger("memlake.ingest")
 
@@ -123,6 +124,10 @@ def validate(item: MemoryIn, prefix: str = "memory") -> None:
             raise InvalidArgument(f"{prefix}.fact.value", "is required for FACT")
 
 
+def _text(item: MemoryIn) -> str:
+    return index_text(item.type, item.content, item.attributes, item.occur_time)
+
+
 def _same(rec: MemoryRecord, item: MemoryIn) -> bool:
     return (
         rec.content == item.content
@@ -164,12 +169,14 @@ class IngestDomain:
                 validate(item)
                 if item.type == pb.MEMORY_TYPE_FACT:
                     raise InvalidArgument("memory.type", "FACT items go through AssertFact")
+                if item.type == pb.MEMORY_TYPE_CONVERSATION and item.occur_time is None:
+                    item.occur_time = utcnow()
                 todo.append(i)
             except MemlakeError as exc:
                 results[i] = exc
         if not todo:
             return results  # type: ignore[return-value]
-        vectors = self.embedder.embed([items[i].content for i in todo])
+        vectors = self.embedder.embed([_text(items[i]) for i in todo])
         vec_of = {i: vectors[n] for n, i in enumerate(todo)}
         replays: dict[int, bytes] = {}
         with self.db.write() as s:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from datetime import UTC, datetime
 
 from google.protobuf import json_format
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("db", help="database maintenance")
     d.add_argument("action", choices=["upgrade"])
+
+    ix = sub.add_parser("index", help="search index maintenance (run where retrieval runs)")
+    ix.add_argument("action", choices=["rebuild"], help="rebuild every shard from the database")
 
     r = sub.add_parser("remember", help="store a memory")
     r.add_argument("content")
@@ -194,6 +198,21 @@ def run(a) -> int:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         Database(settings.sqlalchemy_url()).upgrade()
         print("database at head")
+        return 0
+    if a.cmd == "index":
+        from retrieval_service.index import rebuild
+        from shared.embedding import make_embedder
+        from shared.settings import get_settings
+
+        settings = get_settings()
+        emb = make_embedder(settings.embedder)
+        t0 = time.monotonic()
+        idx = rebuild(settings, emb.name, emb.dim)
+        st = idx.stats()
+        print(
+            f"rebuilt {st['partitions']} partitions, {st['rows']} memories, "
+            f"seq {st['applied_seq']}, in {time.monotonic() - t0:.1f}s -> {settings.index_dir()}"
+        )
         return 0
     with MemlakeClient(a.addr, tenant=a.tenant, timeout=a.timeout) as c:
         if a.cmd == "remember":

@@ -11,7 +11,16 @@ FULL_NAME = retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"
 
 def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     s = rt.settings
-    index = IndexManager(rt.db, rt.embedder.dim, poll_interval=s.tail_poll_interval_s)
+    index = IndexManager(
+        rt.db,
+        rt.embedder.dim,
+        embed_model=rt.embedder.name,
+        snapshot_dir=s.index_dir(),
+        poll_interval=s.tail_poll_interval_s,
+        snapshot_interval=s.snapshot_interval_s,
+        ann_threshold=s.ann_threshold,
+        lexical_window=s.lexical_window,
+    )
     rt.local.subscribe(index.wake)
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()

@@ -1,18 +1,28 @@
 """The derived search index: partitions by scope, built by tailing the change log.
 
-A partition holds the rows of one (tenant, user) or (tenant, agent) scope: vectors, a
-BM25 index and the columns that filters need, so a scoped query touches only its own rows
-and filters are exact (a mask applied before ranking, never after).
+A partition holds the rows of one (tenant, user) or (tenant, agent) scope: vectors, BM25
+postings and the columns filters need, so a scoped query touches only its own rows and
+filters are exact (a mask applied before ranking, never after). Rows are append-only;
+a removed memory leaves a tombstone until the partition is compacted. Above a size
+threshold a partition also keeps an HNSW graph (faiss) over its rows; a search uses it
+with the filter mask as an IDSelector, and falls back to exact search whenever the
+mask is small or the graph returns fewer hits than exist.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+import faiss
 import numpy as np
 from sqlalchemy import select
 
@@ -23,9 +33,13 @@ from shared.convert import record_to_proto
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
 from shared.embedding import from_bytes
+from shared.text import index_text
 
 log = logging.getLogger("memlake.index")
 INF = float("inf")
+SNAPSHOT_FORMAT = 1
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
 
 
 def partition_key(tenant: str, user_id: str, agent_id: str) -> tuple[str, str]:
@@ -47,98 +61,227 @@ class Filters:
     include_history: bool = False
 
 
+# name -> (dtype, fill value) of the per-row columns
+COLUMNS = {
+    "ids": (np.int64, 0),
+    "types": (np.int8, 0),
+    "when": (np.float64, 0.0),  # occur_time, else create_time (epoch seconds)
+    "expire": (np.float64, INF),
+    "current": (bool, False),
+    "alive": (bool, False),
+    "conflicted": (bool, False),
+    "importance": (np.float32, 0.0),
+    "confidence": (np.float32, 1.0),
+    "turn": (np.int64, -1),
+}
+STRINGS = ("sessions", "agents", "users", "texts")
+
+
+@dataclass
+class Candidates:
+    rows: np.ndarray
+    dense: np.ndarray
+    lexical: np.ndarray
+    exact: bool
+
+
 class Partition:
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, ann_threshold: int, lexical_window: int = 1) -> None:
         self.dim = dim
-        self.lock = threading.Lock()
+        self.ann_threshold = ann_threshold
+        self.lexical_window = lexical_window
+        self.lock = threading.RLock()
         self.n = 0
+        self.n_alive = 0
         cap = 64
-        self.ids = np.zeros(cap, dtype=np.int64)
-        self.types = np.zeros(cap, dtype=np.int8)
-        self.when = np.zeros(cap, dtype=np.float64)  # occur_time, else create_time
-        self.expire = np.full(cap, INF)
-        self.current = np.zeros(cap, dtype=bool)
-        self.alive = np.zeros(cap, dtype=bool)
-        self.conflicted = np.zeros(cap, dtype=bool)
-        self.importance = np.zeros(cap, dtype=np.float32)
-        self.confidence = np.ones(cap, dtype=np.float32)
+        for name, (dt, fill) in COLUMNS.items():
+            setattr(self, name, np.full(cap, fill, dtype=dt))
         self.vectors = np.zeros((cap, dim), dtype=np.float32)
-        self.sessions: list[str] = [""] * cap
-        self.agents: list[str] = [""] * cap
-        self.users: list[str] = [""] * cap
-        self.docs: list[bytes] = [b""] * cap  # serialized memlake.v1.Memory
+        for name in STRINGS:
+            setattr(self, name, [])
+        self.docs: list[bytes] = []  # serialized memlake.v1.Memory per row
         self.row_of: dict[int, int] = {}
-        self.free: list[int] = []
+        self.turn_row: dict[tuple[str, int], int] = {}
         self.bm25 = BM25()
+        self.ann: faiss.IndexHNSWFlat | None = None
+
+    # -- writes (callers hold no lock; these take it) ---------------------------------------
 
     def _grow(self) -> None:
         cap = len(self.ids) * 2
-        for name in (
-            "ids",
-            "types",
-            "when",
-            "current",
-            "alive",
-            "conflicted",
-            "importance",
-            "confidence",
-        ):
+        for name, (dt, fill) in COLUMNS.items():
             old = getattr(self, name)
-            new = np.zeros(cap, dtype=old.dtype)
+            new = np.full(cap, fill, dtype=dt)
             new[: len(old)] = old
             setattr(self, name, new)
-        exp = np.full(cap, INF)
-        exp[: len(self.expire)] = self.expire
-        self.expire = exp
         vec = np.zeros((cap, self.dim), dtype=np.float32)
-        vec[: len(self.vectors)] = self.vectors
+        vec[: self.n] = self.vectors[: self.n]
         self.vectors = vec
-        for name in ("sessions", "agents", "users", "docs"):
-            lst = getattr(self, name)
-            lst.extend([lst[0][:0]] * (cap - len(lst)))
 
     def put(self, rec: MemoryRecord, vec: np.ndarray) -> None:
         with self.lock:
-            row = self.row_of.get(rec.id)
-            if row is None:
-                if self.free:
-                    row = self.free.pop()
-                else:
-                    if self.n == len(self.ids):
-                        self._grow()
-                    row = self.n
-                    self.n += 1
-                self.row_of[rec.id] = row
+            old = self.row_of.get(rec.id)
+            if old is not None and np.array_equal(self.vectors[old], vec):
+                self._set_meta(old, rec)  # status change (current, conflicted, ...)
+                self.docs[old] = record_to_proto(rec).SerializeToString()
+                return
+            if old is not None:
+                self._tombstone(old)
+            if self.n == len(self.ids):
+                self._grow()
+            row = self.n
+            self.n += 1
+            self.n_alive += 1
+            self.row_of[rec.id] = row
             self.ids[row] = rec.id
-            self.types[row] = rec.type
-            t = rec.occur_time or rec.create_time
-            self.when[row] = t.timestamp()
-            self.expire[row] = rec.expire_time.timestamp() if rec.expire_time else INF
-            self.current[row] = rec.current
             self.alive[row] = True
-            self.conflicted[row] = (
-                bool(rec.conflicted) or rec.fact_status == pb.FACT_STATUS_CONFLICTED
-            )
-            self.importance[row] = rec.importance
-            conf = (rec.attributes or {}).get("confidence")
-            self.confidence[row] = float(conf) if conf else 1.0
             self.vectors[row] = vec
-            self.sessions[row] = rec.session_id
-            self.agents[row] = rec.agent_id
-            self.users[row] = rec.user_id
-            self.docs[row] = record_to_proto(rec).SerializeToString()
-            self.bm25.add(row, _lexical_text(rec))
+            when = rec.occur_time or rec.create_time
+            self.sessions.append(rec.session_id)
+            self.agents.append(rec.agent_id)
+            self.users.append(rec.user_id)
+            self.texts.append(index_text(rec.type, rec.content, rec.attributes, when))
+            self.docs.append(record_to_proto(rec).SerializeToString())
+            self._set_meta(row, rec)
+            if self.ann is not None:  # graph ids are row numbers: add before any later row
+                self.ann.add(self.vectors[row : row + 1])
+            self._index_lexical(row)
+
+    def _set_meta(self, row: int, rec: MemoryRecord) -> None:
+        self.types[row] = rec.type
+        self.when[row] = (rec.occur_time or rec.create_time).timestamp()
+        self.expire[row] = rec.expire_time.timestamp() if rec.expire_time else INF
+        self.current[row] = rec.current
+        self.conflicted[row] = bool(rec.conflicted) or rec.fact_status == pb.FACT_STATUS_CONFLICTED
+        self.importance[row] = rec.importance
+        conf = (rec.attributes or {}).get("confidence")
+        self.confidence[row] = float(conf) if conf else 1.0
+        self.turn[row] = rec.turn_index if rec.turn_index is not None else -1
+
+    def _lexical_doc(self, row: int) -> str:
+        """A turn is indexed with the turns before it (lexical_window), so a question that
+        names the context of an answer finds the answer."""
+        t = int(self.turn[row])
+        if t < 0 or self.lexical_window <= 0:
+            return self.texts[row]
+        parts = []
+        for prev in range(t - self.lexical_window, t):
+            r = self.turn_row.get((self.sessions[row], prev))
+            if r is not None and self.alive[r]:
+                parts.append(self.texts[r])
+        return " ".join([*parts, self.texts[row]])
+
+    def _index_lexical(self, row: int) -> None:
+        t = int(self.turn[row])
+        if t >= 0:
+            self.turn_row[(self.sessions[row], t)] = row
+        self.bm25.add(row, self._lexical_doc(row))
+        # A later turn that arrived first is re-indexed with this one as its context.
+        for nxt in range(t + 1, t + 1 + self.lexical_window) if t >= 0 else ():
+            r = self.turn_row.get((self.sessions[row], nxt))
+            if r is not None and self.alive[r]:
+                self._reindex_row(r)
+
+    def _reindex_row(self, row: int) -> None:
+        """Moves a row to a fresh row with the same content (its lexical doc changed)."""
+        self.bm25.remove(row)
+        self.alive[row] = False
+        new = self.n
+        if self.n == len(self.ids):
+            self._grow()
+        self.n += 1
+        for name in COLUMNS:
+            getattr(self, name)[new] = getattr(self, name)[row]
+        self.vectors[new] = self.vectors[row]
+        for name in STRINGS:
+            getattr(self, name).append(getattr(self, name)[row])
+        self.docs.append(self.docs[row])
+        self.docs[row] = b""
+        self.row_of[int(self.ids[new])] = new
+        self.turn_row[(self.sessions[new], int(self.turn[new]))] = new
+        self.bm25.add(new, self._lexical_doc(new))
+        if self.ann is not None:
+            self.ann.add(self.vectors[new : new + 1])
+
+    def _tombstone(self, row: int) -> None:
+        self.alive[row] = False
+        self.n_alive -= 1
+        self.bm25.remove(row)
+        self.docs[row] = b""
 
     def remove(self, memory_id: int) -> bool:
         with self.lock:
             row = self.row_of.pop(memory_id, None)
             if row is None:
                 return False
-            self.alive[row] = False
-            self.bm25.remove(row)
-            self.docs[row] = b""
-            self.free.append(row)
+            self._tombstone(row)
             return True
+
+    # -- approximate index ------------------------------------------------------------------
+
+    def needs_ann(self) -> bool:
+        return self.ann is None and self.n_alive > self.ann_threshold
+
+    def needs_compaction(self) -> bool:
+        return self.n > 1000 and self.n - self.n_alive > self.n // 4
+
+    def build_ann(self) -> None:
+        """Builds the HNSW graph from a copy of the rows, outside the lock, then swaps it in
+        after adding the rows that arrived meanwhile."""
+        with self.lock:
+            n0 = self.n
+            vecs = self.vectors[:n0].copy()
+        index = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.add(vecs)
+        with self.lock:
+            if self.n > n0:
+                index.add(self.vectors[n0 : self.n])
+            self.ann = index
+
+    def compact(self) -> Partition:
+        """A new partition with only the live rows (tombstones dropped, graph rebuilt)."""
+        with self.lock:
+            live = np.nonzero(self.alive[: self.n])[0]
+            p = Partition(self.dim, self.ann_threshold, self.lexical_window)
+            p._load_rows(
+                {name: getattr(self, name)[live] for name in COLUMNS},
+                self.vectors[live],
+                {name: [getattr(self, name)[i] for i in live] for name in STRINGS},
+                [self.docs[i] for i in live],
+            )
+        if p.needs_ann():
+            p.build_ann()
+        return p
+
+    def _load_rows(self, cols: dict, vectors: np.ndarray, strings: dict, docs: list[bytes]):
+        n = len(vectors)
+        cap = max(64, 1 << (n - 1).bit_length()) if n else 64
+        for name, (dt, fill) in COLUMNS.items():
+            arr = np.full(cap, fill, dtype=dt)
+            arr[:n] = cols[name]
+            setattr(self, name, arr)
+        self.vectors = np.zeros((cap, self.dim), dtype=np.float32)
+        self.vectors[:n] = vectors
+        for name in STRINGS:
+            setattr(self, name, list(strings[name]))
+        self.docs = list(docs)
+        self.n = n
+        self.n_alive = int(self.alive[:n].sum())
+        self.row_of = {int(self.ids[r]): r for r in range(n) if self.alive[r]}
+        self.turn_row = {
+            (self.sessions[r], int(self.turn[r])): r
+            for r in range(n)
+            if self.alive[r] and self.turn[r] >= 0
+        }
+        self.bm25 = BM25()
+        for r in range(n):
+            if self.alive[r]:
+                self.bm25.add(r, self._lexical_doc(r))
+            else:
+                self.bm25._ensure(r)
+
+    # -- reads ------------------------------------------------------------------------------
 
     def mask(self, f: Filters, now: float) -> np.ndarray:
         n = self.n
@@ -151,76 +294,237 @@ class Partition:
             m &= self.when[:n] >= f.start
         if f.end < INF:
             m &= self.when[:n] < f.end
-        if f.session_id:
-            m &= np.fromiter((s == f.session_id for s in self.sessions[:n]), bool, n)
-        if f.agent_id:
-            m &= np.fromiter((a == f.agent_id for a in self.agents[:n]), bool, n)
-        if f.user_id:
-            m &= np.fromiter((u == f.user_id for u in self.users[:n]), bool, n)
+        for value, column in (
+            (f.session_id, self.sessions),
+            (f.agent_id, self.agents),
+            (f.user_id, self.users),
+        ):
+            if value:
+                m &= np.fromiter((s == value for s in column), bool, n)
         return m
 
+    def candidates(
+        self, f: Filters, now: float, qvec: np.ndarray, query: str, want: int
+    ) -> Candidates | None:
+        """Rows passing the filters that could rank in the top `want`, with their dense and
+        lexical scores. Exact over every passing row unless the graph is in use."""
+        with self.lock:
+            m = self.mask(f, now)
+            count = int(m.sum())
+            if count == 0:
+                return None
+            lex_all = self.bm25.scores(query, self.n) if query else np.zeros(self.n, np.float32)
+            if self.ann is None or count <= self.ann_threshold:
+                rows = np.nonzero(m)[0]
+                return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], True)
+            k = min(want, count)
+            bitmap = np.packbits(m, bitorder="little")
+            sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(2 * k, 64))
+            _, labels = self.ann.search(qvec.reshape(1, -1), k, params=params)
+            dense_rows = labels[0][labels[0] >= 0]
+            if len(dense_rows) < k:  # the graph missed some: answer exactly
+                rows = np.nonzero(m)[0]
+                return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], True)
+            lex_masked = np.where(m, lex_all, 0)
+            nz = np.count_nonzero(lex_masked)
+            top_lex = (
+                np.argpartition(-lex_masked, min(k, nz) - 1)[: min(k, nz)]
+                if nz
+                else np.array([], int)
+            )
+            rows = np.union1d(dense_rows, top_lex[lex_masked[top_lex] > 0])
+            return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], False)
 
-def _lexical_text(rec: MemoryRecord) -> str:
-    extra = ""
-    a = rec.attributes or {}
-    if rec.type == pb.MEMORY_TYPE_CONVERSATION:
-        extra = a.get("speaker", "")
-    elif rec.type == pb.MEMORY_TYPE_SKILL:
-        extra = a.get("name", "") + " " + " ".join(a.get("steps", []))
-    elif rec.type in (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION):
-        extra = a.get("key", "")
-    return f"{rec.content} {extra}"
+    def doc(self, row: int) -> bytes:
+        return self.docs[row]
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        with self.lock:
+            n = self.n
+            path.mkdir(parents=True)
+            np.savez(
+                path / "columns.npz",
+                vectors=self.vectors[:n],
+                **{name: getattr(self, name)[:n] for name in COLUMNS},
+            )
+            (path / "strings.json").write_text(
+                json.dumps({name: getattr(self, name)[:n] for name in STRINGS})
+            )
+            offsets = np.cumsum([0] + [len(d) for d in self.docs[:n]]).astype(np.int64)
+            np.save(path / "doc_offsets.npy", offsets)
+            (path / "docs.bin").write_bytes(b"".join(self.docs[:n]))
+            if self.ann is not None:
+                faiss.write_index(self.ann, str(path / "hnsw.faiss"))
+
+    @classmethod
+    def load(cls, path: Path, dim: int, ann_threshold: int, lexical_window: int) -> Partition:
+        p = cls(dim, ann_threshold, lexical_window)
+        with np.load(path / "columns.npz") as z:
+            cols = {name: z[name] for name in COLUMNS}
+            vectors = z["vectors"]
+        strings = json.loads((path / "strings.json").read_text())
+        offsets = np.load(path / "doc_offsets.npy")
+        blob = (path / "docs.bin").read_bytes()
+        docs = [blob[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        p._load_rows(cols, vectors, strings, docs)
+        if (path / "hnsw.faiss").exists():
+            p.ann = faiss.read_index(str(path / "hnsw.faiss"))
+        return p
 
 
 class IndexManager:
-    """Applies the change log in sequence order to the partitions."""
+    """Applies the change log in sequence order to the partitions, snapshots them to disk
+    with the last applied sequence, and on start loads the snapshot and catches up."""
 
-    def __init__(self, db: Database, dim: int, poll_interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        db: Database,
+        dim: int,
+        *,
+        embed_model: str,
+        snapshot_dir: Path | None = None,
+        poll_interval: float = 0.2,
+        snapshot_interval: float = 30.0,
+        ann_threshold: int = 20000,
+        lexical_window: int = 1,
+    ) -> None:
         self.db = db
         self.dim = dim
+        self.embed_model = embed_model
+        self.snapshot_dir = snapshot_dir
         self.poll_interval = poll_interval
+        self.snapshot_interval = snapshot_interval
+        self.ann_threshold = ann_threshold
+        self.lexical_window = lexical_window
         self.partitions: dict[tuple[str, str], Partition] = {}
         self.where: dict[int, tuple[str, str]] = {}
         self.applied_seq = 0
+        self.snapshot_seq = -1
         self.ready = False
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._apply_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        faiss.omp_set_num_threads(1)  # single queries: threads only add overhead here
 
     # -- building -------------------------------------------------------------------------
 
+    def _new_partition(self) -> Partition:
+        return Partition(self.dim, self.ann_threshold, self.lexical_window)
+
     def load_all(self) -> None:
-        """Builds every partition from the database alone, then marks the index ready."""
-        with self.db.read() as s:
-            start_seq = changelog.last_seq(s)
-        last_id = 0
-        while True:
+        """Builds every partition from the database alone, then catches up with the log."""
+        with self._apply_lock:
+            self.partitions, self.where = {}, {}
             with self.db.read() as s:
-                recs = list(
-                    s.scalars(
-                        select(MemoryRecord)
-                        .where(MemoryRecord.id > last_id)
-                        .order_by(MemoryRecord.id)
-                        .limit(5000)
+                start_seq = changelog.last_seq(s)
+            last_id = 0
+            while True:
+                with self.db.read() as s:
+                    recs = list(
+                        s.scalars(
+                            select(MemoryRecord)
+                            .where(MemoryRecord.id > last_id)
+                            .order_by(MemoryRecord.id)
+                            .limit(5000)
+                        )
                     )
-                )
-            if not recs:
-                break
-            for rec in recs:
-                self._put(rec)
-            last_id = recs[-1].id
+                if not recs:
+                    break
+                # Turns in order, so each finds its context already indexed.
+                for rec in sorted(recs, key=lambda r: (r.session_id, r.turn_index or 0, r.id)):
+                    self._put(rec)
+                last_id = recs[-1].id
+            self._maintain()
+            self._set_applied(start_seq)
+        self.catch_up()
+
+    def load_snapshot(self) -> bool:
+        """Loads the last snapshot if there is a usable one; False otherwise."""
+        root = self.snapshot_dir
+        if root is None or not (root / "manifest.json").exists():
+            return False
+        try:
+            manifest = json.loads((root / "manifest.json").read_text())
+            if (
+                manifest.get("format") != SNAPSHOT_FORMAT
+                or manifest.get("dim") != self.dim
+                or manifest.get("embed_model") != self.embed_model
+                or manifest.get("lexical_window") != self.lexical_window
+            ):
+                log.warning("index snapshot does not match this configuration; rebuilding")
+                return False
+            with self._apply_lock:
+                parts, where = {}, {}
+                for entry in manifest["partitions"]:
+                    key = (entry["tenant"], entry["key"])
+                    p = Partition.load(
+                        root / entry["dir"], self.dim, self.ann_threshold, self.lexical_window
+                    )
+                    parts[key] = p
+                    for mid in p.row_of:
+                        where[mid] = key
+                self.partitions, self.where = parts, where
+                self.snapshot_seq = manifest["applied_seq"]
+                self._set_applied(manifest["applied_seq"])
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("index snapshot unreadable (%s); rebuilding from the database", exc)
+            return False
+        log.info("index snapshot loaded at seq %d", self.applied_seq)
+        self.catch_up()
+        return True
+
+    def save_snapshot(self) -> bool:
+        """Writes every partition and the applied seq; atomic by directory rename."""
+        root = self.snapshot_dir
+        if root is None or not self.ready:
+            return False
+        with self._apply_lock:
+            seq = self.applied_seq
+            if seq == self.snapshot_seq:
+                return False
+            tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
+            entries = []
+            for i, (key, p) in enumerate(sorted(self.partitions.items())):
+                p.save(tmp / f"p{i}")
+                entries.append({"tenant": key[0], "key": key[1], "dir": f"p{i}"})
+            manifest = {
+                "format": SNAPSHOT_FORMAT,
+                "applied_seq": seq,
+                "dim": self.dim,
+                "embed_model": self.embed_model,
+                "lexical_window": self.lexical_window,
+                "created": time.time(),
+                "partitions": entries,
+            }
+            tmp.mkdir(parents=True, exist_ok=True)
+            with open(tmp / "manifest.json", "w") as fh:
+                json.dump(manifest, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
+            if root.exists():
+                root.rename(old)
+            tmp.rename(root)
+            shutil.rmtree(old, ignore_errors=True)
+            self.snapshot_seq = seq
+        log.info("index snapshot written at seq %d", seq)
+        return True
+
+    def _set_applied(self, seq: int) -> None:
         with self._cond:
-            self.applied_seq = max(self.applied_seq, start_seq)
+            self.applied_seq = seq
             self.ready = True
             self._cond.notify_all()
-        self.catch_up()
 
     def _partition(self, key: tuple[str, str]) -> Partition:
         p = self.partitions.get(key)
         if p is None:
-            p = self.partitions.setdefault(key, Partition(self.dim))
+            p = self.partitions[key] = self._new_partition()
         return p
 
     def _put(self, rec: MemoryRecord) -> None:
@@ -228,9 +532,7 @@ class IndexManager:
             return
         vec = from_bytes(rec.embedding)
         if vec.shape[0] != self.dim:
-            log.warning(
-                "memory %s has a %d-d vector, index is %d-d", rec.id, vec.shape[0], self.dim
-            )
+            log.warning("memory %s: %d-d vector, index is %d-d", rec.id, vec.shape[0], self.dim)
             return
         key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
         self._partition(key).put(rec, vec)
@@ -240,6 +542,14 @@ class IndexManager:
         key = self.where.pop(memory_id, None)
         if key is not None:
             self.partitions[key].remove(memory_id)
+
+    def _maintain(self) -> None:
+        """Builds graphs for partitions that grew past the threshold; compacts tombstones."""
+        for key, p in list(self.partitions.items()):
+            if p.needs_compaction():
+                self.partitions[key] = p.compact()
+            elif p.needs_ann():
+                p.build_ann()
 
     def catch_up(self) -> int:
         """Applies every change after applied_seq; returns the number applied."""
@@ -258,17 +568,18 @@ class IndexManager:
                         else {}
                     )
                 if not entries:
-                    return applied
+                    break
                 for e in entries:
                     rec = recs.get(e.memory_id) if e.op == "put" else None
                     if rec is not None:
                         self._put(rec)
                     else:
                         self._remove(e.memory_id)
-                with self._cond:
-                    self.applied_seq = entries[-1].seq
-                    self._cond.notify_all()
+                self._set_applied(entries[-1].seq)
                 applied += len(entries)
+            if applied:
+                self._maintain()
+        return applied
 
     # -- tailing --------------------------------------------------------------------------
 
@@ -281,18 +592,20 @@ class IndexManager:
             self._wake.set()
 
     def _run(self) -> None:
-        try:
-            self.load_all()
-        except Exception:  # noqa: BLE001 - retried below; health stays NOT_SERVING
-            log.exception("initial index load failed")
+        last_snapshot = time.monotonic()
         while not self._stop.is_set():
             try:
                 if not self.ready:
-                    self.load_all()
+                    if not self.load_snapshot():
+                        self.load_all()
+                    last_snapshot = time.monotonic()
                 else:
                     self.catch_up()
+                if time.monotonic() - last_snapshot > self.snapshot_interval:
+                    self.save_snapshot()
+                    last_snapshot = time.monotonic()
             except Exception:  # noqa: BLE001 - database hiccup: retry after a pause
-                log.exception("change-log tail failed")
+                log.exception("index tail failed")
                 self._stop.wait(1.0)
             self._wake.wait(self.poll_interval)
             self._wake.clear()
@@ -301,11 +614,15 @@ class IndexManager:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=30)
+        try:
+            self.save_snapshot()
+        except Exception:  # noqa: BLE001 - a missing snapshot only slows the next start
+            log.exception("final index snapshot failed")
 
     def wait_for(self, seq: int, timeout: float) -> bool:
         """Blocks until applied_seq >= seq or timeout; True if reached."""
-        if seq <= self.applied_seq and self.ready:
+        if self.ready and seq <= self.applied_seq:
             return True
         self.wake(seq)
         deadline = time.monotonic() + timeout
@@ -327,3 +644,31 @@ class IndexManager:
     def check_ready(self) -> None:
         if not self.ready:
             raise RuntimeError("index is still loading")
+
+    def stats(self) -> dict:
+        return {
+            "applied_seq": self.applied_seq,
+            "partitions": len(self.partitions),
+            "rows": sum(p.n_alive for p in self.partitions.values()),
+            "ann_partitions": sum(1 for p in self.partitions.values() if p.ann is not None),
+        }
+
+
+def build_from_settings(settings, embedder_name: str, dim: int) -> IndexManager:
+    return IndexManager(
+        Database(settings.sqlalchemy_url()),
+        dim,
+        embed_model=embedder_name,
+        snapshot_dir=settings.index_dir(),
+        ann_threshold=settings.ann_threshold,
+        lexical_window=settings.lexical_window,
+    )
+
+
+def rebuild(settings, embedder_name: str, dim: int) -> IndexManager:
+    """Rebuilds every partition from the database alone and writes a fresh snapshot."""
+    index = build_from_settings(settings, embedder_name, dim)
+    index.load_all()
+    index.snapshot_seq = -1
+    index.save_snapshot()
+    return index

@@ -1,10 +1,11 @@
-"""Okapi BM25 over a partition's rows, with add/remove."""
+"""Okapi BM25 over a partition's rows. Postings are append-only numpy buffers; removed rows
+stay in them and are dropped by the caller's mask (a compaction rebuilds them)."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 
@@ -28,53 +29,78 @@ def tokenize(text: str) -> list[str]:
     return [_stem(w) for w in _TOKEN.findall(text.lower()) if w not in STOPWORDS]
 
 
+class _Postings:
+    __slots__ = ("rows", "tfs", "pending_rows", "pending_tfs")
+
+    def __init__(self) -> None:
+        self.rows = np.zeros(0, dtype=np.int64)
+        self.tfs = np.zeros(0, dtype=np.float32)
+        self.pending_rows: list[int] = []
+        self.pending_tfs: list[int] = []
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.pending_rows:
+            self.rows = np.concatenate([self.rows, np.asarray(self.pending_rows, np.int64)])
+            self.tfs = np.concatenate([self.tfs, np.asarray(self.pending_tfs, np.float32)])
+            self.pending_rows, self.pending_tfs = [], []
+        return self.rows, self.tfs
+
+
 class BM25:
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
-        self.postings: dict[str, dict[int, int]] = defaultdict(dict)
-        self.doc_len: dict[int, int] = {}
-        self.total_len = 0
-        self._terms_of: dict[int, list[str]] = {}
+        self.postings: dict[str, _Postings] = {}
+        self.doc_len = np.zeros(64, dtype=np.float32)
+        self.live = np.zeros(64, dtype=bool)
+        self.n_live = 0
+        self.total_len = 0.0
+
+    def _ensure(self, row: int) -> None:
+        if row >= len(self.doc_len):
+            cap = max(row + 1, len(self.doc_len) * 2)
+            self.doc_len = np.concatenate(
+                [self.doc_len, np.zeros(cap - len(self.doc_len), np.float32)]
+            )
+            self.live = np.concatenate([self.live, np.zeros(cap - len(self.live), bool)])
 
     def add(self, row: int, text: str) -> None:
-        if row in self.doc_len:
-            self.remove(row)
+        """Indexes a new row (a row is indexed once; changed text means a new row)."""
+        self._ensure(row)
         counts = Counter(tokenize(text))
         for term, tf in counts.items():
-            self.postings[term][row] = tf
-        n = sum(counts.values())
+            p = self.postings.get(term)
+            if p is None:
+                p = self.postings[term] = _Postings()
+            p.pending_rows.append(row)
+            p.pending_tfs.append(tf)
+        n = float(sum(counts.values()))
         self.doc_len[row] = n
+        self.live[row] = True
+        self.n_live += 1
         self.total_len += n
-        self._terms_of[row] = list(counts)
 
     def remove(self, row: int) -> None:
-        n = self.doc_len.pop(row, None)
-        if n is None:
-            return
-        self.total_len -= n
-        for term in self._terms_of.pop(row, []):
-            p = self.postings.get(term)
-            if p is not None:
-                p.pop(row, None)
-                if not p:
-                    del self.postings[term]
+        if row < len(self.live) and self.live[row]:
+            self.live[row] = False
+            self.n_live -= 1
+            self.total_len -= float(self.doc_len[row])
 
     def scores(self, query: str, size: int) -> np.ndarray:
-        """BM25 score of every row (array indexed by row; 0 where no term matches)."""
+        """BM25 score of every row (indexed by row; 0 where no term matches)."""
         out = np.zeros(size, dtype=np.float32)
-        n = len(self.doc_len)
-        if n == 0:
+        if self.n_live == 0:
             return out
-        avgdl = self.total_len / n if n else 1.0
+        avgdl = max(self.total_len / self.n_live, 1.0)
         for term in set(tokenize(query)):
             p = self.postings.get(term)
-            if not p:
+            if p is None:
                 continue
-            idf = math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5))
-            rows = np.fromiter(p.keys(), dtype=np.int64, count=len(p))
-            tf = np.fromiter(p.values(), dtype=np.float32, count=len(p))
-            dl = np.fromiter((self.doc_len[r] for r in p), dtype=np.float32, count=len(p))
+            rows, tf = p.arrays()
+            df = max(int(self.live[rows].sum()), 1)
+            idf = math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
+            dl = self.doc_len[rows]
             out[rows] += (
                 idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * dl / avgdl))
             )
+        out[: min(size, len(self.live))] *= self.live[: min(size, len(self.live))]
         return out

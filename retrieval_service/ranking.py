@@ -41,14 +41,14 @@ class Hit:
         return int(self.partition.ids[self.row])
 
     def memory(self) -> pb.Memory:
-        return pb.Memory.FromString(self.partition.docs[self.row])
+        return pb.Memory.FromString(self.partition.doc(self.row))
 
 
 def _ranks(scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """1-based rank of each candidate by score (descending); inf where not kept."""
-    order = np.argsort(-scores, kind="stable")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.arange(1, len(scores) + 1)
+    """1-based rank by score, descending; tied scores share the best rank, so the order
+    rows happen to be stored in never matters. inf where not kept."""
+    desc = np.sort(-scores)
+    ranks = np.searchsorted(desc, -scores, side="left").astype(np.float64) + 1
     ranks[~keep] = np.inf
     return ranks
 
@@ -62,16 +62,12 @@ def search(
     top_k: int,
 ) -> list[Hit]:
     now = time.time()
+    want = max(top_k * 5, 50)
     parts: list[tuple[Partition, np.ndarray, np.ndarray, np.ndarray]] = []
     for p in index.partitions_for(tenant, f.user_id, f.agent_id):
-        with p.lock:
-            m = p.mask(f, now)
-            rows = np.nonzero(m)[0]
-            if len(rows) == 0:
-                continue
-            dense = p.vectors[rows] @ qvec
-            lex = p.bm25.scores(query, p.n)[rows]
-        parts.append((p, rows, dense, lex))
+        c = p.candidates(f, now, qvec, query, want)
+        if c is not None:
+            parts.append((p, c.rows, c.dense, c.lexical))
     if not parts:
         return []
     dense = np.concatenate([x[2] for x in parts])
@@ -89,9 +85,14 @@ def search(
     reflect = types == pb.MEMORY_TYPE_REFLECTION
     score = np.where(reflect, score * (0.5 + 0.5 * conf), score)
     k = min(top_k, len(score))
-    top = np.argpartition(-score, k - 1)[:k] if k < len(score) else np.arange(len(score))
-    top = top[np.argsort(-score[top], kind="stable")]
+    if k < len(score):  # everything tied with the k-th score, then a deterministic cut
+        kth = np.partition(-score, k - 1)[k - 1]
+        top = np.nonzero(-score <= kth)[0]
+    else:
+        top = np.arange(len(score))
     offsets = np.cumsum([0] + [len(x[1]) for x in parts])
+    ids = np.concatenate([x[0].ids[x[1]] for x in parts])
+    top = top[np.lexsort((ids[top], -dense[top], -score[top]))][:k]
     hits = []
     for i in top:
         j = int(np.searchsorted(offsets, i, side="right") - 1)

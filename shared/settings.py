@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     # Index: exact search up to this many vectors in a partition, HNSW above.
     ann_threshold: int = 20000
+    # A conversation turn is indexed for BM25 with this many turns before it.
+    lexical_window: int = 1
     snapshot_interval_s: float = 30.0
     tail_poll_interval_s: float = 0.2
 

@@ -1,0 +1,30 @@
+"""The text a memory is embedded and indexed by: its content plus the cues its type carries
+(speaker and date for a turn, key or name for keyed items). One definition for ingest and
+index, so a rebuilt index matches the live one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from memlake.v1 import memory_pb2 as pb
+
+
+def _date(dt: datetime | None) -> str:
+    return f"{dt.day} {dt:%B %Y}" if dt else ""
+
+
+def index_text(type_: int, content: str, attributes: dict[str, Any], when: datetime | None) -> str:
+    a = attributes or {}
+    if type_ == pb.MEMORY_TYPE_CONVERSATION:
+        who = a.get("speaker") or a.get("role") or ""
+        head = " ".join(p for p in (_date(when), f"{who}:" if who else "") if p)
+        return f"{head} {content}".strip()
+    if type_ == pb.MEMORY_TYPE_EVENT:
+        return f"{_date(when)} {content}".strip()
+    if type_ == pb.MEMORY_TYPE_SKILL:
+        steps = " ".join(a.get("steps", []))
+        return f"{a.get('name', '')}: {content} {steps}".strip()
+    if type_ in (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION):
+        return f"{a.get('key', '')}: {content}"
+    return content
