@@ -1,0 +1,87 @@
+"""Shared by the benchmarks: start an all-in-one memlake process, percentiles, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`memlake serve` in a child process on a temporary data folder and a free port."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        full = dict(os.environ)
+        for k in ("MEMLAKE_DATABASE_URL", "MEMLAKE_REDIS_URL"):
+            full.pop(k, None)
+        full.update(
+            MEMLAKE_DATA_DIR=str(data_dir),
+            MEMLAKE_ALLINONE_PORT=str(self.port),
+            MEMLAKE_ALLINONE_METRICS_PORT=str(self.metrics_port),
+            MEMLAKE_LOG_REQUESTS="false",
+        )
+        full.update(env or {})
+        self.log = open(data_dir.parent / f"{data_dir.name}-server.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "memlake", "serve"],
+            cwd=ROOT,
+            env=full,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.addr) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited; see {self.log.name}")
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise TimeoutError("server did not become SERVING")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path}")

@@ -1,0 +1,222 @@
+"""LoCoMo turn-level retrieval recall over the gRPC API.
+
+Reads any file in LoCoMo's format (locomo10.json or a subset), ingests every turn as a
+CONVERSATION memory (one user scope per conversation, the session date as occur time,
+image captions kept), asks every question of categories 1-4 with SearchMemories and
+reports recall@k (share of a question's evidence turns in the top k, averaged), per
+category, plus ingest throughput and search latency measured at the client.
+
+    python bench/locomo.py --data ../shared/data/locomo10-dev.json \
+        --audit ../shared/data/locomo10-dev-audit.json --out bench/out/locomo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Server, percentile, write_json  # noqa: E402
+from memlake.client import MemlakeClient, scope, ts  # noqa: E402
+from memlake.v1 import ingest_service_pb2 as ipb  # noqa: E402
+from memlake.v1 import memory_pb2 as pb  # noqa: E402
+
+KS = (1, 5, 10, 20, 50)
+CATEGORIES = (1, 2, 3, 4)
+DIA = re.compile(r"D\d+:\d+")
+DATE_FORMATS = ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y", "%d %B %Y", "%Y-%m-%d")
+
+
+def parse_date(s: str) -> datetime | None:
+    for fmt in DATE_FORMATS:
+        try:
+            return datetime.strptime(s.strip(), fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def evidence_ids(raw) -> list[str]:
+    """Normalises evidence lists; some source ids are malformed ("D8:6; D9:17")."""
+    out: list[str] = []
+    for item in raw or []:
+        out += DIA.findall(str(item))
+    return list(dict.fromkeys(out))
+
+
+def sessions(conv: dict) -> list[tuple[int, datetime | None, list[dict]]]:
+    out = []
+    for key, turns in conv.items():
+        m = re.fullmatch(r"session_(\d+)", key)
+        if m and isinstance(turns, list):
+            n = int(m.group(1))
+            out.append((n, parse_date(conv.get(f"session_{n}_date_time", "")), turns))
+    return sorted(out, key=lambda x: x[0])
+
+
+def turn_memories(sample: dict, user: str, source_uri: str):
+    """(dia_id, StreamRememberRequest) for every turn, in conversation order."""
+    for n, date, turns in sessions(sample["conversation"]):
+        base = date or datetime(2000, 1, 1, tzinfo=UTC)
+        for j, t in enumerate(turns):
+            text = t.get("text", "")
+            if t.get("blip_caption"):
+                text = f"{text} [shares an image: {t['blip_caption']}]"
+            m = pb.Memory(
+                type=pb.MEMORY_TYPE_CONVERSATION,
+                content=text,
+                scope=scope(user, session_id=f"session_{n}"),
+            )
+            m.conversation.speaker = t.get("speaker", "")
+            m.occur_time.CopyFrom(ts(base + timedelta(seconds=j)))
+            m.source.kind, m.source.document_uri = "import", source_uri
+            m.source.message_id = t.get("dia_id", "")
+            yield (
+                t.get("dia_id", ""),
+                ipb.StreamRememberRequest(memory=m, request_id=f"{user}/{t.get('dia_id', j)}"),
+            )
+
+
+def run(args) -> dict:
+    data = json.loads(Path(args.data).read_text())
+    audit = json.loads(Path(args.audit).read_text()) if args.audit else {}
+    tmp = tempfile.TemporaryDirectory(prefix="memlake-locomo-")
+    server = None
+    addr = args.addr
+    if not addr:
+        env = {"MEMLAKE_EMBEDDER": args.embedder} if args.embedder else {}
+        server = Server(Path(tmp.name) / "data", env)
+        print(f"starting memlake on {server.addr} (data in {tmp.name}) ...", flush=True)
+        server.wait_serving()
+        addr = server.addr
+    try:
+        return _bench(args, data, audit, addr)
+    finally:
+        if server:
+            server.stop()
+        tmp.cleanup()
+
+
+def _bench(args, data, audit, addr) -> dict:
+    run_id = f"{int(time.time())}"
+    client = MemlakeClient(addr, tenant=args.tenant or f"locomo-{run_id}", timeout=60)
+    # Ingest.
+    ids: list[dict[str, str]] = []
+    n_turns, max_seq = 0, 0
+    t0 = time.perf_counter()
+    for ci, sample in enumerate(data):
+        user = str(sample.get("sample_id", f"conv-{ci}"))
+        pairs = list(turn_memories(sample, user, Path(args.data).name))
+        resp = client.stream_remember([r for _, r in pairs])
+        if resp.failed:
+            errs = [r.error.message for r in resp.results if r.HasField("error")][:3]
+            raise RuntimeError(f"{resp.failed} turns failed to ingest: {errs}")
+        ids.append({r.memory.id: dia for (dia, _), r in zip(pairs, resp.results, strict=True)})
+        n_turns += len(pairs)
+        max_seq = max(max_seq, resp.seq)
+        print(f"  ingested conversation {ci} ({user}): {len(pairs)} turns", flush=True)
+    ingest_s = time.perf_counter() - t0
+    # Readable: the first search waits until the index has applied every write.
+    client.search("warm up", scope=scope("x"), min_seq=max_seq, timeout=600)
+
+    hits = {k: [] for k in KS}
+    by_cat = {c: {k: [] for k in KS} for c in CATEGORIES}
+    lat: list[float] = []
+    skipped = 0
+    for ci, sample in enumerate(data):
+        user = str(sample.get("sample_id", f"conv-{ci}"))
+        for qi, q in enumerate(sample.get("qa", [])):
+            cat = q.get("category")
+            if cat not in CATEGORIES:
+                continue
+            fix = audit.get(f"locomo_{ci}_qa{qi}")
+            ev = set(evidence_ids(fix["correct_evidence"] if fix else q.get("evidence")))
+            ev &= set(ids[ci].values())
+            if not ev:
+                skipped += 1
+                continue
+            t = time.perf_counter()
+            r = client.search(
+                q["question"], scope=scope(user), types=[pb.MEMORY_TYPE_CONVERSATION], top_k=max(KS)
+            )
+            lat.append((time.perf_counter() - t) * 1000)
+            ranked = [ids[ci].get(x.memory.id) for x in r.results]
+            for k in KS:
+                rec = len(ev & set(ranked[:k])) / len(ev)
+                hits[k].append(rec)
+                by_cat[cat][k].append(rec)
+    client.close()
+    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+    return {
+        "data": str(args.data),
+        "audit": str(args.audit or ""),
+        "conversations": len(data),
+        "turns": n_turns,
+        "questions": len(hits[1]),
+        "questions_without_evidence": skipped,
+        "recall_at": {str(k): mean(hits[k]) for k in KS},
+        "recall_at_10_by_category": {str(c): mean(by_cat[c][10]) for c in CATEGORIES},
+        "recall_by_category": {
+            str(c): {str(k): mean(by_cat[c][k]) for k in KS} for c in CATEGORIES
+        },
+        "questions_by_category": {str(c): len(by_cat[c][1]) for c in CATEGORIES},
+        "ingest_per_s": round(n_turns / ingest_s, 1),
+        "ingest_s": round(ingest_s, 2),
+        "search_ms": {
+            "p50": round(percentile(lat, 50), 2),
+            "p95": round(percentile(lat, 95), 2),
+            "p99": round(percentile(lat, 99), 2),
+            "mean": round(sum(lat) / len(lat), 2) if lat else None,
+        },
+        "embedder": args.embedder or "server default",
+        "addr": args.addr or "own all-in-one process",
+    }
+
+
+def print_table(r: dict) -> None:
+    print()
+    print(
+        f"LoCoMo retrieval: {r['conversations']} conversations, {r['turns']} turns, "
+        f"{r['questions']} questions (categories 1-4){' with audit' if r['audit'] else ''}"
+    )
+    print("recall@k     " + "  ".join(f"{k:>6}" for k in KS))
+    print("all          " + "  ".join(f"{r['recall_at'][str(k)]:>6.3f}" for k in KS))
+    names = {1: "multi-hop", 2: "temporal", 3: "open-dom", 4: "single-hop"}
+    for c in CATEGORIES:
+        row = r["recall_by_category"][str(c)]
+        print(
+            f"{c} {names[c]:<10} "
+            + "  ".join(f"{row[str(k)]:>6.3f}" if row[str(k)] is not None else "     -" for k in KS)
+            + f"   (n={r['questions_by_category'][str(c)]})"
+        )
+    s = r["search_ms"]
+    print(
+        f"ingest {r['ingest_per_s']} turns/s ({r['ingest_s']} s); search over gRPC "
+        f"p50 {s['p50']} ms, p95 {s['p95']} ms, p99 {s['p99']} ms"
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--audit", default="")
+    p.add_argument("--out", default="bench/out/locomo.json")
+    p.add_argument("--addr", default="", help="a running memlake; default: start one")
+    p.add_argument("--tenant", default="")
+    p.add_argument("--embedder", default="", help="server embedder when starting one")
+    args = p.parse_args(argv)
+    r = run(args)
+    print_table(r)
+    write_json(args.out, r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
