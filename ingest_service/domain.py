@@ -23,7 +23,14 @@ from shared.db.engine import Database
 from shared.db.models import ChangeLogEntry, IdempotencyKey, MemoryRecord
 from shared.db.types import utcnow
 from shared.embedding import Embedder, to_bytes
-from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MemlakeError, NotFound
+from shared.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    MemlakeError,
+    NotFound,
+)
 from shared.text import index_text
 
 log = logging.getLogger("memlake.ingest")
@@ -204,9 +211,14 @@ class IngestDomain:
                 except MemlakeError as exc:
                     results[i] = exc
                 except IntegrityError as exc:
-                    results[i] = AlreadyExists(
-                        f"a concurrent write conflicted with this one; retry ({exc.orig})"
-                    )
+                    # A concurrent retry with the same request_id won: answer as it did.
+                    prior = self._idempotent(s, tenant, item) if item.request_id else None
+                    if prior is not None:
+                        replays[i] = prior
+                    else:
+                        results[i] = Aborted(
+                            f"a concurrent write conflicted with this one; retry ({exc.orig})"
+                        )
         for i, data in replays.items():
             results[i] = _Replay(data)  # type: ignore[assignment]
         top = max((r.seq for r in results if isinstance(r, WriteResult)), default=0)

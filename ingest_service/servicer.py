@@ -12,7 +12,7 @@ from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
-from shared.errors import InvalidArgument, MemlakeError, error_for_code
+from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
 from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metadata
 
 MAX_BATCH = 1000
@@ -178,6 +178,12 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
             chunk.append(req)
             if len(chunk) >= STREAM_CHUNK:
                 flush()
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    raise DeadlineExceeded(
+                        f"deadline passed after {offset} items; those are stored, "
+                        "resend the rest (request_ids make resending safe)"
+                    )
         if chunk:
             flush()
         resp.accepted = sum(1 for r in resp.results if not r.HasField("error"))
