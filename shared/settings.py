@@ -36,8 +36,13 @@ class Settings(BaseSettings):
     versioning_addr: str = ""
 
     default_tenant: str = "default"
-    # Default conflict policy for facts: SUPERSEDE, REJECT or REVIEW.
+    # Default conflict policy for facts: SUPERSEDE, REJECT or REVIEW (a tenant may set its
+    # own with SetConflictPolicy / `memlake fact policy`).
     default_conflict_policy: str = "SUPERSEDE"
+    # Free-text facts: a new one whose embedding cosine with a believed fact of the same
+    # subject is at least this is queued for review as a candidate conflict. Measured with
+    # all-MiniLM-L6-v2 on tests/data/fact_pairs.jsonl by bench/fact_threshold.py: PLACEHOLDER
+    fact_semantic_threshold: float = 0.7
 
     # Embedder: "minilm" (default, ONNX int8 all-MiniLM-L6-v2) or "hash"
     # (deterministic lexical hashing; for unit tests only).
