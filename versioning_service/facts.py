@@ -60,6 +60,7 @@ from versioning_service.versions import (
     SUBJECT_LOCK_PREDICATE,
     SUPERSEDED,
     Tx,
+    believed,
     contains,
     earliest,
     free_text_predicate,
@@ -247,11 +248,21 @@ class FactStore:
                 continue  # a concurrent assert created it; lock theirs
         raise RuntimeError("could not create or lock the fact key")
 
-    def _tx(self, s: Session, tenant: str, keys: list[FactKey], actor: str, reason: str) -> Tx:
+    def _tx(
+        self,
+        s: Session,
+        tenant: str,
+        keys: list[FactKey],
+        actor: str,
+        reason: str,
+        *,
+        last: datetime | None | bool = False,
+    ) -> Tx:
         """After the keys are locked: the record time of this change, never before one
-        already written on these keys."""
+        already written on these keys (last: that time, when the caller has read it)."""
         now = utcnow()
-        last = last_record_time(s, [k.id for k in keys])
+        if last is False:
+            last = last_record_time(s, [k.id for k in keys])
         tx = Tx(s, tenant, max(now, last) if last else now, actor=actor, reason=reason)
         tx.keys.update({k.id: k for k in keys})
         return tx
@@ -293,7 +304,7 @@ class FactStore:
     @staticmethod
     def _finish(tx: Tx) -> int:
         """Key flags and the change log: the last statements of a write."""
-        for k in tx.keys.values():
+        for k in tx.keys.values() if tx.conflicts_changed else ():
             if k.predicate_norm == SUBJECT_LOCK_PREDICATE:
                 continue
             k.conflicted = bool(
@@ -372,8 +383,17 @@ class FactStore:
             prior = self._idempotent(s, tenant, request_id, fingerprint)
             if prior is not None:
                 return Replay(prior)
-        tx = self._tx(s, tenant, [key], f.actor or (f.source or {}).get("actor", ""), f.reason)
-        res = self._decide(tx, key, f, value_norm, vec, policy)
+        rows = believed(s, key.id)
+        tx = self._tx(
+            s,
+            tenant,
+            [key],
+            f.actor or (f.source or {}).get("actor", ""),
+            f.reason,
+            last=max((v.record_time for v in rows), default=None),
+        )
+        versions = [v for v in rows if v.status != RETRACTED]
+        res = self._decide(tx, key, f, value_norm, vec, policy, versions)
         if isinstance(res, FailedPrecondition):
             return res
         if free and res.version.status == CURRENT:
@@ -382,9 +402,8 @@ class FactStore:
         res.seq = self._finish(tx)
         return res
 
-    def _decide(self, tx: Tx, key: FactKey, f: FactIn, value_norm: str, vec, policy: int):
+    def _decide(self, tx: Tx, key: FactKey, f: FactIn, value_norm: str, vec, policy: int, versions):
         s = tx.s
-        versions = live(s, key.id)
         vf = f.valid_from or tx.now
         vt = f.valid_to
         if vt is not None and vt <= vf:
@@ -427,7 +446,7 @@ class FactStore:
             )
 
         opposing = [v for v in versions if overlaps(v, vf, vt) and v.value_norm != value_norm]
-        eff = self._policy(s, tx.tenant, policy)
+        eff = self._policy(s, tx.tenant, policy) if opposing else SUPERSEDE
         base = {"value": f.value.strip(), "valid_from": iso(vf), "valid_to": iso(vt)}
         if opposing and eff == REJECT:
             shown = [current] if current is not None else opposing

@@ -113,6 +113,7 @@ class Tx:
     touched: set[int] = field(default_factory=set)  # memory ids changed
     created: set[int] = field(default_factory=set)  # version ids written here
     unconflicted: set[int] = field(default_factory=set)  # memory ids that left CONFLICTED
+    conflicts_changed: bool = False  # a version entered or left CONFLICTED
     audit_ids: list[int] = field(default_factory=list)
 
     def lock_keys(self, key_ids) -> None:
@@ -126,19 +127,21 @@ class Tx:
             self.keys[k.id] = k
 
 
-def live(s: Session, key_id: int) -> list[FactVersion]:
-    """Versions memlake believes now (record time open), not retracted; by valid_from."""
+def believed(s: Session, key_id: int) -> list[FactVersion]:
+    """Rows with an open record time (RETRACTED markers included); by valid_from. The
+    latest record time on a key is always on one of these: every change writes one."""
     return list(
         s.scalars(
             select(FactVersion)
-            .where(
-                FactVersion.key_id == key_id,
-                FactVersion.record_end_time.is_(None),
-                FactVersion.status != RETRACTED,
-            )
+            .where(FactVersion.key_id == key_id, FactVersion.record_end_time.is_(None))
             .order_by(FactVersion.valid_from, FactVersion.record_time, FactVersion.id)
         )
     )
+
+
+def live(s: Session, key_id: int) -> list[FactVersion]:
+    """Versions memlake believes now (record time open), not retracted; by valid_from."""
+    return [v for v in believed(s, key_id) if v.status != RETRACTED]
 
 
 def last_record_time(s: Session, key_ids) -> datetime | None:
@@ -211,6 +214,7 @@ def new_version(
     tx.s.add(v)
     tx.s.flush()
     tx.created.add(v.id)
+    tx.conflicts_changed |= status == CONFLICTED
     sync_record(tx, v, rec)
     return v
 
@@ -248,6 +252,7 @@ def rewrite(tx: Tx, v: FactVersion, *, status: int | None = None, valid_to=_KEEP
         return v
     if v.status == CONFLICTED and new_status != CONFLICTED:
         tx.unconflicted.add(v.memory_id)
+    tx.conflicts_changed |= CONFLICTED in (v.status, new_status)
     if v.id in tx.created:
         v.status, v.valid_to = new_status, new_to
         tx.s.flush()
@@ -263,6 +268,7 @@ def retract(tx: Tx, v: FactVersion) -> FactVersion:
     """Ends belief in v and records its retraction (a RETRACTED row)."""
     if v.status == CONFLICTED:
         tx.unconflicted.add(v.memory_id)
+        tx.conflicts_changed = True
     v.record_end_time = tx.now
     marker = _copy(tx, v, RETRACTED, v.valid_to)
     sync_record(tx, marker)
