@@ -146,6 +146,18 @@ class Page:
     next_after: int | None
 
 
+class _Vector:
+    """A fact's embedding, computed at most once and only when needed."""
+
+    def __init__(self, embedder: Embedder, text: str) -> None:
+        self.embedder, self.text, self.vec = embedder, text, None
+
+    def get(self):
+        if self.vec is None:
+            self.vec = self.embedder.embed_one(self.text)
+        return self.vec
+
+
 def validate(f: FactIn) -> None:
     if not f.subject.strip():
         raise InvalidArgument("subject", "is required")
@@ -349,8 +361,13 @@ class FactStore:
         validate(f)
         if policy not in pb.ConflictPolicy.values():
             raise InvalidArgument("policy", f"unknown value {policy}")
-        # Embedded outside the transaction: no lock is held while the model runs.
-        vec = self.embedder.embed_one(statement_text(f.subject, f.predicate, f.value))
+        text = statement_text(f.subject, f.predicate, f.value)
+        # Embedded outside the transaction, so no lock is held while the model runs, unless
+        # the value is most likely a duplicate (which needs no vector): then only if the
+        # transaction finds otherwise.
+        vec = _Vector(self.embedder, text)
+        if not self._likely_duplicate(tenant, f):
+            vec.get()
         out: list = []
 
         def once():
@@ -368,6 +385,25 @@ class FactStore:
         if isinstance(res, AssertResult) and res.seq:
             self.notify(res.seq)
         return res
+
+    def _likely_duplicate(self, tenant: str, f: FactIn) -> bool:
+        """A believed version of the key already has this value (read, no lock)."""
+        value_norm = norm(f.value)
+        pred = free_text_predicate(value_norm) if not f.predicate.strip() else f.predicate
+        with self.db.read() as s:
+            key = self.find_key(s, tenant, f.user_id, f.agent_id, f.subject, pred)
+            return key is not None and bool(
+                s.scalar(
+                    select(
+                        exists().where(
+                            FactVersion.key_id == key.id,
+                            FactVersion.record_end_time.is_(None),
+                            FactVersion.status != RETRACTED,
+                            FactVersion.value_norm == value_norm,
+                        )
+                    )
+                )
+            )
 
     def _assert_tx(self, s, tenant, f: FactIn, policy, vec, request_id, fingerprint):
         value_norm = norm(f.value)
@@ -441,7 +477,7 @@ class FactStore:
                 status=status,
                 source=f.source,
                 importance=f.importance,
-                vec=vec,
+                vec=vec.get(),
                 embed_model=self.embedder.name,
             )
 
@@ -541,7 +577,7 @@ class FactStore:
                 )
             )
         )
-        near = conflicts.semantic_near(vec, cands, value_norm, self.semantic_threshold)
+        near = conflicts.semantic_near(vec.get(), cands, value_norm, self.semantic_threshold)
         if not near:
             return
         tx.lock_keys(v.key_id for v, _ in near)
