@@ -517,3 +517,21 @@ def test_bad_fact_input_names_the_field(client):
     with expect_error("INVALID_ARGUMENT", "key.subject"):
         client.fact_as_of("", "p", scope=U)
     assert ts(None) is None
+
+
+def test_retracting_a_conflicted_key_closes_its_conflict(client):
+    client.assert_fact("rex", "owner", "Sam", scope=U)
+    r = client.assert_fact("rex", "owner", "Kim", scope=U, policy=REVIEW)
+    rr = client.retract_fact("rex", "owner", scope=U, actor="ops", reason="dog was adopted")
+    assert rr.fact.status == RETRACTED
+    with expect_error("NOT_FOUND"):
+        client.get_fact("rex", "owner", scope=U)
+    assert client.list_conflicts(scope=U).conflicts == []
+    (c,) = client.list_conflicts(scope=U, status=vpb.CONFLICT_STATUS_RESOLVED).conflicts
+    assert c.id == r.conflict_id and c.resolved_by == "ops"
+    assert "retracted" in c.resolution_reason
+    assert {f.status for f in c.facts} == {RETRACTED}
+    res = client.search("rex owner", scope=U, types=[pb.MEMORY_TYPE_FACT], min_seq=rr.seq)
+    assert res.results == []
+    actions = [e.action for e in client.list_audit_events_all(scope=U, subject="rex")]
+    assert actions == ["ASSERT", "CONFLICT", "RETRACT", "RETRACT", "RESOLVE"]
