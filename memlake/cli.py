@@ -258,9 +258,23 @@ def _conflict_lines(c) -> list[str]:
     return [head, *[f"  {_fact_line(f)}" for f in c.facts]]
 
 
+def _ints(x):
+    """Struct numbers are doubles: print 3.0 as 3."""
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
+    if isinstance(x, dict):
+        return {k: _ints(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_ints(v) for v in x]
+    return x
+
+
 def _audit_line(e) -> str:
     details = json.dumps(
-        json_format.MessageToDict(e.details), ensure_ascii=False, separators=(",", ":")
+        _ints(json_format.MessageToDict(e.details)),
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
     )
     who = e.actor or "-"
     why = f" because {e.reason!r}" if e.reason else ""

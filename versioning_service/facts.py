@@ -101,6 +101,10 @@ def parse_policy(name: str) -> int:
     return value
 
 
+def status_name(value: int) -> str:
+    return pb.FactStatus.Name(value).removeprefix("FACT_STATUS_")
+
+
 def policy_name(value: int) -> str:
     return pb.ConflictPolicy.Name(value).removeprefix("CONFLICT_POLICY_")
 
@@ -656,7 +660,11 @@ class FactStore:
                         "RETRACT",
                         key,
                         markers[-1],
-                        {"value": v.value, "retracted_id": v.id, "status_was": v.status},
+                        {
+                            "value": v.value,
+                            "retracted_id": v.id,
+                            "status_was": status_name(v.status),
+                        },
                     )
                 conflicts.settle(tx, "a member was retracted")
                 seq = self._finish(tx)
@@ -773,10 +781,10 @@ class FactStore:
                             {
                                 "id": v.id,
                                 "value": v.value,
-                                "status_was": before[v.memory_id].status
+                                "status_was": status_name(before[v.memory_id].status)
                                 if v.memory_id in before
                                 else None,
-                                "status": v.status,
+                                "status": status_name(v.status),
                             }
                             for v in rows
                         ],
