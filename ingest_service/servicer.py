@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from ingest_service.domain import IngestDomain, MemoryIn, WriteResult, _Replay, fingerprint
 from memlake.v1 import ingest_service_pb2 as ipb
@@ -140,7 +142,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
                 metadata=[(TENANT_HEADER, tenant)],
             )
         except grpc.RpcError as exc:
-            raise error_for_code(exc.code().name, exc.details() or "versioning failed") from exc
+            raise _versioning_error(exc) from exc
         with self.domain.db.read() as s:
             rec = s.get(MemoryRecord, int(resp.fact.memory_id)) if resp.fact.memory_id else None
         memory = record_to_proto(rec) if rec is not None else pb.Memory(type=pb.MEMORY_TYPE_FACT)
@@ -198,6 +200,32 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
             raise InvalidArgument("id", f"{request.id!r} is not a memory id")
         seq = self.domain.forget(tenant, int(request.id))
         return ipb.ForgetResponse(seq=seq)
+
+
+_FACT_FIELDS = {"subject", "predicate", "value", "confidence", "valid_from", "valid_to"}
+
+
+def _versioning_error(exc: grpc.RpcError) -> MemlakeError:
+    """The versioning service's status as our own error: same code and reason, the field
+    named as in RememberRequest, and its details (the current Fact for a REJECT) kept."""
+    err = error_for_code(exc.code().name, exc.details() or "versioning failed")
+    try:
+        status = rpc_status.from_call(exc)
+    except Exception:  # noqa: BLE001 - details are optional
+        status = None
+    for d in status.details if status is not None else []:
+        info = error_details_pb2.ErrorInfo()
+        fact = vpb.Fact()
+        if d.Is(info.DESCRIPTOR) and d.Unpack(info):
+            err.reason = info.reason
+            field = info.metadata.get("field", "")
+            if field in _FACT_FIELDS:
+                err.field = f"memory.fact.{field}"
+            elif field == "policy":
+                err.field = "conflict_policy"
+        elif d.Is(fact.DESCRIPTOR) and d.Unpack(fact):
+            err.details.append(fact)
+    return err
 
 
 def _response(res: WriteResult) -> ipb.RememberResponse:

@@ -11,8 +11,18 @@ from datetime import UTC, datetime
 
 from google.protobuf import json_format
 
-from memlake.client import POLICIES, TYPES, MemlakeClient, MemlakeError, scope, ts
+from memlake.client import (
+    CONFLICT_STATUSES,
+    POLICIES,
+    RESOLUTIONS,
+    TYPES,
+    MemlakeClient,
+    MemlakeError,
+    scope,
+    ts,
+)
 from memlake.v1 import memory_pb2 as pb
+from memlake.v1 import versioning_service_pb2 as vpb
 
 EPILOG = """\
 getting started:
@@ -23,8 +33,12 @@ getting started:
   memlake remember "Alice's name is Alice Liddell" --type background --key name --user alice
   memlake search "how does alice like answers" --user alice
   memlake context --user alice --intent "plan a trip" --budget 500
-  memlake fact assert alice lives_in Paris --user alice
+  memlake fact assert alice lives_in Paris --user alice --valid-from 2020-01-01
+  memlake fact assert alice lives_in Berlin --user alice --policy review
+  memlake fact conflicts --user alice
+  memlake fact resolve 1 keep-one --keep 2 --reason "asked alice"
   memlake fact history alice lives_in --user alice
+  memlake fact asof alice lives_in --user alice --valid-time 2021-06-01
 
 environment: MEMLAKE_ADDR (default 127.0.0.1:50051), MEMLAKE_TENANT; the server reads
 MEMLAKE_DATABASE_URL, MEMLAKE_REDIS_URL, MEMLAKE_DATA_DIR and the rest listed in README.md.
@@ -131,12 +145,55 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--valid-from")
     a.add_argument("--valid-to")
     a.add_argument("--policy", choices=sorted(POLICIES))
+    a.add_argument("--confidence", type=float, default=0.0)
     a.add_argument("--actor", default="cli")
-    for name in ("get", "history"):
-        x = fsub.add_parser(name, help=f"{name} of a fact")
+    a.add_argument("--reason", default="")
+    a.add_argument("--request-id", default="")
+    for name, what in (("get", "the current version"), ("history", "every version")):
+        x = fsub.add_parser(name, help=f"{what} of a fact")
         x.add_argument("subject")
         x.add_argument("predicate")
         _scope_args(x)
+    x = fsub.add_parser("asof", help="what was true at valid time T, as believed at record time R")
+    x.add_argument("subject")
+    x.add_argument("predicate")
+    _scope_args(x)
+    x.add_argument("--valid-time", help="ISO time T (default now)")
+    x.add_argument("--record-time", help="ISO time R (default now)")
+    x = fsub.add_parser("list", help="facts of a scope (and subject)")
+    x.add_argument("subject", nargs="?", default="")
+    _scope_args(x)
+    x.add_argument("--history", action="store_true", help="every version, not only current")
+    x = fsub.add_parser("retract", help="withdraw a fact's current value")
+    x.add_argument("subject")
+    x.add_argument("predicate")
+    _scope_args(x)
+    x.add_argument("--actor", default="cli")
+    x.add_argument("--reason", default="")
+    x = fsub.add_parser("conflicts", help="the conflict review queue")
+    _scope_args(x)
+    x.add_argument("--status", choices=sorted(CONFLICT_STATUSES), default="open")
+    x = fsub.add_parser("resolve", help="resolve a queued conflict")
+    x.add_argument("conflict_id")
+    x.add_argument("resolution", choices=sorted(RESOLUTIONS))
+    x.add_argument("--keep", default="", help="fact id to keep (keep-one)")
+    x.add_argument("--actor", default="cli")
+    x.add_argument("--reason", default="")
+    x = fsub.add_parser("alias", help="make ALIAS another name of SUBJECT")
+    x.add_argument("alias")
+    x.add_argument("subject")
+    _scope_args(x)
+    x.add_argument("--actor", default="cli")
+    x.add_argument("--reason", default="")
+    x = fsub.add_parser("audit", help="the audit log of fact changes")
+    x.add_argument("subject", nargs="?", default="")
+    x.add_argument("predicate", nargs="?", default="")
+    _scope_args(x)
+    x.add_argument("--limit", type=int, default=100)
+    x = fsub.add_parser("policy", help="show or set the tenant's default conflict policy")
+    x.add_argument("policy", nargs="?", choices=[*sorted(POLICIES), "default"])
+    x.add_argument("--actor", default="cli")
+    x.add_argument("--reason", default="")
     return p
 
 
@@ -168,20 +225,157 @@ def _memory(a) -> pb.Memory:
     return m
 
 
+def _iso(t, timespec: str = "auto") -> str:
+    return t.ToDatetime().isoformat(timespec=timespec) + "Z"
+
+
 def _fact_line(f) -> str:
-    vf = f.valid_from.ToDatetime().isoformat() if f.HasField("valid_from") else "-"
-    vt = f.valid_to.ToDatetime().isoformat() if f.HasField("valid_to") else "open"
-    rt = f.record_time.ToDatetime().isoformat(timespec="seconds")
-    re_ = (
-        f.record_end_time.ToDatetime().isoformat(timespec="seconds")
-        if f.HasField("record_end_time")
-        else "open"
-    )
+    vf = _iso(f.valid_from) if f.HasField("valid_from") else "-"
+    vt = _iso(f.valid_to) if f.HasField("valid_to") else "open"
+    rt = _iso(f.record_time, "microseconds")
+    re_ = _iso(f.record_end_time, "microseconds") if f.HasField("record_end_time") else "open"
     status = pb.FactStatus.Name(f.status).removeprefix("FACT_STATUS_")
+    pred = f.predicate or f"(free text, key {f.key})"
+    by = ",".join(s.actor or s.kind for s in f.sources if s.actor or s.kind)
     return (
-        f"#{f.id} {f.subject} {f.predicate} = {f.value!r} [{status}] "
-        f"valid {vf} .. {vt}; recorded {rt} .. {re_}"
+        f"#{f.id} {f.subject} {pred} = {f.value!r} [{status}] "
+        f"valid {vf} .. {vt}; recorded {rt} .. {re_}" + (f"; by {by}" if by else "")
     )
+
+
+def _time(t) -> str:
+    return t.ToDatetime().isoformat(timespec="seconds")
+
+
+def _conflict_lines(c) -> list[str]:
+    kind = vpb.ConflictKind.Name(c.kind).removeprefix("CONFLICT_KIND_")
+    status = vpb.ConflictStatus.Name(c.status).removeprefix("CONFLICT_STATUS_")
+    head = f"conflict {c.id} [{kind}, {status}] opened {_time(c.create_time)}"
+    if c.kind == vpb.CONFLICT_KIND_SEMANTIC:
+        head += f" similarity {c.similarity:.3f}"
+    if c.HasField("resolve_time"):
+        res = vpb.ConflictResolution.Name(c.resolution).removeprefix("CONFLICT_RESOLUTION_")
+        head += (
+            f"; {res if c.resolution else 'closed'} by {c.resolved_by or '-'} "
+            f"at {_time(c.resolve_time)}: {c.resolution_reason or '-'}"
+        )
+    return [head, *[f"  {_fact_line(f)}" for f in c.facts]]
+
+
+def _ints(x):
+    """Struct numbers are doubles: print 3.0 as 3."""
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
+    if isinstance(x, dict):
+        return {k: _ints(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_ints(v) for v in x]
+    return x
+
+
+def _audit_line(e) -> str:
+    details = json.dumps(
+        _ints(json_format.MessageToDict(e.details)),
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    who = e.actor or "-"
+    why = f" because {e.reason!r}" if e.reason else ""
+    fact = f" fact #{e.fact_id}" if e.fact_id else ""
+    return f"{_time(e.time)} {e.action:<14} {e.fact_key}{fact} by {who}{why} {details}"
+
+
+def _fact_cmd(c: MemlakeClient, a) -> int:
+    sc = _scope(a) if hasattr(a, "user") else None
+    if a.fact_cmd == "assert":
+        r = c.assert_fact(
+            a.subject,
+            a.predicate,
+            a.value,
+            scope=sc,
+            valid_from=_dt(a.valid_from),
+            valid_to=_dt(a.valid_to),
+            policy=POLICIES[a.policy] if a.policy else 0,
+            confidence=a.confidence,
+            source=pb.Source(kind="cli", actor=a.actor),
+            reason=a.reason,
+            request_id=a.request_id,
+        )
+        line = pb.WriteOutcome.Name(r.outcome).removeprefix("WRITE_OUTCOME_")
+        if r.conflict_id:
+            line += f" (conflict {r.conflict_id})"
+        print(line)
+        print(_fact_line(r.fact))
+        if r.HasField("previous"):
+            print("previous:", _fact_line(r.previous))
+    elif a.fact_cmd == "get":
+        r = c.get_fact(a.subject, a.predicate, scope=sc)
+        print(_fact_line(r.fact))
+        for f in r.conflicting:
+            print("conflicting:", _fact_line(f))
+    elif a.fact_cmd == "history":
+        for f in c.fact_history(a.subject, a.predicate, scope=sc):
+            print(_fact_line(f))
+    elif a.fact_cmd == "asof":
+        f = c.fact_as_of(
+            a.subject,
+            a.predicate,
+            scope=sc,
+            valid_time=_dt(a.valid_time),
+            record_time=_dt(a.record_time),
+        )
+        print(_fact_line(f))
+    elif a.fact_cmd == "list":
+        for f in c.list_facts_all(scope=sc, subject=a.subject, include_history=a.history):
+            print(_fact_line(f))
+    elif a.fact_cmd == "retract":
+        r = c.retract_fact(a.subject, a.predicate, scope=sc, actor=a.actor, reason=a.reason)
+        print(_fact_line(r.fact))
+    elif a.fact_cmd == "conflicts":
+        token = ""
+        while True:
+            r = c.list_conflicts(scope=sc, status=CONFLICT_STATUSES[a.status], page_token=token)
+            for x in r.conflicts:
+                print("\n".join(_conflict_lines(x)))
+            token = r.next_page_token
+            if not token:
+                break
+    elif a.fact_cmd == "resolve":
+        r = c.resolve_conflict(
+            a.conflict_id,
+            RESOLUTIONS[a.resolution],
+            keep_fact_id=a.keep,
+            actor=a.actor,
+            reason=a.reason,
+        )
+        print("\n".join(_conflict_lines(r.conflict)))
+    elif a.fact_cmd == "alias":
+        subject = c.add_subject_alias(a.alias, a.subject, scope=sc, actor=a.actor, reason=a.reason)
+        print(f"{a.alias!r} now names subject {subject!r}")
+    elif a.fact_cmd == "audit":
+        for n, e in enumerate(
+            c.list_audit_events_all(scope=sc, subject=a.subject, predicate=a.predicate)
+        ):
+            if n >= a.limit:
+                break
+            print(_audit_line(e))
+    elif a.fact_cmd == "policy":
+        if a.policy:
+            value = 0 if a.policy == "default" else POLICIES[a.policy]
+            r = c.set_conflict_policy(value, actor=a.actor, reason=a.reason)
+        else:
+            r = c.get_conflict_policy()
+        name = pb.ConflictPolicy.Name(r.policy).removeprefix("CONFLICT_POLICY_")
+        print(f"{name} ({'tenant default' if r.tenant_default else 'server default'})")
+    else:
+        print(
+            "usage: memlake fact {assert,get,history,asof,list,retract,conflicts,resolve,"
+            "alias,audit,policy} ...",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
 
 
 def run(a) -> int:
@@ -260,32 +454,7 @@ def run(a) -> int:
         elif a.cmd == "forget":
             print(f"forgotten; seq {c.forget(a.id)}")
         elif a.cmd == "fact":
-            sc = _scope(a)
-            if a.fact_cmd == "assert":
-                r = c.assert_fact(
-                    a.subject,
-                    a.predicate,
-                    a.value,
-                    scope=sc,
-                    valid_from=_dt(a.valid_from),
-                    valid_to=_dt(a.valid_to),
-                    policy=POLICIES[a.policy] if a.policy else 0,
-                    source=pb.Source(kind="cli", actor=a.actor),
-                )
-                print(pb.WriteOutcome.Name(r.outcome).removeprefix("WRITE_OUTCOME_"))
-                print(_fact_line(r.fact))
-            elif a.fact_cmd == "get":
-                r = c.get_fact(a.subject, a.predicate, scope=sc)
-                if r.HasField("fact"):
-                    print(_fact_line(r.fact))
-                for f in r.conflicting:
-                    print("conflicting:", _fact_line(f))
-            elif a.fact_cmd == "history":
-                for f in c.fact_history(a.subject, a.predicate, scope=sc):
-                    print(_fact_line(f))
-            else:
-                print("usage: memlake fact {assert,get,history} ...", file=sys.stderr)
-                return 2
+            return _fact_cmd(c, a)
     return 0
 
 

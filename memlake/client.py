@@ -27,6 +27,17 @@ POLICIES = {
     if value
 }
 
+RESOLUTIONS = {
+    name.removeprefix("CONFLICT_RESOLUTION_").lower().replace("_", "-"): value
+    for name, value in vpb.ConflictResolution.items()
+    if value
+}
+CONFLICT_STATUSES = {
+    name.removeprefix("CONFLICT_STATUS_").lower(): value
+    for name, value in vpb.ConflictStatus.items()
+    if value
+}
+
 
 class MemlakeError(Exception):
     """A failed call: code is the gRPC status code name, field the offending field."""
@@ -233,6 +244,8 @@ class MemlakeClient:
         policy: int = 0,
         source: pb.Source | None = None,
         request_id: str = "",
+        reason: str = "",
+        importance: float = 0.0,
     ) -> vpb.AssertFactResponse:
         return self._call(
             self.versioning.AssertFact,
@@ -247,6 +260,8 @@ class MemlakeClient:
                 policy=policy,
                 source=source,
                 request_id=request_id,
+                reason=reason,
+                importance=importance,
             ),
         )
 
@@ -262,4 +277,158 @@ class MemlakeClient:
         key = vpb.FactKey(scope=scope, subject=subject, predicate=predicate)
         return list(
             self._call(self.versioning.GetFactHistory, vpb.GetFactHistoryRequest(key=key)).versions
+        )
+
+    def fact_as_of(
+        self,
+        subject: str,
+        predicate: str,
+        *,
+        scope: pb.Scope | None = None,
+        valid_time: datetime | Timestamp | None = None,
+        record_time: datetime | Timestamp | None = None,
+    ) -> vpb.Fact:
+        """What was true at valid_time, as memlake believed it at record_time (default now)."""
+        key = vpb.FactKey(scope=scope, subject=subject, predicate=predicate)
+        req = vpb.GetFactAsOfRequest(key=key)
+        for name, when in (("valid_time", valid_time), ("record_time", record_time)):
+            if when is not None:
+                getattr(req, name).CopyFrom(when if isinstance(when, Timestamp) else ts(when))
+        return self._call(self.versioning.GetFactAsOf, req).fact
+
+    def list_facts(
+        self,
+        *,
+        scope: pb.Scope | None = None,
+        subject: str = "",
+        include_history: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> vpb.ListFactsResponse:
+        return self._call(
+            self.versioning.ListFacts,
+            vpb.ListFactsRequest(
+                scope=scope,
+                subject=subject,
+                include_history=include_history,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+        )
+
+    def list_facts_all(self, **kw) -> Iterator[vpb.Fact]:
+        token = ""
+        while True:
+            resp = self.list_facts(page_token=token, **kw)
+            yield from resp.facts
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def retract_fact(
+        self,
+        subject: str,
+        predicate: str,
+        *,
+        scope: pb.Scope | None = None,
+        reason: str = "",
+        actor: str = "",
+        request_id: str = "",
+    ) -> vpb.RetractFactResponse:
+        key = vpb.FactKey(scope=scope, subject=subject, predicate=predicate)
+        return self._call(
+            self.versioning.RetractFact,
+            vpb.RetractFactRequest(key=key, reason=reason, actor=actor, request_id=request_id),
+        )
+
+    def list_conflicts(
+        self,
+        *,
+        scope: pb.Scope | None = None,
+        status: int = 0,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> vpb.ListConflictsResponse:
+        return self._call(
+            self.versioning.ListConflicts,
+            vpb.ListConflictsRequest(
+                scope=scope, status=status, page_size=page_size, page_token=page_token
+            ),
+        )
+
+    def resolve_conflict(
+        self,
+        conflict_id: str,
+        resolution: int,
+        *,
+        keep_fact_id: str = "",
+        actor: str = "",
+        reason: str = "",
+    ) -> vpb.ResolveConflictResponse:
+        return self._call(
+            self.versioning.ResolveConflict,
+            vpb.ResolveConflictRequest(
+                conflict_id=conflict_id,
+                resolution=resolution,
+                keep_fact_id=keep_fact_id,
+                actor=actor,
+                reason=reason,
+            ),
+        )
+
+    def add_subject_alias(
+        self,
+        alias: str,
+        subject: str,
+        *,
+        scope: pb.Scope | None = None,
+        actor: str = "",
+        reason: str = "",
+    ) -> str:
+        return self._call(
+            self.versioning.AddSubjectAlias,
+            vpb.AddSubjectAliasRequest(
+                scope=scope, alias=alias, subject=subject, actor=actor, reason=reason
+            ),
+        ).subject
+
+    def list_audit_events(
+        self,
+        *,
+        scope: pb.Scope | None = None,
+        subject: str = "",
+        predicate: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> vpb.ListAuditEventsResponse:
+        return self._call(
+            self.versioning.ListAuditEvents,
+            vpb.ListAuditEventsRequest(
+                scope=scope,
+                subject=subject,
+                predicate=predicate,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+        )
+
+    def list_audit_events_all(self, **kw) -> Iterator[vpb.AuditEvent]:
+        token = ""
+        while True:
+            resp = self.list_audit_events(page_token=token, **kw)
+            yield from resp.events
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def get_conflict_policy(self) -> vpb.GetConflictPolicyResponse:
+        return self._call(self.versioning.GetConflictPolicy, vpb.GetConflictPolicyRequest())
+
+    def set_conflict_policy(
+        self, policy: int, *, actor: str = "", reason: str = ""
+    ) -> vpb.SetConflictPolicyResponse:
+        """policy 0 (UNSPECIFIED) returns the tenant to the server's default."""
+        return self._call(
+            self.versioning.SetConflictPolicy,
+            vpb.SetConflictPolicyRequest(policy=policy, actor=actor, reason=reason),
         )

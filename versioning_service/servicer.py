@@ -2,41 +2,43 @@
 
 from __future__ import annotations
 
-from google.protobuf import json_format
+import hashlib
 
-from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
-from shared.convert import dt_to_ts, msg_to_dict, ts_to_dt
-from shared.db.models import FactKey, FactVersion
+from shared.convert import decode_page_token, encode_page_token, msg_to_dict, ts_to_dt
 from shared.errors import InvalidArgument
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
-from versioning_service.facts import FactIn, FactStore
+from versioning_service.convert import audit_to_proto, conflict_to_proto, fact_to_proto
+from versioning_service.facts import AssertResult, FactIn, FactStore, Replay, page_limit
 
 
-def fact_to_proto(v: FactVersion, key: FactKey | None, tenant: str) -> vpb.Fact:
-    f = vpb.Fact(
-        id=str(v.id),
-        subject=v.subject,
-        predicate=v.predicate,
-        value=v.value,
-        confidence=v.confidence,
-        status=v.status,
-        memory_id=str(v.memory_id or ""),
+def fingerprint(request) -> str:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]
+
+
+def _after(token: str) -> int:
+    if not token:
+        return 0
+    after = decode_page_token(token).get("after")
+    if not isinstance(after, int) or after < 0:
+        raise InvalidArgument("page_token", "not a token this service issued")
+    return after
+
+
+def _next_token(after: int | None) -> str:
+    return encode_page_token({"after": after}) if after is not None else ""
+
+
+def assert_response(res: AssertResult, tenant: str) -> vpb.AssertFactResponse:
+    resp = vpb.AssertFactResponse(
+        fact=fact_to_proto(res.version, res.key, tenant), outcome=res.outcome, seq=res.seq
     )
-    if key is not None:
-        f.scope.user_id, f.scope.agent_id = key.user_id, key.agent_id
-        f.key = f"{key.subject_norm}|{key.predicate_norm}"
-    f.scope.tenant = tenant
-    if v.typed_value is not None:
-        json_format.ParseDict(v.typed_value, f.typed_value)
-    dt_to_ts(v.valid_from, f.valid_from)
-    dt_to_ts(v.valid_to, f.valid_to)
-    dt_to_ts(v.record_time, f.record_time)
-    dt_to_ts(v.record_end_time, f.record_end_time)
-    for src in v.sources or []:
-        json_format.ParseDict(src, f.sources.add(), ignore_unknown_fields=True)
-    return f
+    if res.previous is not None and res.previous is not res.version:
+        resp.previous.CopyFrom(fact_to_proto(res.previous, res.key, tenant))
+    if res.conflict_id:
+        resp.conflict_id = str(res.conflict_id)
+    return resp
 
 
 class VersioningServicer(vpb_grpc.VersioningServiceServicer):
@@ -47,20 +49,25 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
     def _tenant(self, context) -> str:
         return tenant_from_metadata(context.invocation_metadata(), self.default_tenant)
 
+    def _scoped(self, request, context, field: str = "scope"):
+        tenant = self._tenant(context)
+        sc = getattr(request, field)
+        check_scope_tenant(sc.tenant, tenant, f"{field}.tenant")
+        return tenant, sc.user_id, sc.agent_id
+
     def _key(self, request, context):
         tenant = self._tenant(context)
         k = request.key
         check_scope_tenant(k.scope.tenant, tenant, "key.scope.tenant")
         return tenant, k.scope.user_id, k.scope.agent_id, k.subject, k.predicate
 
+    # -- writes ---------------------------------------------------------------------------
+
     def AssertFact(self, request, context):
-        tenant = self._tenant(context)
-        check_scope_tenant(request.scope.tenant, tenant)
-        if request.policy not in (pb.CONFLICT_POLICY_UNSPECIFIED, pb.CONFLICT_POLICY_SUPERSEDE):
-            raise InvalidArgument("policy", "only SUPERSEDE is implemented so far")
+        tenant, user_id, agent_id = self._scoped(request, context)
         f = FactIn(
-            user_id=request.scope.user_id,
-            agent_id=request.scope.agent_id,
+            user_id=user_id,
+            agent_id=agent_id,
             subject=request.subject,
             predicate=request.predicate,
             value=request.value,
@@ -72,35 +79,150 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
             valid_to=ts_to_dt(request.valid_to, has=request.HasField("valid_to")),
             source=msg_to_dict(request.source) if request.HasField("source") else None,
             actor=request.source.actor,
+            reason=request.reason,
             importance=request.importance,
         )
-        res = self.store.assert_fact(tenant, f)
-        resp = vpb.AssertFactResponse(
-            fact=fact_to_proto(res.version, None, tenant), outcome=res.outcome, seq=res.seq
+        res = self.store.assert_fact(
+            tenant,
+            f,
+            policy=request.policy,
+            request_id=request.request_id,
+            fingerprint=fingerprint(request),
+            encode=lambda r: assert_response(r, tenant).SerializeToString(),
         )
-        resp.fact.scope.user_id, resp.fact.scope.agent_id = f.user_id, f.agent_id
-        if res.previous is not None and res.previous is not res.version:
-            resp.previous.CopyFrom(fact_to_proto(res.previous, None, tenant))
-        if res.conflict_id:
-            resp.conflict_id = str(res.conflict_id)
-        return resp
+        if isinstance(res, Replay):
+            return vpb.AssertFactResponse.FromString(res.data)
+        return assert_response(res, tenant)
+
+    def RetractFact(self, request, context):
+        tenant, *k = self._key(request, context)
+
+        def encode(out) -> bytes:
+            v, key, seq = out
+            return vpb.RetractFactResponse(
+                fact=fact_to_proto(v, key, tenant), seq=seq
+            ).SerializeToString()
+
+        res = self.store.retract(
+            tenant,
+            *k,
+            actor=request.actor,
+            reason=request.reason,
+            request_id=request.request_id,
+            fingerprint=fingerprint(request),
+            encode=encode,
+        )
+        if isinstance(res, Replay):
+            return vpb.RetractFactResponse.FromString(res.data)
+        v, key, seq = res
+        return vpb.RetractFactResponse(fact=fact_to_proto(v, key, tenant), seq=seq)
+
+    def ResolveConflict(self, request, context):
+        tenant = self._tenant(context)
+        c, rows, keys, seq = self.store.resolve_conflict(
+            tenant,
+            request.conflict_id,
+            request.resolution,
+            request.keep_fact_id,
+            actor=request.actor,
+            reason=request.reason,
+        )
+        return vpb.ResolveConflictResponse(
+            conflict=conflict_to_proto(c, rows, keys, tenant), seq=seq
+        )
+
+    def AddSubjectAlias(self, request, context):
+        tenant, user_id, agent_id = self._scoped(request, context)
+        subject = self.store.add_alias(
+            tenant,
+            user_id,
+            agent_id,
+            request.alias,
+            request.subject,
+            actor=request.actor,
+            reason=request.reason,
+        )
+        return vpb.AddSubjectAliasResponse(subject=subject)
+
+    def GetConflictPolicy(self, request, context):
+        policy, own = self.store.get_policy(self._tenant(context))
+        return vpb.GetConflictPolicyResponse(policy=policy, tenant_default=own)
+
+    def SetConflictPolicy(self, request, context):
+        policy, own = self.store.set_policy(
+            self._tenant(context), request.policy, actor=request.actor, reason=request.reason
+        )
+        return vpb.SetConflictPolicyResponse(policy=policy, tenant_default=own)
+
+    # -- reads ----------------------------------------------------------------------------
 
     def GetFact(self, request, context):
         tenant, *k = self._key(request, context)
-        key, cur, conflicting = self.store.current(tenant, *k)
-        resp = vpb.GetFactResponse(conflicted=bool(conflicting))
-        if cur is not None:
-            resp.fact.CopyFrom(fact_to_proto(cur, key, tenant))
-        resp.conflicting.extend(fact_to_proto(v, key, tenant) for v in conflicting)
+        cur, conflicting, keys = self.store.current(tenant, *k)
+        resp = vpb.GetFactResponse(
+            fact=fact_to_proto(cur, keys.get(cur.key_id), tenant), conflicted=bool(conflicting)
+        )
+        resp.conflicting.extend(fact_to_proto(v, keys.get(v.key_id), tenant) for v in conflicting)
         return resp
 
     def GetFactHistory(self, request, context):
         tenant, *k = self._key(request, context)
-        versions = self.store.history(tenant, *k)
-        key_proto = None
-        resp = vpb.GetFactHistoryResponse()
-        for v in versions:
-            p = fact_to_proto(v, key_proto, tenant)
-            p.scope.user_id, p.scope.agent_id = k[0], k[1]
-            resp.versions.append(p)
-        return resp
+        rows, key = self.store.history(tenant, *k)
+        return vpb.GetFactHistoryResponse(versions=[fact_to_proto(v, key, tenant) for v in rows])
+
+    def GetFactAsOf(self, request, context):
+        tenant, *k = self._key(request, context)
+        v, key = self.store.as_of(
+            tenant,
+            *k,
+            ts_to_dt(request.valid_time, has=request.HasField("valid_time")),
+            ts_to_dt(request.record_time, has=request.HasField("record_time")),
+        )
+        return vpb.GetFactAsOfResponse(fact=fact_to_proto(v, key, tenant))
+
+    def ListFacts(self, request, context):
+        tenant, user_id, agent_id = self._scoped(request, context)
+        page = self.store.list_facts(
+            tenant,
+            user_id,
+            agent_id,
+            request.subject,
+            request.include_history,
+            _after(request.page_token),
+            page_limit(request.page_size),
+        )
+        return vpb.ListFactsResponse(
+            facts=[fact_to_proto(v, page.keys.get(v.key_id), tenant) for v in page.rows],
+            next_page_token=_next_token(page.next_after),
+        )
+
+    def ListConflicts(self, request, context):
+        tenant, user_id, agent_id = self._scoped(request, context)
+        page = self.store.list_conflicts(
+            tenant,
+            user_id,
+            agent_id,
+            request.status,
+            _after(request.page_token),
+            page_limit(request.page_size),
+        )
+        return vpb.ListConflictsResponse(
+            conflicts=[conflict_to_proto(c, rows, page.keys, tenant) for c, rows in page.rows],
+            next_page_token=_next_token(page.next_after),
+        )
+
+    def ListAuditEvents(self, request, context):
+        tenant, user_id, agent_id = self._scoped(request, context)
+        page = self.store.list_audit(
+            tenant,
+            user_id,
+            agent_id,
+            request.subject,
+            request.predicate,
+            _after(request.page_token),
+            page_limit(request.page_size),
+        )
+        return vpb.ListAuditEventsResponse(
+            events=[audit_to_proto(e, tenant) for e in page.events],
+            next_page_token=_next_token(page.next_after),
+        )

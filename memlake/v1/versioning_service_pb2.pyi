@@ -78,7 +78,7 @@ class Fact(_message.Message):
     def __init__(self, id: _Optional[str] = ..., scope: _Optional[_Union[_memory_pb2.Scope, _Mapping]] = ..., subject: _Optional[str] = ..., predicate: _Optional[str] = ..., value: _Optional[str] = ..., typed_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., record_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_memory_pb2.FactStatus, str]] = ..., sources: _Optional[_Iterable[_Union[_memory_pb2.Source, _Mapping]]] = ..., memory_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class AssertFactRequest(_message.Message):
-    __slots__ = ("scope", "subject", "predicate", "value", "typed_value", "confidence", "valid_from", "valid_to", "source", "policy", "request_id", "importance")
+    __slots__ = ("scope", "subject", "predicate", "value", "typed_value", "confidence", "valid_from", "valid_to", "source", "policy", "request_id", "importance", "reason")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     PREDICATE_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class AssertFactRequest(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     scope: _memory_pb2.Scope
     subject: str
     predicate: str
@@ -103,7 +104,8 @@ class AssertFactRequest(_message.Message):
     policy: _memory_pb2.ConflictPolicy
     request_id: str
     importance: float
-    def __init__(self, scope: _Optional[_Union[_memory_pb2.Scope, _Mapping]] = ..., subject: _Optional[str] = ..., predicate: _Optional[str] = ..., value: _Optional[str] = ..., typed_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[_memory_pb2.Source, _Mapping]] = ..., policy: _Optional[_Union[_memory_pb2.ConflictPolicy, str]] = ..., request_id: _Optional[str] = ..., importance: _Optional[float] = ...) -> None: ...
+    reason: str
+    def __init__(self, scope: _Optional[_Union[_memory_pb2.Scope, _Mapping]] = ..., subject: _Optional[str] = ..., predicate: _Optional[str] = ..., value: _Optional[str] = ..., typed_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[_memory_pb2.Source, _Mapping]] = ..., policy: _Optional[_Union[_memory_pb2.ConflictPolicy, str]] = ..., request_id: _Optional[str] = ..., importance: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class AssertFactResponse(_message.Message):
     __slots__ = ("fact", "outcome", "previous", "seq", "conflict_id")
@@ -284,18 +286,24 @@ class ResolveConflictResponse(_message.Message):
     def __init__(self, conflict: _Optional[_Union[Conflict, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class AddSubjectAliasRequest(_message.Message):
-    __slots__ = ("scope", "alias", "subject")
+    __slots__ = ("scope", "alias", "subject", "actor", "reason")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     scope: _memory_pb2.Scope
     alias: str
     subject: str
-    def __init__(self, scope: _Optional[_Union[_memory_pb2.Scope, _Mapping]] = ..., alias: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
+    actor: str
+    reason: str
+    def __init__(self, scope: _Optional[_Union[_memory_pb2.Scope, _Mapping]] = ..., alias: _Optional[str] = ..., subject: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class AddSubjectAliasResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    def __init__(self, subject: _Optional[str] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("id", "time", "actor", "action", "fact_key", "fact_id", "reason", "details", "scope")
@@ -340,3 +348,33 @@ class ListAuditEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetConflictPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetConflictPolicyResponse(_message.Message):
+    __slots__ = ("policy", "tenant_default")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    policy: _memory_pb2.ConflictPolicy
+    tenant_default: bool
+    def __init__(self, policy: _Optional[_Union[_memory_pb2.ConflictPolicy, str]] = ..., tenant_default: _Optional[bool] = ...) -> None: ...
+
+class SetConflictPolicyRequest(_message.Message):
+    __slots__ = ("policy", "actor", "reason")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    policy: _memory_pb2.ConflictPolicy
+    actor: str
+    reason: str
+    def __init__(self, policy: _Optional[_Union[_memory_pb2.ConflictPolicy, str]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetConflictPolicyResponse(_message.Message):
+    __slots__ = ("policy", "tenant_default")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    policy: _memory_pb2.ConflictPolicy
+    tenant_default: bool
+    def __init__(self, policy: _Optional[_Union[_memory_pb2.ConflictPolicy, str]] = ..., tenant_default: _Optional[bool] = ...) -> None: ...

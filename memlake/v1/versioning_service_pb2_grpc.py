@@ -85,6 +85,16 @@ class VersioningServiceStub:
                 request_serializer=memlake_dot_v1_dot_versioning__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=memlake_dot_v1_dot_versioning__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.GetConflictPolicy = channel.unary_unary(
+                '/memlake.v1.VersioningService/GetConflictPolicy',
+                request_serializer=memlake_dot_v1_dot_versioning__service__pb2.GetConflictPolicyRequest.SerializeToString,
+                response_deserializer=memlake_dot_v1_dot_versioning__service__pb2.GetConflictPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetConflictPolicy = channel.unary_unary(
+                '/memlake.v1.VersioningService/SetConflictPolicy',
+                request_serializer=memlake_dot_v1_dot_versioning__service__pb2.SetConflictPolicyRequest.SerializeToString,
+                response_deserializer=memlake_dot_v1_dot_versioning__service__pb2.SetConflictPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class VersioningServiceServicer:
@@ -156,6 +166,20 @@ class VersioningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetConflictPolicy(self, request, context):
+        """The tenant's default conflict policy (used when a request leaves policy unset).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConflictPolicy(self, request, context):
+        """Sets the tenant's default conflict policy; UNSPECIFIED returns to the server default.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VersioningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +232,16 @@ def add_VersioningServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=memlake_dot_v1_dot_versioning__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=memlake_dot_v1_dot_versioning__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'GetConflictPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConflictPolicy,
+                    request_deserializer=memlake_dot_v1_dot_versioning__service__pb2.GetConflictPolicyRequest.FromString,
+                    response_serializer=memlake_dot_v1_dot_versioning__service__pb2.GetConflictPolicyResponse.SerializeToString,
+            ),
+            'SetConflictPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConflictPolicy,
+                    request_deserializer=memlake_dot_v1_dot_versioning__service__pb2.SetConflictPolicyRequest.FromString,
+                    response_serializer=memlake_dot_v1_dot_versioning__service__pb2.SetConflictPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +515,60 @@ class VersioningService:
             '/memlake.v1.VersioningService/ListAuditEvents',
             memlake_dot_v1_dot_versioning__service__pb2.ListAuditEventsRequest.SerializeToString,
             memlake_dot_v1_dot_versioning__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConflictPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memlake.v1.VersioningService/GetConflictPolicy',
+            memlake_dot_v1_dot_versioning__service__pb2.GetConflictPolicyRequest.SerializeToString,
+            memlake_dot_v1_dot_versioning__service__pb2.GetConflictPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConflictPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memlake.v1.VersioningService/SetConflictPolicy',
+            memlake_dot_v1_dot_versioning__service__pb2.SetConflictPolicyRequest.SerializeToString,
+            memlake_dot_v1_dot_versioning__service__pb2.SetConflictPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -167,6 +167,8 @@ class FactVersion(Base):
     importance: Mapped[float] = mapped_column(Float, default=0.5)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 
+    __table_args__ = (Index("ix_fact_versions_memory_id", "memory_id"),)
+
 
 class FactConflict(Base):
     __tablename__ = "fact_conflicts"
@@ -186,6 +188,10 @@ class FactConflict(Base):
     resolution: Mapped[int | None] = mapped_column(SmallInteger)
     resolution_reason: Mapped[str | None] = mapped_column(Text)
 
+    __table_args__ = (
+        Index("ix_fact_conflicts_scope_status", "tenant", "user_id", "agent_id", "status"),
+    )
+
 
 class SubjectAlias(Base):
     __tablename__ = "subject_aliases"
@@ -199,7 +205,8 @@ class SubjectAlias(Base):
 
 
 class AuditEvent(Base):
-    """Append-only log of fact changes: who, when, what, why."""
+    """Append-only log of fact changes: who, when, what, why. The database refuses UPDATE
+    and DELETE on it (migration 0002)."""
 
     __tablename__ = "audit_events"
 
@@ -215,6 +222,8 @@ class AuditEvent(Base):
     fact_id: Mapped[int | None] = mapped_column(BigId)
     reason: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_audit_events_tenant", "tenant", "id"),)
 
 
 class TenantSetting(Base):
