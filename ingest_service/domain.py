@@ -31,7 +31,7 @@ from shared.errors import (
     MemlakeError,
     NotFound,
 )
-from shared.text import index_text
+from shared.text import DENSE_WINDOW, index_text, window_text
 
 log = logging.getLogger("memlake.ingest")
 
@@ -131,6 +131,10 @@ def validate(item: MemoryIn, prefix: str = "memory") -> None:
             raise InvalidArgument(f"{prefix}.fact.value", "is required for FACT")
 
 
+def _session(item: MemoryIn) -> tuple[str, str, str]:
+    return (item.user_id, item.agent_id, item.session_id)
+
+
 def _text(item: MemoryIn) -> str:
     return index_text(item.type, item.content, item.attributes, item.occur_time)
 
@@ -183,8 +187,7 @@ class IngestDomain:
                 results[i] = exc
         if not todo:
             return results  # type: ignore[return-value]
-        vectors = self.embedder.embed([_text(items[i]) for i in todo])
-        vec_of = {i: vectors[n] for n, i in enumerate(todo)}
+        vec_of = self._vectors(tenant, items, todo)
         replays: dict[int, bytes] = {}
         with self.db.write() as s:
             for i in todo:
@@ -226,6 +229,44 @@ class IngestDomain:
             self.notify(top)
             self._update_tails(tenant, [r for r in results if isinstance(r, WriteResult)])
         return results  # type: ignore[return-value]
+
+    def _vectors(self, tenant: str, items: list[MemoryIn], todo: list[int]) -> dict:
+        """One embedding batch. A turn's vector is the mean of its own embedding and that
+        of its window (the turns before it in the session), so an inner product with a
+        query is the mean of the two cosines."""
+        conv = [i for i in todo if items[i].type == pb.MEMORY_TYPE_CONVERSATION]
+        history = self._recent_turns(tenant, {_session(items[i]) for i in conv})
+        windows = []
+        for i in conv:
+            prev = history.setdefault(_session(items[i]), [])
+            windows.append(window_text(prev, items[i].content, items[i].attributes))
+            prev.append((items[i].content, items[i].attributes))
+        vecs = self.embedder.embed([_text(items[i]) for i in todo] + windows)
+        out = {i: vecs[n] for n, i in enumerate(todo)}
+        for j, i in enumerate(conv):
+            out[i] = (out[i] + vecs[len(todo) + j]) / 2
+        return out
+
+    def _recent_turns(self, tenant: str, sessions: set[tuple[str, str, str]]) -> dict:
+        out: dict[tuple[str, str, str], list] = {}
+        if not sessions:
+            return out
+        with self.db.read() as s:
+            for user, agent, session in sessions:
+                rows = s.execute(
+                    select(MemoryRecord.content, MemoryRecord.attributes)
+                    .where(
+                        MemoryRecord.tenant == tenant,
+                        MemoryRecord.user_id == user,
+                        MemoryRecord.agent_id == agent,
+                        MemoryRecord.session_id == session,
+                        MemoryRecord.turn_index.is_not(None),
+                    )
+                    .order_by(MemoryRecord.turn_index.desc())
+                    .limit(DENSE_WINDOW)
+                ).all()
+                out[(user, agent, session)] = [(c, a or {}) for c, a in reversed(rows)]
+        return out
 
     def _idempotent(self, s: Session, tenant: str, item: MemoryIn) -> bytes | None:
         prior = s.get(IdempotencyKey, (tenant, item.request_id))

@@ -27,17 +27,17 @@ import numpy as np
 from sqlalchemy import select
 
 from memlake.v1 import memory_pb2 as pb
-from retrieval_service.lexical import BM25
+from retrieval_service.lexical import BM25, has_time_expression
 from shared import changelog
 from shared.convert import record_to_proto
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
 from shared.embedding import from_bytes
-from shared.text import index_text
+from shared.text import index_text, speaker_of
 
 log = logging.getLogger("memlake.index")
 INF = float("inf")
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 
@@ -66,6 +66,7 @@ COLUMNS = {
     "ids": (np.int64, 0),
     "types": (np.int8, 0),
     "when": (np.float64, 0.0),  # occur_time, else create_time (epoch seconds)
+    "day": (np.int32, 0),  # the same as yyyymmdd
     "expire": (np.float64, INF),
     "current": (bool, False),
     "alive": (bool, False),
@@ -73,23 +74,41 @@ COLUMNS = {
     "importance": (np.float32, 0.0),
     "confidence": (np.float32, 1.0),
     "turn": (np.int64, -1),
+    "prev_row": (np.int64, -1),  # the previous / next turn of the same session
+    "next_row": (np.int64, -1),
+    "has_time": (bool, False),  # the text holds a time expression
+    "doc_turn": (np.int64, -1),  # ids in the two BM25 indexes
+    "doc_window": (np.int64, -1),
 }
-STRINGS = ("sessions", "agents", "users", "texts")
+STRINGS = ("sessions", "agents", "users", "speakers", "texts")
 
 
 @dataclass
 class Candidates:
+    """Rows passing the filters that could rank in the top k, with their scores (after
+    neighbour smoothing) and the cues the ranking boosts on."""
+
     rows: np.ndarray
     dense: np.ndarray
     lexical: np.ndarray
     exact: bool
 
 
+@dataclass
+class Smoothing:
+    dense_next: float = 0.3  # a turn inherits this share of the next turn's dense score
+    lexical_prev: float = 0.5  # ... and of the previous turn's lexical score
+    window_weight: float = 1.5  # weight of the window document's BM25 score
+
+
 class Partition:
-    def __init__(self, dim: int, ann_threshold: int, lexical_window: int = 1) -> None:
+    def __init__(
+        self, dim: int, ann_threshold: int, lexical_window: int = 1, smoothing=None
+    ) -> None:
         self.dim = dim
         self.ann_threshold = ann_threshold
         self.lexical_window = lexical_window
+        self.smoothing = smoothing or Smoothing()
         self.lock = threading.RLock()
         self.n = 0
         self.n_alive = 0
@@ -102,10 +121,11 @@ class Partition:
         self.docs: list[bytes] = []  # serialized memlake.v1.Memory per row
         self.row_of: dict[int, int] = {}
         self.turn_row: dict[tuple[str, int], int] = {}
-        self.bm25 = BM25()
+        self.bm25 = BM25()  # each row's own text
+        self.bm25_window = BM25()  # a turn with the turns before it
         self.ann: faiss.IndexHNSWFlat | None = None
 
-    # -- writes (callers hold no lock; these take it) ---------------------------------------
+    # -- writes -----------------------------------------------------------------------------
 
     def _grow(self) -> None:
         cap = len(self.ids) * 2
@@ -140,16 +160,19 @@ class Partition:
             self.sessions.append(rec.session_id)
             self.agents.append(rec.agent_id)
             self.users.append(rec.user_id)
+            self.speakers.append(_first_name(speaker_of(rec.attributes)))
             self.texts.append(index_text(rec.type, rec.content, rec.attributes, when))
             self.docs.append(record_to_proto(rec).SerializeToString())
             self._set_meta(row, rec)
-            if self.ann is not None:  # graph ids are row numbers: add before any later row
+            if self.ann is not None:  # graph ids are row numbers
                 self.ann.add(self.vectors[row : row + 1])
-            self._index_lexical(row)
+            self._index_row(row)
 
     def _set_meta(self, row: int, rec: MemoryRecord) -> None:
+        when = rec.occur_time or rec.create_time
         self.types[row] = rec.type
-        self.when[row] = (rec.occur_time or rec.create_time).timestamp()
+        self.when[row] = when.timestamp()
+        self.day[row] = when.year * 10000 + when.month * 100 + when.day
         self.expire[row] = rec.expire_time.timestamp() if rec.expire_time else INF
         self.current[row] = rec.current
         self.conflicted[row] = bool(rec.conflicted) or rec.fact_status == pb.FACT_STATUS_CONFLICTED
@@ -157,57 +180,52 @@ class Partition:
         conf = (rec.attributes or {}).get("confidence")
         self.confidence[row] = float(conf) if conf else 1.0
         self.turn[row] = rec.turn_index if rec.turn_index is not None else -1
+        self.has_time[row] = has_time_expression(rec.content)
 
-    def _lexical_doc(self, row: int) -> str:
-        """A turn is indexed with the turns before it (lexical_window), so a question that
-        names the context of an answer finds the answer."""
+    def _index_row(self, row: int) -> None:
+        """BM25 documents and neighbour links. Turns arrive in order (ingest numbers them),
+        so a turn's predecessors are indexed before it."""
+        self.doc_turn[row] = self.bm25.add(self.texts[row])
         t = int(self.turn[row])
-        if t < 0 or self.lexical_window <= 0:
-            return self.texts[row]
+        if t < 0:
+            return
+        session = self.sessions[row]
+        self.turn_row[(session, t)] = row
+        prev = self.turn_row.get((session, t - 1))
+        if prev is not None and self.alive[prev]:
+            self.prev_row[row] = prev
+            self.next_row[prev] = row
+        nxt = self.turn_row.get((session, t + 1))
+        if nxt is not None and self.alive[nxt]:
+            self.next_row[row] = nxt
+            self.prev_row[nxt] = row
+        self._index_window(row)
+
+    def _index_window(self, row: int) -> None:
         parts = []
-        for prev in range(t - self.lexical_window, t):
-            r = self.turn_row.get((self.sessions[row], prev))
-            if r is not None and self.alive[r]:
-                parts.append(self.texts[r])
-        return " ".join([*parts, self.texts[row]])
-
-    def _index_lexical(self, row: int) -> None:
-        t = int(self.turn[row])
-        if t >= 0:
-            self.turn_row[(self.sessions[row], t)] = row
-        self.bm25.add(row, self._lexical_doc(row))
-        # A later turn that arrived first is re-indexed with this one as its context.
-        for nxt in range(t + 1, t + 1 + self.lexical_window) if t >= 0 else ():
-            r = self.turn_row.get((self.sessions[row], nxt))
-            if r is not None and self.alive[r]:
-                self._reindex_row(r)
-
-    def _reindex_row(self, row: int) -> None:
-        """Moves a row to a fresh row with the same content (its lexical doc changed)."""
-        self.bm25.remove(row)
-        self.alive[row] = False
-        new = self.n
-        if self.n == len(self.ids):
-            self._grow()
-        self.n += 1
-        for name in COLUMNS:
-            getattr(self, name)[new] = getattr(self, name)[row]
-        self.vectors[new] = self.vectors[row]
-        for name in STRINGS:
-            getattr(self, name).append(getattr(self, name)[row])
-        self.docs.append(self.docs[row])
-        self.docs[row] = b""
-        self.row_of[int(self.ids[new])] = new
-        self.turn_row[(self.sessions[new], int(self.turn[new]))] = new
-        self.bm25.add(new, self._lexical_doc(new))
-        if self.ann is not None:
-            self.ann.add(self.vectors[new : new + 1])
+        r = row
+        for _ in range(self.lexical_window):
+            r = int(self.prev_row[r])
+            if r < 0:
+                break
+            parts.append(self.texts[r])
+        if self.doc_window[row] >= 0:
+            self.bm25_window.remove(int(self.doc_window[row]))
+        self.doc_window[row] = self.bm25_window.add(" ".join([*reversed(parts), self.texts[row]]))
 
     def _tombstone(self, row: int) -> None:
         self.alive[row] = False
         self.n_alive -= 1
-        self.bm25.remove(row)
+        self.bm25.remove(int(self.doc_turn[row]))
+        if self.doc_window[row] >= 0:
+            self.bm25_window.remove(int(self.doc_window[row]))
         self.docs[row] = b""
+        prev, nxt = int(self.prev_row[row]), int(self.next_row[row])
+        if prev >= 0:
+            self.next_row[prev] = -1
+        if nxt >= 0:  # the next turn no longer carries this one's words
+            self.prev_row[nxt] = -1
+            self._index_window(nxt)
 
     def remove(self, memory_id: int) -> bool:
         with self.lock:
@@ -243,7 +261,7 @@ class Partition:
         """A new partition with only the live rows (tombstones dropped, graph rebuilt)."""
         with self.lock:
             live = np.nonzero(self.alive[: self.n])[0]
-            p = Partition(self.dim, self.ann_threshold, self.lexical_window)
+            p = Partition(self.dim, self.ann_threshold, self.lexical_window, self.smoothing)
             p._load_rows(
                 {name: getattr(self, name)[live] for name in COLUMNS},
                 self.vectors[live],
@@ -255,6 +273,8 @@ class Partition:
         return p
 
     def _load_rows(self, cols: dict, vectors: np.ndarray, strings: dict, docs: list[bytes]):
+        """Fills an empty partition from stored columns; derived parts (BM25, links) are
+        rebuilt. Rows must be in arrival order (a turn after its predecessors)."""
         n = len(vectors)
         cap = max(64, 1 << (n - 1).bit_length()) if n else 64
         for name, (dt, fill) in COLUMNS.items():
@@ -269,17 +289,13 @@ class Partition:
         self.n = n
         self.n_alive = int(self.alive[:n].sum())
         self.row_of = {int(self.ids[r]): r for r in range(n) if self.alive[r]}
-        self.turn_row = {
-            (self.sessions[r], int(self.turn[r])): r
-            for r in range(n)
-            if self.alive[r] and self.turn[r] >= 0
-        }
-        self.bm25 = BM25()
+        self.turn_row = {}
+        self.bm25, self.bm25_window = BM25(), BM25()
+        for name in ("prev_row", "next_row", "doc_turn", "doc_window"):
+            getattr(self, name)[:] = -1
         for r in range(n):
             if self.alive[r]:
-                self.bm25.add(r, self._lexical_doc(r))
-            else:
-                self.bm25._ensure(r)
+                self._index_row(r)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -303,38 +319,53 @@ class Partition:
                 m &= np.fromiter((s == value for s in column), bool, n)
         return m
 
+    def _lexical(self, query: str, rows: np.ndarray) -> np.ndarray:
+        own = self.bm25.scores(query)[self.doc_turn[rows]]
+        win = self.bm25_window.scores(query)[self.doc_window[rows]]  # -1 reads as 0
+        return own + self.smoothing.window_weight * win
+
+    def _smooth(self, rows: np.ndarray, dense: np.ndarray, lex: np.ndarray):
+        """A turn's scores borrow from its neighbours that are candidates too."""
+        sm = self.smoothing
+        pos = np.full(self.n + 1, -1, dtype=np.int64)  # index n stands for "no neighbour"
+        pos[rows] = np.arange(len(rows))
+        nxt = pos[np.where(self.next_row[rows] >= 0, self.next_row[rows], self.n)]
+        prv = pos[np.where(self.prev_row[rows] >= 0, self.prev_row[rows], self.n)]
+        d = dense + sm.dense_next * np.where(nxt >= 0, dense[np.maximum(nxt, 0)], 0)
+        lx = lex + sm.lexical_prev * np.where(prv >= 0, lex[np.maximum(prv, 0)], 0)
+        return d.astype(np.float32), lx.astype(np.float32)
+
     def candidates(
         self, f: Filters, now: float, qvec: np.ndarray, query: str, want: int
     ) -> Candidates | None:
-        """Rows passing the filters that could rank in the top `want`, with their dense and
-        lexical scores. Exact over every passing row unless the graph is in use."""
+        """Exact over every row passing the filters unless the graph is in use; then the
+        graph's top rows plus the best lexical rows."""
         with self.lock:
             m = self.mask(f, now)
             count = int(m.sum())
             if count == 0:
                 return None
-            lex_all = self.bm25.scores(query, self.n) if query else np.zeros(self.n, np.float32)
-            if self.ann is None or count <= self.ann_threshold:
+            exact = self.ann is None or count <= self.ann_threshold
+            if not exact:
+                k = min(want, count)
+                bitmap = np.packbits(m, bitorder="little")
+                sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
+                params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(2 * k, 64))
+                _, labels = self.ann.search(qvec.reshape(1, -1), k, params=params)
+                dense_rows = labels[0][labels[0] >= 0]
+                exact = len(dense_rows) < k  # the graph missed some: answer exactly
+            if exact:
                 rows = np.nonzero(m)[0]
-                return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], True)
-            k = min(want, count)
-            bitmap = np.packbits(m, bitorder="little")
-            sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(2 * k, 64))
-            _, labels = self.ann.search(qvec.reshape(1, -1), k, params=params)
-            dense_rows = labels[0][labels[0] >= 0]
-            if len(dense_rows) < k:  # the graph missed some: answer exactly
-                rows = np.nonzero(m)[0]
-                return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], True)
-            lex_masked = np.where(m, lex_all, 0)
-            nz = np.count_nonzero(lex_masked)
-            top_lex = (
-                np.argpartition(-lex_masked, min(k, nz) - 1)[: min(k, nz)]
-                if nz
-                else np.array([], int)
-            )
-            rows = np.union1d(dense_rows, top_lex[lex_masked[top_lex] > 0])
-            return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], False)
+            else:
+                all_rows = np.nonzero(m)[0]
+                lex_all = self._lexical(query, all_rows)
+                nz = int(np.count_nonzero(lex_all))
+                top = np.argpartition(-lex_all, min(k, nz) - 1)[: min(k, nz)] if nz else []
+                rows = np.union1d(dense_rows, all_rows[top])
+            dense = self.vectors[rows] @ qvec
+            lex = self._lexical(query, rows) if query else np.zeros(len(rows), np.float32)
+            dense, lex = self._smooth(rows, dense, lex)
+            return Candidates(rows, dense, lex, exact)
 
     def doc(self, row: int) -> bytes:
         return self.docs[row]
@@ -373,6 +404,10 @@ class Partition:
         if (path / "hnsw.faiss").exists():
             p.ann = faiss.read_index(str(path / "hnsw.faiss"))
         return p
+
+
+def _first_name(name: str) -> str:
+    return name.split()[0].lower() if name.strip() else ""
 
 
 class IndexManager:

@@ -1,106 +1,192 @@
-"""Okapi BM25 over a partition's rows. Postings are append-only numpy buffers; removed rows
-stay in them and are dropped by the caller's mask (a compaction rebuilds them)."""
+"""Okapi BM25 with append-only numpy postings, and the query cues ranking uses.
+
+Documents get ids in their own dense space; a removed document stays in the postings and
+is masked out by `live` (a partition compaction rebuilds everything).
+Tokenizer, stop words and stemmer were chosen by measurement on LoCoMo (bench/locomo.py).
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from collections import Counter
+from functools import lru_cache
 
 import numpy as np
 
-_TOKEN = re.compile(r"[a-z0-9]+")
+BM25_K1, BM25_B = 0.9, 0.4
+
 STOPWORDS = frozenset(
-    "a an and are as at be but by did do does for from had has have he her his how i if in "
-    "into is it its me my of on or our she so than that the their them then there these they "
-    "this to was we were what when where which who whom why will with would you your".split()
-)
+    """
+a about above after again against all am an and any are aren't as at be because
+been before being below between both but by can can't cannot could couldn't did
+didn't do does doesn't doing don't down during each few for from further had
+hadn't has hasn't have haven't having he he'd he'll he's her here here's hers
+herself him himself his how how's i i'd i'll i'm i've if in into is isn't it it's
+its itself let's me more most mustn't my myself no nor not of off on once only or
+other ought our ours ourselves out over own same shan't she she'd she'll she's
+should shouldn't so some such than that that's the their theirs them themselves
+then there there's these they they'd they'll they're they've this those through
+to too under until up very was wasn't we we'd we'll we're we've were weren't what
+what's when when's where where's which while who who's whom why why's with won't
+would wouldn't you you'd you'll you're you've your yours yourself yourselves
+also just really get got yeah oh wow hey
+""".replace("'", " ").split()
+) - {"won"}  # contractions split at the apostrophe; "won" stays (as in "won a prize")
+
+_TOKEN = re.compile(r"[^\W_]+")
+_VOWEL = re.compile(r"[aeiouy]")
 
 
-def _stem(w: str) -> str:
-    # A light suffix stripper: enough to join plurals and simple verb forms.
-    for suf in ("ing", "edly", "ed", "ies", "es", "s"):
-        if len(w) > len(suf) + 2 and w.endswith(suf):
-            return w[: -len(suf)] + ("y" if suf == "ies" else "")
+@lru_cache(maxsize=200_000)
+def stem(w: str) -> str:
+    """A conservative suffix stripper: painting/paints/painted -> paint."""
+    if len(w) <= 3 or w.isdigit():
+        return w
+    for suf, rep in (("ies", "y"), ("ied", "y"), ("sses", "ss"), ("xes", "x"),
+                     ("ches", "ch"), ("shes", "sh")):  # fmt: skip
+        if w.endswith(suf) and len(w) - len(suf) >= 2:
+            return w[: -len(suf)] + rep
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    for suf in ("ingly", "edly", "ing", "ed", "ly"):
+        if w.endswith(suf):
+            base = w[: -len(suf)]
+            if len(base) >= 3 and _VOWEL.search(base):
+                if len(base) >= 4 and base[-1] == base[-2] and base[-1] not in "lsz":
+                    base = base[:-1]
+                return base
+            break
+    if w.endswith("e") and len(w) >= 4:
+        w = w[:-1]
     return w
 
 
 def tokenize(text: str) -> list[str]:
-    return [_stem(w) for w in _TOKEN.findall(text.lower()) if w not in STOPWORDS]
+    return [stem(t) for t in _TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
 class _Postings:
-    __slots__ = ("rows", "tfs", "pending_rows", "pending_tfs")
+    __slots__ = ("docs", "tfs", "pending_docs", "pending_tfs")
 
     def __init__(self) -> None:
-        self.rows = np.zeros(0, dtype=np.int64)
+        self.docs = np.zeros(0, dtype=np.int64)
         self.tfs = np.zeros(0, dtype=np.float32)
-        self.pending_rows: list[int] = []
+        self.pending_docs: list[int] = []
         self.pending_tfs: list[int] = []
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.pending_rows:
-            self.rows = np.concatenate([self.rows, np.asarray(self.pending_rows, np.int64)])
+        if self.pending_docs:
+            self.docs = np.concatenate([self.docs, np.asarray(self.pending_docs, np.int64)])
             self.tfs = np.concatenate([self.tfs, np.asarray(self.pending_tfs, np.float32)])
-            self.pending_rows, self.pending_tfs = [], []
-        return self.rows, self.tfs
+            self.pending_docs, self.pending_tfs = [], []
+        return self.docs, self.tfs
 
 
 class BM25:
-    def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
+    def __init__(self, k1: float = BM25_K1, b: float = BM25_B) -> None:
         self.k1, self.b = k1, b
         self.postings: dict[str, _Postings] = {}
         self.doc_len = np.zeros(64, dtype=np.float32)
         self.live = np.zeros(64, dtype=bool)
+        self.n_docs = 0
         self.n_live = 0
         self.total_len = 0.0
 
-    def _ensure(self, row: int) -> None:
-        if row >= len(self.doc_len):
-            cap = max(row + 1, len(self.doc_len) * 2)
-            self.doc_len = np.concatenate(
-                [self.doc_len, np.zeros(cap - len(self.doc_len), np.float32)]
-            )
-            self.live = np.concatenate([self.live, np.zeros(cap - len(self.live), bool)])
-
-    def add(self, row: int, text: str) -> None:
-        """Indexes a new row (a row is indexed once; changed text means a new row)."""
-        self._ensure(row)
+    def add(self, text: str) -> int:
+        """Indexes a document; returns its id."""
+        doc = self.n_docs
+        if doc == len(self.doc_len):
+            self.doc_len = np.concatenate([self.doc_len, np.zeros(doc, np.float32)])
+            self.live = np.concatenate([self.live, np.zeros(doc, bool)])
+        self.n_docs += 1
         counts = Counter(tokenize(text))
         for term, tf in counts.items():
             p = self.postings.get(term)
             if p is None:
                 p = self.postings[term] = _Postings()
-            p.pending_rows.append(row)
+            p.pending_docs.append(doc)
             p.pending_tfs.append(tf)
         n = float(sum(counts.values()))
-        self.doc_len[row] = n
-        self.live[row] = True
+        self.doc_len[doc] = n
+        self.live[doc] = True
         self.n_live += 1
         self.total_len += n
+        return doc
 
-    def remove(self, row: int) -> None:
-        if row < len(self.live) and self.live[row]:
-            self.live[row] = False
+    def remove(self, doc: int) -> None:
+        if 0 <= doc < self.n_docs and self.live[doc]:
+            self.live[doc] = False
             self.n_live -= 1
-            self.total_len -= float(self.doc_len[row])
+            self.total_len -= float(self.doc_len[doc])
 
-    def scores(self, query: str, size: int) -> np.ndarray:
-        """BM25 score of every row (indexed by row; 0 where no term matches)."""
-        out = np.zeros(size, dtype=np.float32)
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document id (0 where no term matches or removed), plus a
+        trailing 0 so that doc id -1 ("no document") reads as 0."""
+        out = np.zeros(self.n_docs + 1, dtype=np.float32)
         if self.n_live == 0:
             return out
         avgdl = max(self.total_len / self.n_live, 1.0)
-        for term in set(tokenize(query)):
+        k1, b = self.k1, self.b
+        for term, qtf in Counter(tokenize(query)).items():
             p = self.postings.get(term)
             if p is None:
                 continue
-            rows, tf = p.arrays()
-            df = max(int(self.live[rows].sum()), 1)
-            idf = math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
-            dl = self.doc_len[rows]
-            out[rows] += (
-                idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * dl / avgdl))
-            )
-        out[: min(size, len(self.live))] *= self.live[: min(size, len(self.live))]
+            docs, tf = p.arrays()
+            df = max(int(self.live[docs].sum()), 1)
+            idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
+            norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
+            np.add.at(out, docs, idf * tf * (k1 + 1) / (tf + norm))
+        out[: self.n_docs] *= self.live[: self.n_docs]
         return out
+
+
+# -- query cues -----------------------------------------------------------------------------
+
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december"]  # fmt: skip
+_MONTH = "|".join(MONTHS + [m[:3] for m in MONTHS if m != "may"] + ["sept"])
+_TIME = re.compile(
+    r"\b(yesterday|today|tonight|tomorrow|ago|recently|lately|weekend|"
+    r"last (?:night|week|month|year|weekend|summer|winter|spring|fall|time|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday)|"
+    r"next (?:week|month|year|weekend)|this (?:morning|week|month|year|weekend|past)|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"(?:19|20)\d\d|" + _MONTH + r")\b",
+    re.I,
+)
+_TEMPORAL_Q = re.compile(
+    r"^\s*when\b|\bwhen (?:did|was|is|will|does|do|were|has|had)\b|"
+    r"\bwhat (?:year|month|date|day|time)\b|\bhow long\b|\bwhich (?:year|month|day)\b",
+    re.I,
+)
+_DATES = [
+    re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+(" + _MONTH + r")[a-z]*\.?,?\s+(\d{4})\b", re.I),
+    re.compile(r"\b(" + _MONTH + r")[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b", re.I),
+]
+
+
+def has_time_expression(text: str) -> bool:
+    return _TIME.search(text) is not None
+
+
+def is_temporal_query(q: str) -> bool:
+    return _TEMPORAL_Q.search(q) is not None
+
+
+def _month(m: str) -> int:
+    return [x[:3] for x in MONTHS].index(m.lower()[:3]) + 1
+
+
+def query_days(text: str) -> set[int]:
+    """Full dates written in the text, as yyyymmdd integers."""
+    out = set()
+    for m in _DATES[0].finditer(text):
+        out.add(int(m.group(3)) * 10000 + _month(m.group(2)) * 100 + int(m.group(1)))
+    for m in _DATES[1].finditer(text):
+        out.add(int(m.group(3)) * 10000 + _month(m.group(1)) * 100 + int(m.group(2)))
+    return out
+
+
+def first_names(text: str) -> set[str]:
+    return set(_TOKEN.findall(text.lower()))

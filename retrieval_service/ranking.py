@@ -1,7 +1,10 @@
-"""Hybrid ranking: dense cosine and BM25, fused by weighted reciprocal rank, with recency
-and importance where the type calls for it.
+"""Hybrid ranking: dense similarity and BM25 (each smoothed over a turn's neighbours in
+the partition), min-max normalised over the candidates and fused; then multiplicative
+cues (the speaker a question names, a date it writes out, a time expression for "when"
+questions); then small recency and importance terms where the type calls for them.
 
 What a score means: higher is more relevant; scores compare results of one query only.
+The weights were chosen on LoCoMo (bench/locomo.py; see README for the figures).
 """
 
 from __future__ import annotations
@@ -13,14 +16,21 @@ import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index import Filters, IndexManager, Partition
+from retrieval_service.lexical import first_names, is_temporal_query, query_days
 
-RRF_K = 60.0
-W_DENSE = 1.0
-W_LEXICAL = 1.0
-# Recency and importance only nudge: a fraction of one first-place RRF contribution.
-W_RECENCY = 0.2 / RRF_K
-W_IMPORTANCE = 0.2 / RRF_K
-RECENCY_HALF_LIFE_S = 30 * 86400.0
+
+@dataclass(frozen=True)
+class RankConfig:
+    alpha: float = 0.6  # weight of the dense score in the fusion
+    speaker_boost: float = 0.6  # turns spoken by the one participant the query names
+    date_boost: float = 0.5  # items of a day the query writes out
+    time_boost: float = 0.3  # items holding a time expression, for "when" questions
+    recency: float = 0.02  # EVENT and CONVERSATION: fresher is a little better
+    importance: float = 0.02
+    recency_half_life_s: float = 30 * 86400.0
+
+
+DEFAULT = RankConfig()
 TIMELY_TYPES = np.array([pb.MEMORY_TYPE_EVENT, pb.MEMORY_TYPE_CONVERSATION], dtype=np.int8)
 
 
@@ -44,13 +54,9 @@ class Hit:
         return pb.Memory.FromString(self.partition.doc(self.row))
 
 
-def _ranks(scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """1-based rank by score, descending; tied scores share the best rank, so the order
-    rows happen to be stored in never matters. inf where not kept."""
-    desc = np.sort(-scores)
-    ranks = np.searchsorted(desc, -scores, side="left").astype(np.float64) + 1
-    ranks[~keep] = np.inf
-    return ranks
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
 def search(
@@ -60,55 +66,62 @@ def search(
     query: str,
     f: Filters,
     top_k: int,
+    cfg: RankConfig = DEFAULT,
 ) -> list[Hit]:
     now = time.time()
     want = max(top_k * 5, 50)
-    parts: list[tuple[Partition, np.ndarray, np.ndarray, np.ndarray]] = []
+    parts = []
     for p in index.partitions_for(tenant, f.user_id, f.agent_id):
         c = p.candidates(f, now, qvec, query, want)
         if c is not None:
-            parts.append((p, c.rows, c.dense, c.lexical))
+            parts.append((p, c))
     if not parts:
         return []
-    dense = np.concatenate([x[2] for x in parts])
-    lex = np.concatenate([x[3] for x in parts])
-    dr = _ranks(dense, np.ones(len(dense), dtype=bool))
-    lr = _ranks(lex, lex > 0)
-    fused = W_DENSE / (RRF_K + dr) + W_LEXICAL / (RRF_K + lr)
-    types = np.concatenate([x[0].types[x[1]] for x in parts])
-    when = np.concatenate([x[0].when[x[1]] for x in parts])
-    imp = np.concatenate([x[0].importance[x[1]] for x in parts]).astype(np.float64)
-    conf = np.concatenate([x[0].confidence[x[1]] for x in parts]).astype(np.float64)
+
+    def cat(fn):
+        return np.concatenate([fn(p, c) for p, c in parts])
+
+    dense = cat(lambda p, c: c.dense)
+    lex = cat(lambda p, c: c.lexical)
+    types = cat(lambda p, c: p.types[c.rows])
+    score = cfg.alpha * _minmax(dense) + (1 - cfg.alpha) * _minmax(lex)
+    if is_temporal_query(query):
+        score *= 1 + cfg.time_boost * cat(lambda p, c: p.has_time[c.rows])
+    days = query_days(query)
+    if days:
+        score *= 1 + cfg.date_boost * np.isin(cat(lambda p, c: p.day[c.rows]), list(days))
+    speakers = cat(lambda p, c: np.array([p.speakers[r] for r in c.rows], dtype=object))
+    named = (set(speakers) - {""}) & first_names(query)
+    if len(named) == 1:
+        score *= 1 + cfg.speaker_boost * (speakers == named.pop())
+    when = cat(lambda p, c: p.when[c.rows])
+    imp = cat(lambda p, c: p.importance[c.rows]).astype(np.float64)
+    conf = cat(lambda p, c: p.confidence[c.rows]).astype(np.float64)
     timely = np.isin(types, TIMELY_TYPES)
-    recency = np.where(timely, np.exp2(-np.maximum(now - when, 0) / RECENCY_HALF_LIFE_S), 0.0)
-    score = fused + W_RECENCY * recency + W_IMPORTANCE * imp
+    age = np.maximum(now - when, 0)
+    recency = np.where(timely, np.exp2(-age / cfg.recency_half_life_s), 0.0)
+    score = score + cfg.recency * recency + cfg.importance * imp
     reflect = types == pb.MEMORY_TYPE_REFLECTION
     score = np.where(reflect, score * (0.5 + 0.5 * conf), score)
+
     k = min(top_k, len(score))
     if k < len(score):  # everything tied with the k-th score, then a deterministic cut
         kth = np.partition(-score, k - 1)[k - 1]
         top = np.nonzero(-score <= kth)[0]
     else:
         top = np.arange(len(score))
-    offsets = np.cumsum([0] + [len(x[1]) for x in parts])
-    ids = np.concatenate([x[0].ids[x[1]] for x in parts])
+    ids = cat(lambda p, c: p.ids[c.rows])
     top = top[np.lexsort((ids[top], -dense[top], -score[top]))][:k]
+    offsets = np.cumsum([0] + [len(c.rows) for _, c in parts])
     hits = []
     for i in top:
         j = int(np.searchsorted(offsets, i, side="right") - 1)
-        p, rows = parts[j][0], parts[j][1]
-        row = int(rows[i - offsets[j]])
+        p, c = parts[j]
+        row = int(c.rows[i - offsets[j]])
         hits.append(
             Hit(
-                p,
-                row,
-                float(score[i]),
-                float(dense[i]),
-                float(lex[i]),
-                float(recency[i]),
-                float(imp[i]),
-                float(conf[i]),
-                bool(p.conflicted[row]),
+                p, row, float(score[i]), float(dense[i]), float(lex[i]), float(recency[i]),
+                float(imp[i]), float(conf[i]), bool(p.conflicted[row]),
             )
-        )
+        )  # fmt: skip
     return hits

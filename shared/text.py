@@ -9,17 +9,25 @@ from typing import Any
 
 from memlake.v1 import memory_pb2 as pb
 
+# Dense context of a turn: this many turns before it in the same session.
+DENSE_WINDOW = 2
+
 
 def _date(dt: datetime | None) -> str:
     return f"{dt.day} {dt:%B %Y}" if dt else ""
 
 
+def speaker_of(attributes: dict[str, Any]) -> str:
+    a = attributes or {}
+    return a.get("speaker") or a.get("role") or ""
+
+
 def index_text(type_: int, content: str, attributes: dict[str, Any], when: datetime | None) -> str:
     a = attributes or {}
     if type_ == pb.MEMORY_TYPE_CONVERSATION:
-        who = a.get("speaker") or a.get("role") or ""
-        head = " ".join(p for p in (_date(when), f"{who}:" if who else "") if p)
-        return f"{head} {content}".strip()
+        who = speaker_of(a)
+        date = f"[{_date(when)}] " if when else ""
+        return f"{date}{who}: {content}" if who else f"{date}{content}"
     if type_ == pb.MEMORY_TYPE_EVENT:
         return f"{_date(when)} {content}".strip()
     if type_ == pb.MEMORY_TYPE_SKILL:
@@ -28,3 +36,14 @@ def index_text(type_: int, content: str, attributes: dict[str, Any], when: datet
     if type_ in (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION):
         return f"{a.get('key', '')}: {content}"
     return content
+
+
+def turn_line(content: str, attributes: dict[str, Any]) -> str:
+    who = speaker_of(attributes)
+    return f"{who}: {content}" if who else content
+
+
+def window_text(previous: list[tuple[str, dict[str, Any]]], content: str, attributes) -> str:
+    """A turn with the DENSE_WINDOW turns before it, one per line."""
+    lines = [turn_line(c, a) for c, a in previous[-DENSE_WINDOW:]]
+    return "\n".join([*lines, turn_line(content, attributes)])
