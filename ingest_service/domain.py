@@ -361,6 +361,45 @@ class IngestDomain:
                     f"memory.reflection.evidence_memory_ids[{i}]", f"no memory with id {mid}"
                 )
 
+    def _reembed_after(self, s: Session, tenant: str, gone: MemoryRecord) -> int:
+        """The turns after a forgotten one carried its words in their window vectors:
+        embed them again without it. Returns the change seq, or 0 if none changed."""
+        same = (
+            MemoryRecord.tenant == tenant,
+            MemoryRecord.user_id == gone.user_id,
+            MemoryRecord.agent_id == gone.agent_id,
+            MemoryRecord.session_id == gone.session_id,
+            MemoryRecord.turn_index.is_not(None),
+        )
+        after = list(
+            s.scalars(
+                select(MemoryRecord)
+                .where(*same, MemoryRecord.turn_index > gone.turn_index)
+                .order_by(MemoryRecord.turn_index)
+                .limit(DENSE_WINDOW)
+            )
+        )
+        if not after:
+            return 0
+        before = s.execute(
+            select(MemoryRecord.content, MemoryRecord.attributes)
+            .where(*same, MemoryRecord.turn_index < gone.turn_index)
+            .order_by(MemoryRecord.turn_index.desc())
+            .limit(DENSE_WINDOW)
+        ).all()
+        prev = [(c, a or {}) for c, a in reversed(before)]
+        texts, windows = [], []
+        for r in after:
+            texts.append(index_text(r.type, r.content, r.attributes, r.occur_time))
+            windows.append(window_text(prev, r.content, r.attributes))
+            prev.append((r.content, r.attributes or {}))
+        vecs = self.embedder.embed(texts + windows)
+        for j, r in enumerate(after):
+            r.embedding = to_bytes((vecs[j] + vecs[len(after) + j]) / 2)
+            r.etag = uuid.uuid4().hex[:16]
+        s.flush()
+        return changelog.append(s, tenant, [r.id for r in after])
+
     @staticmethod
     def _last_seq_of(s: Session, memory_id: int) -> int:
         return s.scalar(
@@ -409,6 +448,8 @@ class IngestDomain:
                 )
             s.execute(delete(MemoryRecord).where(MemoryRecord.id.in_(ids)))
             seq = changelog.append(s, tenant, ids, op="delete")
+            if rec.type == pb.MEMORY_TYPE_CONVERSATION and rec.turn_index is not None:
+                seq = self._reembed_after(s, tenant, rec) or seq
             tail = (
                 session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
                 if rec.type == pb.MEMORY_TYPE_CONVERSATION

@@ -193,3 +193,53 @@ def test_rebuilt_index_matches_live_and_snapshot_restart_catches_up(fresh_backen
                 assert extra.memory.id in after or after == [i for i, _ in live[q]][: len(after)]
     finally:
         suite.stop()
+
+
+def test_separate_services_are_woken_through_redis(tmp_path):
+    """Ingest and retrieval in separate runtimes share only Postgres and Redis; with polling
+    every 30 s, a write is searchable at once only because pub/sub woke the tailer."""
+    from tests.conftest import drop_postgres_database, postgres_database, settings_for
+
+    db_url = postgres_database()
+    settings = settings_for("postgres", tmp_path / "d", db_url, tail_poll_interval_s=30.0)
+    ingest, irt = start("ingest", settings, port=0)
+    retrieval, rrt = start("retrieval", settings, port=0)
+    try:
+        from memlake.client import MemlakeClient
+
+        with MemlakeClient(
+            f"127.0.0.1:{ingest.port}", tenant="acme", retrieval_addr=f"127.0.0.1:{retrieval.port}"
+        ) as c:
+            import time
+
+            r = c.search("warm", scope=scope("u1"), timeout=20)  # index loaded
+            time.sleep(0.5)  # the tailer is now parked in its 30 s poll wait
+            for i in range(3):
+                w = c.remember(event(f"quokka sighting number {i}"))
+                deadline = time.monotonic() + 5
+                found = False
+                while not found and time.monotonic() < deadline:
+                    time.sleep(0.1)  # no min_seq: nothing but pub/sub wakes the tailer
+                    r = c.search("quokka sighting", scope=scope("u1"), timeout=10)
+                    found = w.memory.id in {x.memory.id for x in r.results}
+                assert found, f"write {i} not searchable within 5 s"
+            assert irt is not rrt  # separate runtimes: no process-local wake-ups between them
+    finally:
+        retrieval.stop(1.0)
+        ingest.stop(1.0)
+        drop_postgres_database(db_url)
+
+
+def test_forgetting_a_turn_reembeds_the_turns_after_it(client):
+    from memlake.client import scope as sc
+
+    ids = [
+        client.remember(turn(t, session="w1")).memory.id
+        for t in ["my secret word is xylophone", "noted", "thanks, see you"]
+    ]
+    before = client.get(ids[1]).etag
+    seq = client.forget(ids[0])
+    assert client.get(ids[1]).etag != before  # re-embedded without the forgotten turn
+    r = client.search("xylophone", scope=sc("u1"), min_seq=seq)
+    assert all("xylophone" not in x.memory.content for x in r.results)
+    assert all(x.parts.lexical == 0 for x in r.results)  # no window still holds the word
