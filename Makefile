@@ -45,7 +45,7 @@ AUDIT ?=
 OUT ?= bench/out/locomo.json
 ADDR ?=
 bench-locomo: install
-	$(PY) bench/locomo.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out $(OUT) $(if $(ADDR),--addr $(ADDR))
+	$(PY) bench/locomo.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out $(OUT) $(if $(ADDR),--addr $(ADDR)) $(if $(ABLATE),--ablate)
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json

@@ -84,30 +84,60 @@ def turn_memories(sample: dict, user: str, source_uri: str):
             )
 
 
+# Ranking weights switched off one at a time by --ablate (server settings; no re-ingest).
+ABLATIONS = {
+    "no speaker cue": {"MEMLAKE_RANK_SPEAKER_BOOST": "0"},
+    "no date cue": {"MEMLAKE_RANK_DATE_BOOST": "0"},
+    "no time cue": {"MEMLAKE_RANK_TIME_BOOST": "0"},
+    "no neighbour smoothing": {"MEMLAKE_RANK_DENSE_NEXT": "0", "MEMLAKE_RANK_LEXICAL_PREV": "0"},
+    "no window BM25": {"MEMLAKE_RANK_WINDOW_WEIGHT": "0"},
+    "dense only (alpha 1)": {"MEMLAKE_RANK_ALPHA": "1"},
+    "BM25 only (alpha 0)": {"MEMLAKE_RANK_ALPHA": "0"},
+    "no cues, no smoothing": {
+        "MEMLAKE_RANK_SPEAKER_BOOST": "0", "MEMLAKE_RANK_DATE_BOOST": "0",
+        "MEMLAKE_RANK_TIME_BOOST": "0", "MEMLAKE_RANK_DENSE_NEXT": "0",
+        "MEMLAKE_RANK_LEXICAL_PREV": "0", "MEMLAKE_RANK_WINDOW_WEIGHT": "0",
+    },
+}  # fmt: skip
+
+
 def run(args) -> dict:
     data = json.loads(Path(args.data).read_text())
     audit = json.loads(Path(args.audit).read_text()) if args.audit else {}
+    tenant = args.tenant or f"locomo-{int(time.time())}"
+    if args.addr:
+        with MemlakeClient(args.addr, tenant=tenant, timeout=60) as c:
+            return _bench(c, args, data, audit)
     tmp = tempfile.TemporaryDirectory(prefix="memlake-locomo-")
-    server = None
-    addr = args.addr
-    if not addr:
-        env = {"MEMLAKE_EMBEDDER": args.embedder} if args.embedder else {}
-        server = Server(Path(tmp.name) / "data", env)
-        print(f"starting memlake on {server.addr} (data in {tmp.name}) ...", flush=True)
-        server.wait_serving()
-        addr = server.addr
+    data_dir = Path(tmp.name) / "data"
+    base_env = {"MEMLAKE_EMBEDDER": args.embedder} if args.embedder else {}
+    server = Server(data_dir, base_env)
+    print(f"starting memlake on {server.addr} (data in {tmp.name}) ...", flush=True)
     try:
-        return _bench(args, data, audit, addr)
+        server.wait_serving()
+        with MemlakeClient(server.addr, tenant=tenant, timeout=60) as c:
+            result = _bench(c, args, data, audit)
+        if args.ablate:
+            result["ablations"] = {}
+            for name, env in ABLATIONS.items():
+                server.stop()
+                server = Server(data_dir, {**base_env, **env})
+                server.wait_serving()
+                with MemlakeClient(server.addr, tenant=tenant, timeout=60) as c:
+                    r = _questions(c, data, audit, result["_ids"])
+                result["ablations"][name] = {"env": env, **r}
+                print(
+                    f"  {name:<24} recall@5 {r['recall_at']['5']:.3f}  "
+                    f"@10 {r['recall_at']['10']:.3f}",
+                    flush=True,
+                )
+        return result
     finally:
-        if server:
-            server.stop()
+        server.stop()
         tmp.cleanup()
 
 
-def _bench(args, data, audit, addr) -> dict:
-    run_id = f"{int(time.time())}"
-    client = MemlakeClient(addr, tenant=args.tenant or f"locomo-{run_id}", timeout=60)
-    # Ingest.
+def _ingest(client, args, data) -> tuple[list[dict[str, str]], int, float, int]:
     ids: list[dict[str, str]] = []
     n_turns, max_seq = 0, 0
     t0 = time.perf_counter()
@@ -122,10 +152,10 @@ def _bench(args, data, audit, addr) -> dict:
         n_turns += len(pairs)
         max_seq = max(max_seq, resp.seq)
         print(f"  ingested conversation {ci} ({user}): {len(pairs)} turns", flush=True)
-    ingest_s = time.perf_counter() - t0
-    # Readable: the first search waits until the index has applied every write.
-    client.search("warm up", scope=scope("x"), min_seq=max_seq, timeout=600)
+    return ids, max_seq, time.perf_counter() - t0, n_turns
 
+
+def _questions(client, data, audit, ids) -> dict:
     hits = {k: [] for k in KS}
     by_cat = {c: {k: [] for k in KS} for c in CATEGORIES}
     lat: list[float] = []
@@ -152,13 +182,11 @@ def _bench(args, data, audit, addr) -> dict:
                 rec = len(ev & set(ranked[:k])) / len(ev)
                 hits[k].append(rec)
                 by_cat[cat][k].append(rec)
-    client.close()
-    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+
+    def mean(xs):
+        return round(sum(xs) / len(xs), 4) if xs else None
+
     return {
-        "data": str(args.data),
-        "audit": str(args.audit or ""),
-        "conversations": len(data),
-        "turns": n_turns,
         "questions": len(hits[1]),
         "questions_without_evidence": skipped,
         "recall_at": {str(k): mean(hits[k]) for k in KS},
@@ -167,17 +195,32 @@ def _bench(args, data, audit, addr) -> dict:
             str(c): {str(k): mean(by_cat[c][k]) for k in KS} for c in CATEGORIES
         },
         "questions_by_category": {str(c): len(by_cat[c][1]) for c in CATEGORIES},
-        "ingest_per_s": round(n_turns / ingest_s, 1),
-        "ingest_s": round(ingest_s, 2),
         "search_ms": {
             "p50": round(percentile(lat, 50), 2),
             "p95": round(percentile(lat, 95), 2),
             "p99": round(percentile(lat, 99), 2),
             "mean": round(sum(lat) / len(lat), 2) if lat else None,
         },
+    }
+
+
+def _bench(client, args, data, audit) -> dict:
+    ids, max_seq, ingest_s, n_turns = _ingest(client, args, data)
+    # Readable: the first search waits until the index has applied every write.
+    client.search("warm up", scope=scope("x"), min_seq=max_seq, timeout=600)
+    result = {
+        "data": str(args.data),
+        "audit": str(args.audit or ""),
+        "conversations": len(data),
+        "turns": n_turns,
+        **_questions(client, data, audit, ids),
+        "ingest_per_s": round(n_turns / ingest_s, 1),
+        "ingest_s": round(ingest_s, 2),
         "embedder": args.embedder or "server default",
         "addr": args.addr or "own all-in-one process",
     }
+    result["_ids"] = ids
+    return result
 
 
 def print_table(r: dict) -> None:
@@ -211,9 +254,17 @@ def main(argv=None) -> int:
     p.add_argument("--addr", default="", help="a running memlake; default: start one")
     p.add_argument("--tenant", default="")
     p.add_argument("--embedder", default="", help="server embedder when starting one")
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="then rerun the questions with each ranking weight switched off",
+    )
     args = p.parse_args(argv)
     r = run(args)
+    r.pop("_ids", None)
     print_table(r)
+    for name, a in r.get("ablations", {}).items():
+        print(f"ablation {name:<24} " + "  ".join(f"{a['recall_at'][str(k)]:>6.3f}" for k in KS))
     write_json(args.out, r)
     return 0
 

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from memlake.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
-from retrieval_service.index import IndexManager
+from retrieval_service.index import IndexManager, build_from_settings
+from retrieval_service.ranking import rank_config_from
 from retrieval_service.servicer import RetrievalServicer
 from shared.runtime import Runtime
 from shared.server import ServiceSpec
@@ -11,16 +12,7 @@ FULL_NAME = retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"
 
 def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     s = rt.settings
-    index = IndexManager(
-        rt.db,
-        rt.embedder.dim,
-        embed_model=rt.embedder.name,
-        snapshot_dir=s.index_dir(),
-        poll_interval=s.tail_poll_interval_s,
-        snapshot_interval=s.snapshot_interval_s,
-        ann_threshold=s.ann_threshold,
-        lexical_window=s.lexical_window,
-    )
+    index = build_from_settings(s, rt.embedder.name, rt.embedder.dim, db=rt.db)
     rt.local.subscribe(index.wake)
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()
@@ -32,6 +24,7 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
         s.default_tenant,
         tail_size=s.session_tail_size,
         tail_ttl_s=s.session_tail_ttl_s,
+        rank=rank_config_from(s),
     )
     spec = ServiceSpec(
         FULL_NAME,

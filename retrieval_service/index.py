@@ -391,8 +391,10 @@ class Partition:
                 faiss.write_index(self.ann, str(path / "hnsw.faiss"))
 
     @classmethod
-    def load(cls, path: Path, dim: int, ann_threshold: int, lexical_window: int) -> Partition:
-        p = cls(dim, ann_threshold, lexical_window)
+    def load(
+        cls, path: Path, dim: int, ann_threshold: int, lexical_window: int, smoothing=None
+    ) -> Partition:
+        p = cls(dim, ann_threshold, lexical_window, smoothing)
         with np.load(path / "columns.npz") as z:
             cols = {name: z[name] for name in COLUMNS}
             vectors = z["vectors"]
@@ -425,8 +427,10 @@ class IndexManager:
         snapshot_interval: float = 30.0,
         ann_threshold: int = 20000,
         lexical_window: int = 1,
+        smoothing: Smoothing | None = None,
     ) -> None:
         self.db = db
+        self.smoothing = smoothing or Smoothing()
         self.dim = dim
         self.embed_model = embed_model
         self.snapshot_dir = snapshot_dir
@@ -449,7 +453,7 @@ class IndexManager:
     # -- building -------------------------------------------------------------------------
 
     def _new_partition(self) -> Partition:
-        return Partition(self.dim, self.ann_threshold, self.lexical_window)
+        return Partition(self.dim, self.ann_threshold, self.lexical_window, self.smoothing)
 
     def load_all(self) -> None:
         """Builds every partition from the database alone, then catches up with the log."""
@@ -498,7 +502,11 @@ class IndexManager:
                 for entry in manifest["partitions"]:
                     key = (entry["tenant"], entry["key"])
                     p = Partition.load(
-                        root / entry["dir"], self.dim, self.ann_threshold, self.lexical_window
+                        root / entry["dir"],
+                        self.dim,
+                        self.ann_threshold,
+                        self.lexical_window,
+                        self.smoothing,
                     )
                     parts[key] = p
                     for mid in p.row_of:
@@ -689,14 +697,27 @@ class IndexManager:
         }
 
 
-def build_from_settings(settings, embedder_name: str, dim: int) -> IndexManager:
+def smoothing_from(settings) -> Smoothing:
+    return Smoothing(
+        dense_next=settings.rank_dense_next,
+        lexical_prev=settings.rank_lexical_prev,
+        window_weight=settings.rank_window_weight,
+    )
+
+
+def build_from_settings(
+    settings, embedder_name: str, dim: int, db: Database | None = None
+) -> IndexManager:
     return IndexManager(
-        Database(settings.sqlalchemy_url()),
+        db or Database(settings.sqlalchemy_url()),
         dim,
         embed_model=embedder_name,
         snapshot_dir=settings.index_dir(),
+        poll_interval=settings.tail_poll_interval_s,
+        snapshot_interval=settings.snapshot_interval_s,
         ann_threshold=settings.ann_threshold,
         lexical_window=settings.lexical_window,
+        smoothing=smoothing_from(settings),
     )
 
 

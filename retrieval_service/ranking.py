@@ -31,6 +31,17 @@ class RankConfig:
 
 
 DEFAULT = RankConfig()
+
+
+def rank_config_from(settings) -> RankConfig:
+    return RankConfig(
+        alpha=settings.rank_alpha,
+        speaker_boost=settings.rank_speaker_boost,
+        date_boost=settings.rank_date_boost,
+        time_boost=settings.rank_time_boost,
+    )
+
+
 TIMELY_TYPES = np.array([pb.MEMORY_TYPE_EVENT, pb.MEMORY_TYPE_CONVERSATION], dtype=np.int8)
 
 

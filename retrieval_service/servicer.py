@@ -10,7 +10,7 @@ from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
 from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
-from retrieval_service.ranking import search
+from retrieval_service.ranking import DEFAULT, RankConfig, search
 from shared.cache import Cache, safe
 from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
 from shared.db.engine import Database
@@ -48,7 +48,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         default_tenant: str,
         tail_size: int = 20,
         tail_ttl_s: int = 86400,
+        rank: RankConfig = DEFAULT,
     ) -> None:
+        self.rank = rank
         self.db, self.index, self.embedder, self.cache = db, index, embedder, cache
         self.default_tenant = default_tenant
         self.tail_size, self.tail_ttl_s = tail_size, tail_ttl_s
@@ -159,7 +161,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         f = self._filters(request, tenant)
         self._wait(request.min_seq, context)
         qvec = self.embedder.embed_one(request.query)
-        hits = search(self.index, tenant, qvec, request.query, f, request.top_k or 10)
+        hits = search(self.index, tenant, qvec, request.query, f, request.top_k or 10, self.rank)
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
             r = resp.results.add(score=h.score, conflicted=h.conflicted)
@@ -177,18 +179,12 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         f = self._filters(request, tenant)
         self._wait(request.min_seq, context)
         cands: list[Candidate] = []
+        qvec = self.embedder.embed_one(request.intent or "profile")
         # BACKGROUND first: every current item of the user/agent, in key order.
         bg = Filters(
             types=frozenset([pb.MEMORY_TYPE_BACKGROUND]), user_id=f.user_id, agent_id=f.agent_id
         )
-        bg_hits = search(
-            self.index,
-            tenant,
-            self.embedder.embed_one(request.intent or "profile"),
-            request.intent,
-            bg,
-            200,
-        )
+        bg_hits = search(self.index, tenant, qvec, request.intent, bg, 200, self.rank)
         bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
         cands += [Candidate(m, 1.0, "background") for m in bgs]
         if request.intent.strip():
@@ -197,9 +193,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 pb.MEMORY_TYPE_UNSPECIFIED,
             }
             rel = Filters(types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id)
-            hits = search(
-                self.index, tenant, self.embedder.embed_one(request.intent), request.intent, rel, 50
-            )
+            hits = search(self.index, tenant, qvec, request.intent, rel, 50, self.rank)
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
             cands += [Candidate(m, 0.0, "session_tail") for m in self._session_tail(tenant, f)]

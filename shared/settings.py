@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     ann_threshold: int = 20000
     # A conversation turn is indexed for BM25 with this many turns before it.
     lexical_window: int = 1
+    # Ranking weights, measured on LoCoMo dev (bench/locomo.py --ablate shows each one's part).
+    rank_alpha: float = 0.6  # dense share of the fused score
+    rank_speaker_boost: float = 0.6
+    rank_date_boost: float = 0.5
+    rank_time_boost: float = 0.3
+    rank_dense_next: float = 0.3  # neighbour smoothing
+    rank_lexical_prev: float = 0.5
+    rank_window_weight: float = 1.5  # BM25 of a turn's window document
     snapshot_interval_s: float = 30.0
     tail_poll_interval_s: float = 0.2
 
