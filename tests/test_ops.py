@@ -162,7 +162,7 @@ def test_process_sigterm_drains_and_restart_keeps_data(tmp_path):
         body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
         assert _metric(body, "memlake_grpc_requests_total", method="Remember", code="OK") == 5
     p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=30)
+    out, _ = p.communicate(timeout=90)
     assert p.returncode == 0, out
     assert '"method": "/memlake.v1.IngestService/Remember"' in out  # one log line per request
     p = serve()
@@ -172,4 +172,4 @@ def test_process_sigterm_drains_and_restart_keeps_data(tmp_path):
             assert c.get(ids[0]).type == pb.MEMORY_TYPE_EVENT
     finally:
         p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=30)
+        p.communicate(timeout=90)
