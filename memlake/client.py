@@ -63,6 +63,17 @@ def _wrap(exc: grpc.RpcError) -> MemlakeError:
     return MemlakeError(exc.code().name, exc.details() or "", field, reason)
 
 
+def _pages(list_page, field: str, **kw) -> Iterator:
+    """Every item of a paginated List call, page after page."""
+    token = ""
+    while True:
+        resp = list_page(page_token=token, **kw)
+        yield from getattr(resp, field)
+        token = resp.next_page_token
+        if not token:
+            return
+
+
 def ts(dt: datetime | None) -> Timestamp | None:
     if dt is None:
         return None
@@ -180,13 +191,7 @@ class MemlakeClient:
         )
 
     def list_all(self, **kw) -> Iterator[pb.Memory]:
-        token = ""
-        while True:
-            resp = self.list(page_token=token, **kw)
-            yield from resp.memories
-            token = resp.next_page_token
-            if not token:
-                return
+        return _pages(self.list, "memories", **kw)
 
     def search(
         self,
@@ -317,13 +322,7 @@ class MemlakeClient:
         )
 
     def list_facts_all(self, **kw) -> Iterator[vpb.Fact]:
-        token = ""
-        while True:
-            resp = self.list_facts(page_token=token, **kw)
-            yield from resp.facts
-            token = resp.next_page_token
-            if not token:
-                return
+        return _pages(self.list_facts, "facts", **kw)
 
     def retract_fact(
         self,
@@ -413,13 +412,7 @@ class MemlakeClient:
         )
 
     def list_audit_events_all(self, **kw) -> Iterator[vpb.AuditEvent]:
-        token = ""
-        while True:
-            resp = self.list_audit_events(page_token=token, **kw)
-            yield from resp.events
-            token = resp.next_page_token
-            if not token:
-                return
+        return _pages(self.list_audit_events, "events", **kw)
 
     def get_conflict_policy(self) -> vpb.GetConflictPolicyResponse:
         return self._call(self.versioning.GetConflictPolicy, vpb.GetConflictPolicyRequest())
