@@ -83,6 +83,40 @@ COLUMNS = {
 STRINGS = ("sessions", "agents", "users", "speakers", "texts")
 
 
+class _Codes:
+    """A string column as integer codes, so a filter on it is one numpy comparison instead
+    of a Python comparison per row. Extended lazily with the rows appended since the last
+    use (rows are append-only and keep their scope strings)."""
+
+    __slots__ = ("codes", "lookup", "n")
+
+    def __init__(self) -> None:
+        self.codes = np.zeros(64, dtype=np.int32)
+        self.lookup: dict[str, int] = {}
+        self.n = 0
+
+    def equal(self, column: list[str], value: str, n: int) -> np.ndarray:
+        if self.n < n:
+            if n > len(self.codes):
+                grown = np.zeros(max(n, 2 * len(self.codes)), dtype=np.int32)
+                grown[: self.n] = self.codes[: self.n]
+                self.codes = grown
+            lookup = self.lookup
+            self.codes[self.n : n] = np.fromiter(
+                (lookup.setdefault(s, len(lookup)) for s in column[self.n : n]),
+                np.int32,
+                n - self.n,
+            )
+            self.n = n
+        code = self.lookup.get(value)
+        if code is None:
+            return np.zeros(n, dtype=bool)
+        return self.codes[:n] == code
+
+
+SCOPE_COLUMNS = ("sessions", "agents", "users")
+
+
 @dataclass
 class Candidates:
     """Rows passing the filters that could rank in the top k, with their scores (after
@@ -124,6 +158,7 @@ class Partition:
         self.bm25 = BM25()  # each row's own text
         self.bm25_window = BM25()  # a turn with the turns before it
         self.ann: faiss.IndexHNSWFlat | None = None
+        self._codes = {name: _Codes() for name in SCOPE_COLUMNS}
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -285,6 +320,7 @@ class Partition:
         self.vectors[:n] = vectors
         for name in STRINGS:
             setattr(self, name, list(strings[name]))
+        self._codes = {name: _Codes() for name in SCOPE_COLUMNS}
         self.docs = list(docs)
         self.n = n
         self.n_alive = int(self.alive[:n].sum())
@@ -310,13 +346,9 @@ class Partition:
             m &= self.when[:n] >= f.start
         if f.end < INF:
             m &= self.when[:n] < f.end
-        for value, column in (
-            (f.session_id, self.sessions),
-            (f.agent_id, self.agents),
-            (f.user_id, self.users),
-        ):
+        for value, column in zip((f.session_id, f.agent_id, f.user_id), SCOPE_COLUMNS, strict=True):
             if value:
-                m &= np.fromiter((s == value for s in column), bool, n)
+                m &= self._codes[column].equal(getattr(self, column), value, n)
         return m
 
     def _lexical(self, query: str, rows: np.ndarray) -> np.ndarray:
@@ -362,10 +394,18 @@ class Partition:
                 nz = int(np.count_nonzero(lex_all))
                 top = np.argpartition(-lex_all, min(k, nz) - 1)[: min(k, nz)] if nz else []
                 rows = np.union1d(dense_rows, all_rows[top])
-            dense = self.vectors[rows] @ qvec
+            dense = self._dense(rows, qvec)
             lex = self._lexical(query, rows) if query else np.zeros(len(rows), np.float32)
             dense, lex = self._smooth(rows, dense, lex)
             return Candidates(rows, dense, lex, exact)
+
+    def _dense(self, rows: np.ndarray, qvec: np.ndarray) -> np.ndarray:
+        """Inner products of rows with the query. Once a quarter of the rows pass, one
+        pass over the contiguous rows is cheaper than gathering them into a fresh copy
+        (measured at 20k rows, all passing: about 1 ms against 7 ms, mostly page faults)."""
+        if 4 * len(rows) >= self.n:
+            return (self.vectors[: self.n] @ qvec)[rows]
+        return self.vectors[rows] @ qvec
 
     def doc(self, row: int) -> bytes:
         return self.docs[row]
