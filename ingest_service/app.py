@@ -18,6 +18,7 @@ def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestS
         rt.notify,
         tail_size=s.session_tail_size,
         tail_ttl_s=s.session_tail_ttl_s,
+        dense_window=s.dense_window,
     )
     servicer = IngestServicer(domain, s.default_tenant, versioning_addr)
     spec = ServiceSpec(

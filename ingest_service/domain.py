@@ -31,7 +31,7 @@ from shared.errors import (
     MemlakeError,
     NotFound,
 )
-from shared.text import DENSE_WINDOW, index_text, window_text
+from shared.text import index_text, window_text
 
 log = logging.getLogger("memlake.ingest")
 
@@ -158,8 +158,10 @@ class IngestDomain:
         *,
         tail_size: int = 20,
         tail_ttl_s: int = 86400,
+        dense_window: int = 2,
     ) -> None:
         self.db = db
+        self.dense_window = dense_window
         self.embedder = embedder
         self.cache = cache
         self.notify = notify
@@ -235,11 +237,15 @@ class IngestDomain:
         of its window (the turns before it in the session), so an inner product with a
         query is the mean of the two cosines."""
         conv = [i for i in todo if items[i].type == pb.MEMORY_TYPE_CONVERSATION]
+        if not self.dense_window:
+            conv = []
         history = self._recent_turns(tenant, {_session(items[i]) for i in conv})
         windows = []
         for i in conv:
             prev = history.setdefault(_session(items[i]), [])
-            windows.append(window_text(prev, items[i].content, items[i].attributes))
+            windows.append(
+                window_text(prev, items[i].content, items[i].attributes, self.dense_window)
+            )
             prev.append((items[i].content, items[i].attributes))
         vecs = self.embedder.embed([_text(items[i]) for i in todo] + windows)
         out = {i: vecs[n] for n, i in enumerate(todo)}
@@ -263,7 +269,7 @@ class IngestDomain:
                         MemoryRecord.turn_index.is_not(None),
                     )
                     .order_by(MemoryRecord.turn_index.desc())
-                    .limit(DENSE_WINDOW)
+                    .limit(self.dense_window)
                 ).all()
                 out[(user, agent, session)] = [(c, a or {}) for c, a in reversed(rows)]
         return out
@@ -376,22 +382,22 @@ class IngestDomain:
                 select(MemoryRecord)
                 .where(*same, MemoryRecord.turn_index > gone.turn_index)
                 .order_by(MemoryRecord.turn_index)
-                .limit(DENSE_WINDOW)
+                .limit(self.dense_window)
             )
         )
-        if not after:
+        if not after or not self.dense_window:
             return 0
         before = s.execute(
             select(MemoryRecord.content, MemoryRecord.attributes)
             .where(*same, MemoryRecord.turn_index < gone.turn_index)
             .order_by(MemoryRecord.turn_index.desc())
-            .limit(DENSE_WINDOW)
+            .limit(self.dense_window)
         ).all()
         prev = [(c, a or {}) for c, a in reversed(before)]
         texts, windows = [], []
         for r in after:
             texts.append(index_text(r.type, r.content, r.attributes, r.occur_time))
-            windows.append(window_text(prev, r.content, r.attributes))
+            windows.append(window_text(prev, r.content, r.attributes, self.dense_window))
             prev.append((r.content, r.attributes or {}))
         vecs = self.embedder.embed(texts + windows)
         for j, r in enumerate(after):

@@ -9,9 +9,6 @@ from typing import Any
 
 from memlake.v1 import memory_pb2 as pb
 
-# Dense context of a turn: this many turns before it in the same session.
-DENSE_WINDOW = 2
-
 
 def _date(dt: datetime | None) -> str:
     return f"{dt.day} {dt:%B %Y}" if dt else ""
@@ -43,7 +40,9 @@ def turn_line(content: str, attributes: dict[str, Any]) -> str:
     return f"{who}: {content}" if who else content
 
 
-def window_text(previous: list[tuple[str, dict[str, Any]]], content: str, attributes) -> str:
-    """A turn with the DENSE_WINDOW turns before it, one per line."""
-    lines = [turn_line(c, a) for c, a in previous[-DENSE_WINDOW:]]
+def window_text(
+    previous: list[tuple[str, dict[str, Any]]], content: str, attributes, size: int
+) -> str:
+    """A turn with the `size` turns before it, one per line."""
+    lines = [turn_line(c, a) for c, a in previous[len(previous) - size :]] if size else []
     return "\n".join([*lines, turn_line(content, attributes)])
