@@ -64,6 +64,7 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it picked
 
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
