@@ -77,6 +77,37 @@ COLUMNS = {
 STRINGS = ("sessions", "agents", "users", "texts")
 
 
+class _Codes:
+    """A string column as integer codes, so a filter on it is one numpy comparison instead
+    of a Python comparison per row. Extended lazily with the rows appended since the last
+    use (rows are append-only and keep their scope strings)."""
+
+    __slots__ = ("codes", "lookup", "n")
+
+    def __init__(self) -> None:
+        self.codes = np.zeros(64, dtype=np.int32)
+        self.lookup: dict[str, int] = {}
+        self.n = 0
+
+    def equal(self, column: list[str], value: str, n: int) -> np.ndarray:
+        if self.n < n:
+            if n > len(self.codes):
+                grown = np.zeros(max(n, 2 * len(self.codes)), dtype=np.int32)
+                grown[: self.n] = self.codes[: self.n]
+                self.codes = grown
+            lookup = self.lookup
+            self.codes[self.n : n] = np.fromiter(
+                (lookup.setdefault(s, len(lookup)) for s in column[self.n : n]),
+                np.int32,
+                n - self.n,
+            )
+            self.n = n
+        code = self.lookup.get(value)
+        if code is None:
+            return np.zeros(n, dtype=bool)
+        return self.codes[:n] == code
+
+
 @dataclass
 class Candidates:
     rows: np.ndarray
@@ -104,6 +135,7 @@ class Partition:
         self.turn_row: dict[tuple[str, int], int] = {}
         self.bm25 = BM25()
         self.ann: faiss.IndexHNSWFlat | None = None
+        self._codes = {name: _Codes() for name in ("sessions", "agents", "users")}
 
     # -- writes (callers hold no lock; these take it) ---------------------------------------
 
@@ -265,6 +297,7 @@ class Partition:
         self.vectors[:n] = vectors
         for name in STRINGS:
             setattr(self, name, list(strings[name]))
+        self._codes = {name: _Codes() for name in self._codes}
         self.docs = list(docs)
         self.n = n
         self.n_alive = int(self.alive[:n].sum())
@@ -295,12 +328,12 @@ class Partition:
         if f.end < INF:
             m &= self.when[:n] < f.end
         for value, column in (
-            (f.session_id, self.sessions),
-            (f.agent_id, self.agents),
-            (f.user_id, self.users),
+            (f.session_id, "sessions"),
+            (f.agent_id, "agents"),
+            (f.user_id, "users"),
         ):
             if value:
-                m &= np.fromiter((s == value for s in column), bool, n)
+                m &= self._codes[column].equal(getattr(self, column), value, n)
         return m
 
     def candidates(
