@@ -349,7 +349,7 @@ class Partition:
             lex_all = self.bm25.scores(query, self.n) if query else np.zeros(self.n, np.float32)
             if self.ann is None or count <= self.ann_threshold:
                 rows = np.nonzero(m)[0]
-                return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], True)
+                return Candidates(rows, self._dense(rows, qvec), lex_all[rows], True)
             k = min(want, count)
             bitmap = np.packbits(m, bitorder="little")
             sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
@@ -358,7 +358,7 @@ class Partition:
             dense_rows = labels[0][labels[0] >= 0]
             if len(dense_rows) < k:  # the graph missed some: answer exactly
                 rows = np.nonzero(m)[0]
-                return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], True)
+                return Candidates(rows, self._dense(rows, qvec), lex_all[rows], True)
             lex_masked = np.where(m, lex_all, 0)
             nz = np.count_nonzero(lex_masked)
             top_lex = (
@@ -368,6 +368,14 @@ class Partition:
             )
             rows = np.union1d(dense_rows, top_lex[lex_masked[top_lex] > 0])
             return Candidates(rows, self.vectors[rows] @ qvec, lex_all[rows], False)
+
+    def _dense(self, rows: np.ndarray, qvec: np.ndarray) -> np.ndarray:
+        """Inner products of rows with the query. Once a quarter of the rows pass, one
+        pass over the contiguous rows is cheaper than gathering them into a fresh copy
+        (at 20k rows, all passing: about 1 ms against 7 ms, mostly page faults)."""
+        if 4 * len(rows) >= self.n:
+            return (self.vectors[: self.n] @ qvec)[rows]
+        return self.vectors[rows] @ qvec
 
     def doc(self, row: int) -> bytes:
         return self.docs[row]
