@@ -249,3 +249,20 @@ def test_scope_filters_match_the_string_columns_as_rows_arrive():
     p.remove(7)
     check(p)
     check(p.compact())
+
+
+def test_fusion_ranks_share_the_best_rank_on_ties():
+    import numpy as np
+
+    from retrieval_service.ranking import _ranks
+
+    rnd = np.random.default_rng(5)
+    for n in (0, 1, 2, 7, 500):
+        scores = np.round(rnd.random(n) * 4) / 4  # many ties
+        keep = scores > 0.25
+        # Rank = 1 + how many rows score strictly higher, whatever order rows are stored in.
+        want = np.array([1 + np.sum(scores > s) for s in scores], dtype=np.float64)
+        want[~keep] = np.inf
+        assert np.array_equal(_ranks(scores, keep), want)
+        perm = rnd.permutation(n)
+        assert np.array_equal(_ranks(scores[perm], keep[perm]), want[perm])
