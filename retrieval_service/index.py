@@ -114,7 +114,7 @@ class _Codes:
         return self.codes[:n] == code
 
 
-SCOPE_COLUMNS = ("sessions", "agents", "users")
+SCOPE_COLUMNS = ("sessions", "agents", "users", "speakers")
 
 
 @dataclass
@@ -346,7 +346,9 @@ class Partition:
             m &= self.when[:n] >= f.start
         if f.end < INF:
             m &= self.when[:n] < f.end
-        for value, column in zip((f.session_id, f.agent_id, f.user_id), SCOPE_COLUMNS, strict=True):
+        for value, column in zip(
+            (f.session_id, f.agent_id, f.user_id), SCOPE_COLUMNS[:3], strict=True
+        ):
             if value:
                 m &= self._codes[column].equal(getattr(self, column), value, n)
         return m
@@ -406,6 +408,17 @@ class Partition:
         if 4 * len(rows) >= self.n:
             return (self.vectors[: self.n] @ qvec)[rows]
         return self.vectors[rows] @ qvec
+
+    def speaker_names(self) -> set[str]:
+        """Every speaker's first name in this partition (lowercase)."""
+        with self.lock:
+            codes = self._codes["speakers"]
+            codes.equal(self.speakers, "", self.n)  # bring the codes up to date
+            return set(codes.lookup) - {""}
+
+    def spoken_by(self, name: str, rows: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return self._codes["speakers"].equal(self.speakers, name, self.n)[rows]
 
     def doc(self, row: int) -> bytes:
         return self.docs[row]

@@ -66,6 +66,8 @@ class Hit:
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
+    """Scales a channel to [0, 1] over the candidates. (Anchoring at a fixed rank instead
+    made exact and graph paths agree more but cost LoCoMo recall@5 0.761 -> 0.704.)"""
     lo, hi = float(x.min()), float(x.max())
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
@@ -101,10 +103,11 @@ def search(
     days = query_days(query)
     if days:
         score *= 1 + cfg.date_boost * np.isin(cat(lambda p, c: p.day[c.rows]), list(days))
-    speakers = cat(lambda p, c: np.array([p.speakers[r] for r in c.rows], dtype=object))
-    named = (set(speakers) - {""}) & first_names(query)
+    words = first_names(query)
+    named = set().union(*(p.speaker_names() & words for p, _ in parts))
     if len(named) == 1:
-        score *= 1 + cfg.speaker_boost * (speakers == named.pop())
+        name = named.pop()
+        score *= 1 + cfg.speaker_boost * cat(lambda p, c: p.spoken_by(name, c.rows))
     when = cat(lambda p, c: p.when[c.rows])
     imp = cat(lambda p, c: p.importance[c.rows]).astype(np.float64)
     conf = cat(lambda p, c: p.confidence[c.rows]).astype(np.float64)

@@ -243,3 +243,70 @@ def test_forgetting_a_turn_reembeds_the_turns_after_it(client):
     r = client.search("xylophone", scope=sc("u1"), min_seq=seq)
     assert all("xylophone" not in x.memory.content for x in r.results)
     assert all(x.parts.lexical == 0 for x in r.results)  # no window still holds the word
+
+
+def _record(i: int, user: str, session: str, turn: int | None = None):
+    from shared.db.models import MemoryRecord
+
+    when = T0 + timedelta(minutes=i)
+    return MemoryRecord(
+        id=i,
+        tenant="acme",
+        type=pb.MEMORY_TYPE_CONVERSATION if turn is not None else pb.MEMORY_TYPE_EVENT,
+        user_id=user,
+        agent_id="a1" if i % 3 else "",
+        session_id=session,
+        content=f"{WORDS[i % len(WORDS)]} note {i}",
+        attributes={},
+        importance=0.5,
+        source={},
+        create_time=when,
+        occur_time=when,
+        expire_time=None,
+        turn_index=turn,
+        etag="e",
+        current=True,
+        revision=1,
+        conflicted=False,
+    )
+
+
+def test_scope_filters_match_the_string_columns_as_rows_arrive():
+    """The mask's coded session/agent/user filters agree with comparing the strings, also
+    for rows appended after a query, rows moved by re-indexing, and a compacted copy."""
+    import numpy as np
+
+    from retrieval_service.index import Partition
+
+    rnd = random.Random(3)
+    p = Partition(8, ann_threshold=10**9)
+    filters = [
+        Filters(user_id="u1"),
+        Filters(user_id="u2", session_id="s1"),
+        Filters(agent_id="a1"),
+        Filters(session_id="s9"),  # a value no row has
+        Filters(user_id="u1", agent_id="a1", session_id="s0"),
+    ]
+
+    def check(part):
+        for f in filters:
+            want = part.alive[: part.n] & part.current[: part.n]
+            for value, col in (
+                (f.user_id, "users"),
+                (f.agent_id, "agents"),
+                (f.session_id, "sessions"),
+            ):
+                if value:
+                    want &= np.array([s == value for s in getattr(part, col)], dtype=bool)
+            assert np.array_equal(part.mask(f, now=0.0), want), f
+
+    vec = np.ones(8, dtype=np.float32)
+    for i in range(1, 121):
+        # Turns of s1 arrive out of order, so some rows are re-indexed to new rows.
+        turn = rnd.randrange(10) if i % 4 == 0 else None
+        p.put(_record(i, f"u{i % 2 + 1}", f"s{i % 3}", turn), vec)
+        if i % 25 == 0:
+            check(p)
+    p.remove(7)
+    check(p)
+    check(p.compact())
