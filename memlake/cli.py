@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--type", action="append", choices=sorted(TYPES), default=[])
     se.add_argument("-k", "--top-k", type=int, default=10)
     se.add_argument("--min-seq", type=int, default=0)
+    se.add_argument("--history", action="store_true", help="include replaced versions")
 
     c = sub.add_parser("context", help="context for a new session")
     _scope_args(c)
@@ -436,13 +437,15 @@ def run(a) -> int:
                 types=[TYPES[t] for t in a.type],
                 top_k=a.top_k,
                 min_seq=a.min_seq,
+                include_history=a.history,
             )
             for x in r.results:
                 m = x.memory
+                flags = " [CONFLICTED]" * x.conflicted + " [history]" * (not m.current)
                 print(
                     f"{x.score:.4f}  {m.id:>8}  "
                     f"{pb.MemoryType.Name(m.type).removeprefix('MEMORY_TYPE_'):<12} "
-                    f"{m.content[:100]}"
+                    f"{m.content[:100]}{flags}"
                 )
         elif a.cmd == "context":
             r = c.context(scope=_scope(a), intent=a.intent, token_budget=a.budget)
