@@ -531,8 +531,9 @@ class IndexManager:
                 for rec in sorted(recs, key=lambda r: (r.session_id, r.turn_index or 0, r.id)):
                     self._put(rec)
                 last_id = recs[-1].id
-            self._maintain()
+            self._compact()
             self._set_applied(start_seq)
+        self._build_graphs()
         self.catch_up()
 
     def load_snapshot(self) -> bool:
@@ -639,12 +640,18 @@ class IndexManager:
         if key is not None:
             self.partitions[key].remove(memory_id)
 
-    def _maintain(self) -> None:
-        """Builds graphs for partitions that grew past the threshold; compacts tombstones."""
+    def _compact(self) -> None:
+        """Replaces partitions that are a quarter tombstones (under the apply lock)."""
         for key, p in list(self.partitions.items()):
             if p.needs_compaction():
                 self.partitions[key] = p.compact()
-            elif p.needs_ann():
+
+    def _build_graphs(self) -> None:
+        """Builds graphs for partitions that grew past the threshold. Outside the apply
+        lock: a build takes minutes at 1M memories, and build_ann takes in rows that
+        arrive meanwhile."""
+        for p in list(self.partitions.values()):
+            if p.needs_ann():
                 p.build_ann()
 
     def catch_up(self) -> int:
@@ -674,7 +681,9 @@ class IndexManager:
                 self._set_applied(entries[-1].seq)
                 applied += len(entries)
             if applied:
-                self._maintain()
+                self._compact()
+        if applied:
+            self._build_graphs()
         return applied
 
     # -- tailing --------------------------------------------------------------------------
