@@ -71,9 +71,7 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
     if isinstance(exc, MemlakeError):
         code = grpc.StatusCode[exc.code_name]
         msg, reason, fld, extra = exc.message, exc.reason, exc.field, exc.details
-    elif isinstance(exc, OperationalError | PoolTimeout) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
+    elif _is_db_unavailable(exc):
         code, msg, reason, fld, extra = (
             grpc.StatusCode.UNAVAILABLE,
             "the database is unavailable; safe to retry",
@@ -195,7 +193,9 @@ def _peer(context) -> str:
 
 
 def _is_db_unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError | PoolTimeout)
+    return isinstance(exc, OperationalError | PoolTimeout) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 @dataclass
