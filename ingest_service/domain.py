@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -25,12 +24,12 @@ from shared.db.types import utcnow
 from shared.embedding import Embedder, to_bytes
 from shared.errors import (
     Aborted,
-    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     MemlakeError,
     NotFound,
 )
+from shared.idempotency import Replay, prior_response
 from shared.text import index_text, window_text
 
 log = logging.getLogger("memlake.ingest")
@@ -197,7 +196,7 @@ class IngestDomain:
                 try:
                     with s.begin_nested():
                         if item.request_id:
-                            prior = self._idempotent(s, tenant, item)
+                            prior = prior_response(s, tenant, item.request_id, item.fingerprint)
                             if prior is not None:
                                 replays[i] = prior
                                 continue
@@ -217,7 +216,11 @@ class IngestDomain:
                     results[i] = exc
                 except IntegrityError as exc:
                     # A concurrent retry with the same request_id won: answer as it did.
-                    prior = self._idempotent(s, tenant, item) if item.request_id else None
+                    prior = (
+                        prior_response(s, tenant, item.request_id, item.fingerprint)
+                        if item.request_id
+                        else None
+                    )
                     if prior is not None:
                         replays[i] = prior
                     else:
@@ -225,7 +228,7 @@ class IngestDomain:
                             f"a concurrent write conflicted with this one; retry ({exc.orig})"
                         )
         for i, data in replays.items():
-            results[i] = _Replay(data)  # type: ignore[assignment]
+            results[i] = Replay(data)  # type: ignore[assignment]
         top = max((r.seq for r in results if isinstance(r, WriteResult)), default=0)
         if top:
             self.notify(top)
@@ -273,17 +276,6 @@ class IngestDomain:
                 ).all()
                 out[(user, agent, session)] = [(c, a or {}) for c, a in reversed(rows)]
         return out
-
-    def _idempotent(self, s: Session, tenant: str, item: MemoryIn) -> bytes | None:
-        prior = s.get(IdempotencyKey, (tenant, item.request_id))
-        if prior is None:
-            return None
-        if prior.fingerprint != item.fingerprint:
-            raise AlreadyExists(
-                f"request_id {item.request_id!r} was already used for a different request",
-                reason="REQUEST_ID_REUSED",
-            )
-        return prior.response
 
     def _write_one(self, s: Session, tenant: str, item: MemoryIn, vec) -> WriteResult:
         now = utcnow()
@@ -465,17 +457,3 @@ class IngestDomain:
             safe(self.cache.delete, tail)
         self.notify(seq)
         return seq
-
-
-@dataclass
-class _Replay:
-    """A stored response for a request_id seen before."""
-
-    data: bytes
-
-
-Replay = _Replay
-
-
-def fingerprint(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]

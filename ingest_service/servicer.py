@@ -6,7 +6,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from ingest_service.domain import IngestDomain, MemoryIn, WriteResult, _Replay, fingerprint
+from ingest_service.domain import IngestDomain, MemoryIn, WriteResult
 from memlake.v1 import ingest_service_pb2 as ipb
 from memlake.v1 import ingest_service_pb2_grpc as ipb_grpc
 from memlake.v1 import memory_pb2 as pb
@@ -15,6 +15,7 @@ from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
 from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
+from shared.idempotency import Replay, fingerprint
 from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metadata
 
 MAX_BATCH = 1000
@@ -49,7 +50,7 @@ def memory_in(req, prefix: str) -> MemoryIn:
         occur_time=ts_to_dt(m.occur_time, has=m.HasField("occur_time")),
         expire_time=ts_to_dt(m.expire_time, has=m.HasField("expire_time")),
         request_id=req.request_id,
-        fingerprint=fingerprint(req.SerializeToString(deterministic=True)),
+        fingerprint=fingerprint(req),
     )
 
 
@@ -103,7 +104,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
         if plain_items:
             results = self.domain.remember_many(tenant, plain_items, _encode)
             for i, res in zip(plain_idx, results, strict=True):
-                if isinstance(res, _Replay):
+                if isinstance(res, Replay):
                     out[i] = ipb.RememberResponse.FromString(res.data)
                 elif isinstance(res, WriteResult):
                     out[i] = _response(res)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import and_, func, or_, select
 
 from ingest_service.domain import session_tail_key
@@ -15,7 +17,6 @@ from shared.cache import Cache, safe
 from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
-from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
@@ -116,7 +117,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         if request.page_token:
             tok = decode_page_token(request.page_token)
             try:
-                t_after = utcnow().fromisoformat(tok["t"])
+                t_after = datetime.fromisoformat(tok["t"])
                 id_after = int(tok["id"])
             except (KeyError, ValueError, TypeError) as exc:
                 raise InvalidArgument("page_token", "not a token this service issued") from exc

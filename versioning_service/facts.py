@@ -50,6 +50,7 @@ from shared.db.models import (
 from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from shared.idempotency import Replay, prior_response
 from versioning_service import audit, conflicts
 from versioning_service.convert import fact_to_proto
 from versioning_service.versions import (
@@ -134,13 +135,6 @@ class AssertResult:
     key: FactKey
     seq: int = 0
     conflict_id: int | None = None
-
-
-@dataclass
-class Replay:
-    """A request_id seen before: the serialized response it got."""
-
-    data: bytes
 
 
 @dataclass
@@ -290,18 +284,6 @@ class FactStore:
         return ts.conflict_policy if ts is not None and ts.conflict_policy else self.default_policy
 
     @staticmethod
-    def _idempotent(s: Session, tenant: str, request_id: str, fingerprint: str) -> bytes | None:
-        prior = s.get(IdempotencyKey, (tenant, request_id))
-        if prior is None:
-            return None
-        if prior.fingerprint != fingerprint:
-            raise AlreadyExists(
-                f"request_id {request_id!r} was already used for a different request",
-                reason="REQUEST_ID_REUSED",
-            )
-        return prior.response
-
-    @staticmethod
     def _remember_response(s: Session, tenant: str, request_id: str, fp: str, data: bytes):
         try:
             with s.begin_nested():
@@ -420,7 +402,7 @@ class FactStore:
             pred = norm_predicate(f.predicate)
         key = self.lock_key(s, tenant, f.user_id, f.agent_id, subj, pred)
         if request_id:
-            prior = self._idempotent(s, tenant, request_id, fingerprint)
+            prior = prior_response(s, tenant, request_id, fingerprint)
             if prior is not None:
                 return Replay(prior)
         rows = believed(s, key.id)
@@ -645,7 +627,7 @@ class FactStore:
                     s, tenant, user_id, agent_id, key.subject_norm, key.predicate_norm
                 )
                 if request_id:
-                    prior = self._idempotent(s, tenant, request_id, fingerprint)
+                    prior = prior_response(s, tenant, request_id, fingerprint)
                     if prior is not None:
                         return Replay(prior)
                 tx = self._tx(s, tenant, [key], actor, reason)

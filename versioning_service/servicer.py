@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared.convert import decode_page_token, encode_page_token, msg_to_dict, ts_to_dt
 from shared.errors import InvalidArgument
+from shared.idempotency import Replay, fingerprint
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
 from versioning_service.convert import audit_to_proto, conflict_to_proto, fact_to_proto
-from versioning_service.facts import AssertResult, FactIn, FactStore, Replay, page_limit
-
-
-def fingerprint(request) -> str:
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]
+from versioning_service.facts import AssertResult, FactIn, FactStore, page_limit
 
 
 def _after(token: str) -> int:
