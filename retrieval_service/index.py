@@ -353,9 +353,12 @@ class Partition:
                 m &= self._codes[column].equal(getattr(self, column), value, n)
         return m
 
-    def _lexical(self, query: str, rows: np.ndarray) -> np.ndarray:
-        own = self.bm25.scores(query)[self.doc_turn[rows]]
-        win = self.bm25_window.scores(query)[self.doc_window[rows]]  # -1 reads as 0
+    def _lexical(self, query: str) -> np.ndarray:
+        """Lexical score of every row: its own BM25 plus the weighted window BM25."""
+        if not query:
+            return np.zeros(self.n, np.float32)
+        own = self.bm25.scores(query)[self.doc_turn[: self.n]]
+        win = self.bm25_window.scores(query)[self.doc_window[: self.n]]  # -1 reads as 0
         return own + self.smoothing.window_weight * win
 
     def _smooth(self, rows: np.ndarray, dense: np.ndarray, lex: np.ndarray):
@@ -388,17 +391,15 @@ class Partition:
                 _, labels = self.ann.search(qvec.reshape(1, -1), k, params=params)
                 dense_rows = labels[0][labels[0] >= 0]
                 exact = len(dense_rows) < k  # the graph missed some: answer exactly
-            if exact:
-                rows = np.nonzero(m)[0]
-            else:
-                all_rows = np.nonzero(m)[0]
-                lex_all = self._lexical(query, all_rows)
-                nz = int(np.count_nonzero(lex_all))
-                top = np.argpartition(-lex_all, min(k, nz) - 1)[: min(k, nz)] if nz else []
-                rows = np.union1d(dense_rows, all_rows[top])
+            lex_all = self._lexical(query)  # once per query, for either path
+            rows = np.nonzero(m)[0]
+            if not exact:
+                lex_masked = lex_all[rows]
+                nz = int(np.count_nonzero(lex_masked))
+                top = np.argpartition(-lex_masked, min(k, nz) - 1)[: min(k, nz)] if nz else []
+                rows = np.union1d(dense_rows, rows[top])
             dense = self._dense(rows, qvec)
-            lex = self._lexical(query, rows) if query else np.zeros(len(rows), np.float32)
-            dense, lex = self._smooth(rows, dense, lex)
+            dense, lex = self._smooth(rows, dense, lex_all[rows])
             return Candidates(rows, dense, lex, exact)
 
     def _dense(self, rows: np.ndarray, qvec: np.ndarray) -> np.ndarray:
