@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("db", help="database maintenance")
     d.add_argument("action", choices=["upgrade"])
 
+    m = sub.add_parser(
+        "mcp",
+        help="serve the Model Context Protocol (stdio or streamable HTTP) for one agent's scope",
+    )
+    m.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    m.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT for --transport http")
+    m.add_argument("--user", default=os.environ.get("MEMLAKE_USER", ""), help="user_id")
+    m.add_argument("--agent", default=os.environ.get("MEMLAKE_AGENT", ""), help="agent_id")
+    m.add_argument("--session", default=os.environ.get("MEMLAKE_SESSION", ""), help="session_id")
+
     ix = sub.add_parser("index", help="search index maintenance (run where retrieval runs)")
     ix.add_argument("action", choices=["rebuild"], help="rebuild every shard from the database")
 
@@ -110,8 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--importance", type=float, default=0.0)
     r.add_argument("--request-id", default="")
 
-    g = sub.add_parser("get", help="get a memory by id")
-    g.add_argument("id")
+    g = sub.add_parser(
+        "get", help="get a memory by id, or the current background/reflection/skill by key"
+    )
+    g.add_argument("id", nargs="?", default="")
+    g.add_argument("--key", help="BACKGROUND/REFLECTION key or SKILL name (with --type)")
+    g.add_argument("--type", choices=["background", "reflection", "skill"], default="background")
+    _scope_args(g)
 
     ls = sub.add_parser("list", help="list memories")
     _scope_args(ls)
@@ -394,6 +409,21 @@ def run(a) -> int:
         Database(settings.sqlalchemy_url()).upgrade()
         print("database at head")
         return 0
+    if a.cmd == "mcp":
+        from memlake.mcp_server import McpConfig, serve
+
+        host, _, port = a.listen.rpartition(":")
+        cfg = McpConfig(
+            addr=a.addr,
+            tenant=a.tenant,
+            api_key=os.environ.get("MEMLAKE_API_KEY", ""),
+            user=a.user,
+            agent=a.agent,
+            session=a.session,
+            timeout=a.timeout,
+        )
+        serve(cfg, a.transport, host or "127.0.0.1", int(port))
+        return 0
     if a.cmd == "index":
         from retrieval_service.index import rebuild
         from shared.embedding import make_embedder
@@ -417,7 +447,13 @@ def run(a) -> int:
                 f"{pb.WriteOutcome.Name(r.outcome).removeprefix('WRITE_OUTCOME_')}"
             )
         elif a.cmd == "get":
-            _print(c.get(a.id), True)
+            if bool(a.id) == bool(a.key):
+                print(
+                    "usage: memlake get ID  or  memlake get --key KEY [--type T]", file=sys.stderr
+                )
+                return 2
+            m = c.get_by_key(a.type, a.key, scope=_scope(a)) if a.key else c.get(a.id)
+            _print(m, True)
         elif a.cmd == "list":
             n = 0
             for m in c.list_all(

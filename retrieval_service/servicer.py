@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, func, or_, select
 
@@ -22,6 +22,7 @@ from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
 
 MAX_WAIT_S = 10.0
+KEYED_TYPES = (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION, pb.MEMORY_TYPE_SKILL)
 
 
 def _types(values, field: str) -> frozenset[int]:
@@ -87,6 +88,32 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             if rec is None:
                 raise NotFound(f"no memory with id {request.id}")
             return rpb.GetMemoryResponse(memory=record_to_proto(rec))
+
+    def GetMemoryByKey(self, request, context):
+        tenant = self._tenant(context)
+        check_scope_tenant(request.scope.tenant, tenant)
+        if request.type not in KEYED_TYPES:
+            raise InvalidArgument("type", "must be BACKGROUND, REFLECTION or SKILL")
+        key = request.key.strip()
+        if not key:
+            raise InvalidArgument("key", "is required")
+        now = datetime.now(UTC)
+        with self.db.read() as s:
+            rec = s.scalar(
+                select(MemoryRecord).where(
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.type == request.type,
+                    MemoryRecord.user_id == request.scope.user_id,
+                    MemoryRecord.agent_id == request.scope.agent_id,
+                    MemoryRecord.key == key,
+                    MemoryRecord.current.is_(True),
+                    or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > now),
+                )
+            )
+            if rec is None:
+                what = "name" if request.type == pb.MEMORY_TYPE_SKILL else "key"
+                raise NotFound(f"no current {pb.MemoryType.Name(request.type)} with {what} {key!r}")
+            return rpb.GetMemoryByKeyResponse(memory=record_to_proto(rec))
 
     def ListMemories(self, request, context):
         tenant = self._tenant(context)
