@@ -39,6 +39,7 @@ lint: install buf
 proto: install
 	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. proto/memlake/v1/*.proto
 	touch memlake/v1/__init__.py
+	$(PY) -m shared.gateway.openapi > shared/gateway/openapi.json
 
 DATA ?= ../shared/data/locomo10-dev.json
 AUDIT ?=

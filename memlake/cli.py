@@ -88,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the services (default: all three in one process)")
-    s.add_argument("--service", choices=["all", "ingest", "retrieval", "versioning"], default="all")
+    s.add_argument(
+        "--service",
+        choices=["all", "ingest", "retrieval", "versioning", "gateway"],
+        default="all",
+        help="gateway: only the HTTP/JSON gateway, forwarding to the services",
+    )
 
     d = sub.add_parser("db", help="database maintenance")
     d.add_argument("action", choices=["upgrade"])
