@@ -25,12 +25,14 @@ from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import versioning_service_pb2 as vpb
 
 EPILOG = """\
-getting started:
-  memlake serve                         start all three services on 127.0.0.1:50051
-                                        (SQLite + local files in ./.memlake; Ctrl-C stops)
+getting started (in this order on a fresh server; each write prints the new memory's id):
+  memlake serve                         start all three services on 127.0.0.1:50051, and
+                                        HTTP/JSON on :8080 (SQLite + files in ./.memlake)
+  memlake remember "Asked for a shorter answer" --type event --user alice
   memlake remember "Prefers short answers" --type reflection --user alice \\
-      --key answer_style --confidence 0.8 --evidence 1
+      --key answer_style --confidence 0.8 --evidence 1     (1: the event's id)
   memlake remember "Alice's name is Alice Liddell" --type background --key name --user alice
+  memlake get --key name --user alice
   memlake search "how does alice like answers" --user alice
   memlake context --user alice --intent "plan a trip" --budget 500
   memlake fact assert alice lives_in Paris --user alice --valid-from 2020-01-01
@@ -39,9 +41,12 @@ getting started:
   memlake fact resolve 1 keep-one --keep 2 --reason "asked alice"
   memlake fact history alice lives_in --user alice
   memlake fact asof alice lives_in --user alice --valid-time 2021-06-01
+  memlake mcp --user alice              MCP server for an agent (stdio; --transport http)
 
-environment: MEMLAKE_ADDR (default 127.0.0.1:50051), MEMLAKE_TENANT; the server reads
-MEMLAKE_DATABASE_URL, MEMLAKE_REDIS_URL, MEMLAKE_DATA_DIR and the rest listed in README.md.
+where the server is: MEMLAKE_ADDR (default 127.0.0.1:50051) for `memlake serve` and for every
+client command alike; MEMLAKE_HTTP_PORT (8080) for HTTP/JSON; MEMLAKE_TENANT, MEMLAKE_API_KEY.
+The server also reads MEMLAKE_DATABASE_URL, MEMLAKE_REDIS_URL, MEMLAKE_DATA_DIR and the rest
+listed in README.md.
 """
 
 
@@ -250,12 +255,14 @@ def _iso(t, timespec: str = "auto") -> str:
     return t.ToDatetime().isoformat(timespec=timespec) + "Z"
 
 
-def _fact_line(f) -> str:
+def _fact_line(f, history: bool = False) -> str:
     vf = _iso(f.valid_from) if f.HasField("valid_from") else "-"
     vt = _iso(f.valid_to) if f.HasField("valid_to") else "open"
     rt = _iso(f.record_time, "microseconds")
     re_ = _iso(f.record_end_time, "microseconds") if f.HasField("record_end_time") else "open"
     status = pb.FactStatus.Name(f.status).removeprefix("FACT_STATUS_")
+    if history:  # a row's status is what it was while believed; say whether it still is
+        status = f"{status}, believed" if re_ == "open" else f"was {status}, no longer believed"
     pred = f.predicate or f"(free text, key {f.key})"
     by = ",".join(s.actor or s.kind for s in f.sources if s.actor or s.kind)
     return (
@@ -337,7 +344,7 @@ def _fact_cmd(c: MemlakeClient, a) -> int:
             print("conflicting:", _fact_line(f))
     elif a.fact_cmd == "history":
         for f in c.fact_history(a.subject, a.predicate, scope=sc):
-            print(_fact_line(f))
+            print(_fact_line(f, history=True))
     elif a.fact_cmd == "asof":
         f = c.fact_as_of(
             a.subject,
@@ -436,6 +443,9 @@ def run(a) -> int:
 
         settings = get_settings()
         emb = make_embedder(settings.embedder)
+        print(
+            f"rebuilding the index from {settings.sqlalchemy_url().split('@')[-1]} ...", flush=True
+        )
         t0 = time.monotonic()
         idx = rebuild(settings, emb.name, emb.dim)
         st = idx.stats()

@@ -1,0 +1,38 @@
+"""The examples in `memlake --help` work as written, in order, on a fresh server."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from memlake.cli import EPILOG, main
+from tests.conftest import start_suite
+
+
+def _examples() -> list[list[str]]:
+    text = EPILOG.split("\n\n")[0]
+    joined = re.sub(r"\\\n\s+", " ", text)  # continuation lines
+    cmds = []
+    for line in joined.splitlines():
+        if line.startswith("  memlake "):
+            cmd = re.split(r"\s{3,}", line.strip())[0]  # drop the comment column
+            cmds.append(shlex.split(cmd)[1:])
+    return cmds
+
+
+def test_help_examples_run_on_a_fresh_server(fresh_backend, capsys):
+    backend, settings = fresh_backend
+    suite = start_suite(settings, backend)
+    try:
+        cmds = [c for c in _examples() if c[0] not in ("serve", "mcp")]
+        assert len(cmds) >= 12 and cmds[0][0] == "remember"
+        for cmd in cmds:
+            rc = main(["--addr", suite.addr, *cmd])
+            out = capsys.readouterr()
+            assert rc == 0, f"memlake {shlex.join(cmd)}: {out.out}{out.err}"
+            if cmd[:2] == ["get", "--key"]:
+                assert "Alice Liddell" in out.out
+            if cmd[:2] == ["fact", "history"]:
+                assert "'Berlin' [CURRENT, believed]" in out.out
+    finally:
+        suite.stop()
