@@ -17,6 +17,7 @@ from shared.db.models import MemoryRecord
 from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
 from shared.idempotency import Replay, fingerprint
 from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metadata
+from shared.tracing import traced_channel
 
 MAX_BATCH = 1000
 STREAM_CHUNK = 64
@@ -65,11 +66,20 @@ def _item_error(exc: MemlakeError) -> pb.ItemError:
 
 
 class IngestServicer(ipb_grpc.IngestServiceServicer):
-    def __init__(self, domain: IngestDomain, default_tenant: str, versioning_addr: str) -> None:
+    def __init__(
+        self,
+        domain: IngestDomain,
+        default_tenant: str,
+        versioning_addr: str,
+        *,
+        tracer_provider=None,
+    ) -> None:
         self.domain = domain
         self.default_tenant = default_tenant
         self.versioning_addr = versioning_addr
+        self.tracer_provider = tracer_provider
         self._vchannel: grpc.Channel | None = None
+        self._vstub: vpb_grpc.VersioningServiceStub | None = None
 
     def close(self) -> None:
         if self._vchannel is not None:
@@ -78,7 +88,11 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
     def _versioning(self) -> vpb_grpc.VersioningServiceStub:
         if self._vchannel is None:
             self._vchannel = grpc.insecure_channel(self.versioning_addr)
-        return vpb_grpc.VersioningServiceStub(self._vchannel)
+            # The trace context travels with the call: one trace for a FACT write.
+            self._vstub = vpb_grpc.VersioningServiceStub(
+                traced_channel(self._vchannel, self.tracer_provider)
+            )
+        return self._vstub
 
     def _tenant(self, context) -> str:
         return tenant_from_metadata(context.invocation_metadata(), self.default_tenant)

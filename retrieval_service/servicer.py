@@ -19,6 +19,7 @@ from shared.db.engine import Database
 from shared.db.models import MemoryRecord
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
+from shared.metrics import CACHE_LOOKUPS
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
 
 MAX_WAIT_S = 10.0
@@ -240,6 +241,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         """The last turns of the session from the cache; on a miss, from the database."""
         key = session_tail_key(tenant, f.user_id, f.agent_id, f.session_id)
         cached = safe(self.cache.get_tail, key)
+        CACHE_LOOKUPS.labels("session_tail", "miss" if cached is None else "hit").inc()
         if cached is not None:
             return [pb.Memory.FromString(b) for b in cached]
         with self.db.read() as s:

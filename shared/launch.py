@@ -24,7 +24,7 @@ def start(
         port = getattr(settings, f"{'allinone' if which == 'all' else which}_port")
         if which == "all" and settings.addr:
             host, port = split_addr(settings.addr)
-    rt = runtime or build_runtime(settings)
+    rt = runtime or build_runtime(settings, service=which)
     specs = []
     ingest_servicer = None
     if which in ("all", "ingest"):
@@ -42,6 +42,7 @@ def start(
         max_workers=settings.max_workers,
         health_interval=settings.health_check_interval_s,
         log_requests=settings.log_requests,
+        tracer_provider=rt.tracer_provider,
     )
     if which == "all" and ingest_servicer is not None and not settings.versioning_addr:
         ingest_servicer.versioning_addr = f"127.0.0.1:{running.port}"  # itself

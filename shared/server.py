@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared.errors import MemlakeError
+from shared.tracing import annotate, server_interceptors
 
 log = logging.getLogger("memlake")
 
@@ -135,6 +136,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         def wrapped(request_or_iterator, context):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
+            annotate(request_id=request_id, tenant=md.get("x-memlake-tenant", ""))
             code = grpc.StatusCode.OK
             try:
                 result = fn(request_or_iterator, context)
@@ -291,11 +293,13 @@ def create_server(
     max_workers: int = 16,
     health_interval: float = 5.0,
     log_requests: bool = True,
+    tracer_provider=None,
 ) -> RunningServer:
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor(log_requests)],
+        # The tracing interceptor (when on) is outermost, so our interceptor runs in its span.
+        interceptors=[*server_interceptors(tracer_provider), ServiceInterceptor(log_requests)],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     session_tail_size: int = 20
     session_tail_ttl_s: int = 24 * 3600
 
+    # OpenTelemetry: an OTLP gRPC collector, e.g. http://otel-collector:4317; empty: no tracing.
+    otlp_endpoint: str = ""
+    otlp_insecure: bool = True
+
     max_workers: int = 16
     shutdown_grace_s: float = 10.0
     health_check_interval_s: float = 5.0
