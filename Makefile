@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf ts ts-gen bench-locomo bench-scale bench-facts clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-scale bench-facts clean
 
 $(STAMP): pyproject.toml
 	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
@@ -56,6 +56,17 @@ proto: install ts
 	touch memlake/v1/__init__.py
 	$(PY) -m shared.gateway.openapi > shared/gateway/openapi.json
 	cd $(TS_DIR) && PATH="$$PWD/node_modules/.bin:$$PATH" buf generate --template buf.gen.yaml
+
+## Random passwords for compose.yaml in .env (git-ignored; kept once written).
+compose-env:
+	@test -f .env && echo ".env exists; keeping it" || { umask 077; \
+	  printf 'POSTGRES_PASSWORD=%s\nREDIS_PASSWORD=%s\n' \
+	    "$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+	    "$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > .env; echo "wrote .env"; }
+
+## The dev overlay's generated Secrets' inputs (k8s/overlays/dev/*.env, git-ignored).
+k8s-dev-secrets:
+	k8s/overlays/dev/generate-secrets.sh
 
 DATA ?= ../shared/data/locomo10-dev.json
 AUDIT ?=

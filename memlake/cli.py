@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway: only the HTTP/JSON gateway, forwarding to the services",
     )
 
+    h = sub.add_parser(
+        "health", help="exit 0 when the server at --addr reports SERVING (grpc.health.v1)"
+    )
+    h.add_argument("--service", default="", help="e.g. memlake.v1.IngestService (default: all)")
+
     d = sub.add_parser("db", help="database maintenance")
     d.add_argument("action", choices=["upgrade"])
 
@@ -412,6 +417,21 @@ def run(a) -> int:
 
         serve(a.service)
         return 0
+    if a.cmd == "health":
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(a.addr) as ch:
+            try:
+                r = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=a.service), timeout=min(a.timeout, 5)
+                )
+            except grpc.RpcError as exc:
+                print(f"{a.addr}: {exc.code().name}", file=sys.stderr)
+                return 1
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+        print(f"{a.addr}: {status}")
+        return 0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1
     if a.cmd == "db":
         from shared.db.engine import Database
         from shared.settings import get_settings

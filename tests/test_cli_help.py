@@ -36,3 +36,15 @@ def test_help_examples_run_on_a_fresh_server(fresh_backend, capsys):
                 assert "'Berlin' [CURRENT, believed]" in out.out
     finally:
         suite.stop()
+
+
+def test_health_command(suite, capsys):
+    assert main(["--addr", suite.addr, "health"]) == 0
+    assert "SERVING" in capsys.readouterr().out
+    assert main(["--addr", suite.addr, "health", "--service", "memlake.v1.RetrievalService"]) == 0
+    import socket
+
+    with socket.socket() as s:  # a port nobody serves
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["--addr", f"127.0.0.1:{port}", "--timeout", "1", "health"]) == 1
