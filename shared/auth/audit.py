@@ -54,7 +54,7 @@ def _ids_of(msg: Message | None, out: list[str], depth: int = 0) -> None:
             if value:
                 out.append(str(value))
         elif fd.message_type is not None and fd.message_type.name not in ("Timestamp", "Value"):
-            values = value if fd.label == fd.LABEL_REPEATED else [value]
+            values = [value] if isinstance(value, Message) else value
             for v in values:
                 if isinstance(v, Message):
                     _ids_of(v, out, depth + 1)
