@@ -68,7 +68,16 @@ def _from_json(raw: str) -> Identity:
     )
 
 
-_XFCC_CN = re.compile(r'Subject="?[^";]*?CN=([^,";]+)')
+_XFCC_SUBJECT = re.compile(r'Subject="([^"]*)"|Subject=([^;,]*)')
+_CN = re.compile(r"(?:^|,)\s*CN=([^,]+)")
+
+
+def xfcc_common_name(header: str) -> str:
+    """The CN of the Subject of the last element (the hop nearest to us) of an Envoy
+    x-forwarded-client-cert header, or ""."""
+    subjects = [a or b for a, b in _XFCC_SUBJECT.findall(header)]
+    m = _CN.search(subjects[-1]) if subjects else None
+    return m.group(1).strip() if m else ""
 
 
 class Authenticator:
@@ -121,9 +130,9 @@ class Authenticator:
         if cn:
             return self._cert_identity(cn, "client_certificate")
         if self.trust_mesh and md.get(XFCC_HEADER):
-            m = _XFCC_CN.search(md[XFCC_HEADER].split(",")[-1])
-            if m:
-                return self._cert_identity(m.group(1).strip(), "mesh")
+            cn = xfcc_common_name(md[XFCC_HEADER])
+            if cn:
+                return self._cert_identity(cn, "mesh")
         raise Unauthenticated(
             "this call has no credentials: send 'authorization: Bearer <API key>' metadata "
             "(memlake serve printed the bootstrap key and stored it in its data directory)",
