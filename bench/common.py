@@ -46,6 +46,10 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         self.addr = f"127.0.0.1:{self.port}"
+        self.key_file = data_dir / "admin.key"
+
+    def operator_key(self) -> str:
+        return self.key_file.read_text().strip()
 
     def wait_serving(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -85,3 +89,18 @@ def write_json(path: str | Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def tenant_api_key(addr: str, operator_key: str, tenant: str) -> str:
+    """An ADMIN key of tenant (created if new), made with an OPERATOR key such as the
+    bootstrap key a fresh server writes to <data dir>/admin.key."""
+    from memlake.client import MemlakeClient, MemlakeError
+    from memlake.v1 import admin_service_pb2 as apb
+
+    with MemlakeClient(addr, api_key=operator_key, timeout=30) as op:
+        try:
+            op.create_tenant(tenant, create_admin_key=False)
+        except MemlakeError as exc:
+            if exc.code != "ALREADY_EXISTS":
+                raise
+        return op.create_api_key(tenant=tenant, role=apb.KEY_ROLE_ADMIN, name="bench").secret
