@@ -12,6 +12,7 @@ import os
 import uuid
 from collections import Counter
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -114,11 +115,17 @@ call_st = st.one_of(
     st.tuples(st.just("list"), scope_st),
     st.tuples(st.just("search"), scope_st),
     st.tuples(st.just("context"), scope_st),
-    st.tuples(st.just("remember"), st.sampled_from(list(TYPES)), scope_st),
+    st.tuples(
+        st.just("remember"),
+        st.sampled_from(list(TYPES)),
+        scope_st,
+        st.sampled_from(["one", "batch", "stream"]),
+    ),
     st.tuples(st.just("forget"), st.integers(0, 10_000)),
-    st.tuples(st.just("fact_read"), scope_st),
+    st.tuples(st.just("fact_read"), scope_st, st.sampled_from(["get", "history", "asof"])),
     st.tuples(st.just("fact_list"), scope_st),
-    st.tuples(st.just("fact_write"), scope_st),
+    st.tuples(st.just("fact_write"), scope_st, st.sampled_from(["assert", "retract", "alias"])),
+    st.tuples(st.just("admin"), st.sampled_from(["policy", "keys", "access", "tenant"])),
     st.tuples(st.just("mint"), grant_st),
 )
 
@@ -196,31 +203,54 @@ def test_no_call_exceeds_its_grant(suite, world, grants, calls):
                 r = c.context(scope=scope(u, a, s), intent="zebra", token_budget=4000)
                 check_memories([x.memory for x in r.items])
             elif kind == "remember":
-                t, (u, a, s) = call[1], call[2]
+                t, (u, a, s), how = call[1], call[2], call[3]
                 if not (u or a):
                     continue
+                CALLS[f"remember_{how}"] += 1
                 m = _memory(t, u, a, s or "s1", f"zebra new {t}", id_list[0])
                 ms = m.scope
                 ok = allowed(grants, "write", m.type, ms.user_id, ms.agent_id, ms.session_id)
-                try:
-                    r = c.remember(m)
+                if how == "one":
+                    try:
+                        r = c.remember(m)
+                        res = (r.memory, None)
+                    except MemlakeError as exc:
+                        res = (None, exc.code)
+                else:
+                    call_ = c.remember_batch if how == "batch" else c.stream_remember
+                    item = call_([m]).results[0]
+                    code = grpc.StatusCode.OK.value[0] if not item.HasField("error") else None
+                    names = {sc.value[0]: sc.name for sc in grpc.StatusCode}
+                    res = (
+                        (item.memory, None) if code is not None else (None, names[item.error.code])
+                    )
+                if res[0] is not None:
                     assert ok, "a write outside the grant succeeded"
-                    ids[r.memory.id] = (m.type, ms.user_id, ms.agent_id, ms.session_id)
-                except MemlakeError as exc:
-                    if ok:
-                        # REFLECTION evidence may have been forgotten meanwhile.
-                        assert exc.code != "PERMISSION_DENIED", exc
-                    else:
-                        assert exc.code == "PERMISSION_DENIED", exc
+                    ids[res[0].id] = (m.type, ms.user_id, ms.agent_id, ms.session_id)
+                elif ok:
+                    # REFLECTION evidence may have been forgotten meanwhile.
+                    assert res[1] != "PERMISSION_DENIED", res
+                else:
+                    assert res[1] == "PERMISSION_DENIED", res
             elif kind in ("fact_read", "fact_write"):
-                u, a, _ = call[1]
+                (u, a, _), how = call[1], call[2]
+                CALLS[f"{kind}_{how}"] += 1
                 perm = "read" if kind == "fact_read" else "write"
                 ok = allowed(grants, perm, pb.MEMORY_TYPE_FACT, u, a, "")
+                subj, sc = u or a or "x", scope(u, a)
                 try:
-                    if kind == "fact_read":
-                        c.fact_history(u or a or "x", "likes", scope=scope(u, a))
+                    if how == "history":
+                        c.fact_history(subj, "likes", scope=sc)
+                    elif how == "get":
+                        c.get_fact(subj, "likes", scope=sc)
+                    elif how == "asof":
+                        c.fact_as_of(subj, "likes", scope=sc)
+                    elif how == "assert":
+                        c.assert_fact(subj, "likes", "zebra tea", scope=sc)
+                    elif how == "retract":
+                        c.retract_fact(subj, "likes", scope=sc)
                     else:
-                        c.assert_fact(u or a or "x", "likes", "zebra tea", scope=scope(u, a))
+                        c.add_subject_alias(f"{subj}-alias", subj, scope=sc)
                     assert ok, f"{kind} succeeded outside the grant"
                 except MemlakeError as exc:
                     if ok:
@@ -238,6 +268,22 @@ def test_no_call_exceeds_its_grant(suite, world, grants, calls):
                         assert allowed(
                             grants, "read", pb.MEMORY_TYPE_FACT, fs.user_id, fs.agent_id, ""
                         )
+                for e in c.list_audit_events(scope=scope(u, a)).events:
+                    es = e.scope
+                    assert allowed(grants, "read", pb.MEMORY_TYPE_FACT, es.user_id, es.agent_id, "")
+            elif kind == "admin":
+                # A MEMBER key administers nothing.
+                CALLS[f"admin_{call[1]}"] += 1
+                with pytest.raises(MemlakeError) as e:
+                    if call[1] == "policy":
+                        c.set_conflict_policy(pb.CONFLICT_POLICY_REJECT)
+                    elif call[1] == "keys":
+                        c.list_api_keys()
+                    elif call[1] == "access":
+                        c.list_access_events()
+                    else:
+                        c.create_tenant(f"x{uuid.uuid4().hex[:8]}")
+                assert e.value.code == "PERMISSION_DENIED"
             elif kind == "mint":
                 g = call[1]
                 covered = any(_covers(p, g) for p in grants)
