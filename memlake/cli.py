@@ -620,6 +620,12 @@ def main(argv: list[str] | None = None) -> int:
     except MemlakeError as exc:
         where = f" (field {exc.field})" if exc.field else ""
         print(f"error: {exc.code}: {exc.message}{where}", file=sys.stderr)
+        if exc.code == "UNAUTHENTICATED" and exc.reason == "CREDENTIALS_MISSING":
+            print(
+                "no API key found: pass --api-key, set MEMLAKE_API_KEY, or run where "
+                "`memlake serve` keeps its data (MEMLAKE_DATA_DIR, default ./.memlake/admin.key)",
+                file=sys.stderr,
+            )
         if exc.code == "UNAVAILABLE":
             print(f"is memlake running at {a.addr}? start it with `make run`", file=sys.stderr)
         return 1
