@@ -24,6 +24,7 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
         tail_size=s.session_tail_size,
         tail_ttl_s=s.session_tail_ttl_s,
         rank=rank_config_from(s),
+        tail_first=s.context_tail_first,
     )
     spec = ServiceSpec(
         FULL_NAME,

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from sqlalchemy import and_, false, func, or_, select
 
-from ingest_service.domain import session_tail_key
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
@@ -21,6 +20,7 @@ from shared.db.engine import Database
 from shared.db.models import MemoryRecord
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
+from shared.tails import load_session_tail, session_tail_key
 from shared.tenancy import check_scope_tenant
 
 MAX_WAIT_S = 10.0
@@ -51,7 +51,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         tail_size: int = 20,
         tail_ttl_s: int = 86400,
         rank: RankConfig = DEFAULT,
+        tail_first: int = 3,
     ) -> None:
+        self.tail_first = tail_first
         self.rank = rank
         self.db, self.index, self.embedder, self.cache = db, index, embedder, cache
         self.tail_size, self.tail_ttl_s = tail_size, tail_ttl_s
@@ -212,8 +214,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 m
                 for m in self._session_tail(tenant, f)
                 if who.can(READ, m.type, m.scope.user_id, m.scope.agent_id, m.scope.session_id)
-            ]
-            cands += [Candidate(m, 0.0, "session_tail") for m in tail]
+            ][::-1]
+            # The newest turns go before the relevant items, so they always fit.
+            k = self.tail_first
+            cands[len(bgs) : len(bgs)] = [Candidate(m, 0.0, "session_tail") for m in tail[:k]]
+            cands += [Candidate(m, 0.0, "session_tail") for m in tail[k:]]
         chosen, rendered, tokens = assemble(cands, budget)
         resp = rpb.GetContextResponse(
             rendered=rendered, token_count=tokens, index_seq=self.index.applied_seq
@@ -231,22 +236,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         cached = safe(self.cache.get_tail, key)
         if cached is not None:
             return [pb.Memory.FromString(b) for b in cached]
-        with self.db.read() as s:
-            recs = list(
-                s.scalars(
-                    select(MemoryRecord)
-                    .where(
-                        MemoryRecord.tenant == tenant,
-                        MemoryRecord.user_id == f.user_id,
-                        MemoryRecord.agent_id == f.agent_id,
-                        MemoryRecord.session_id == f.session_id,
-                        MemoryRecord.type == pb.MEMORY_TYPE_CONVERSATION,
-                    )
-                    .order_by(MemoryRecord.turn_index.desc())
-                    .limit(self.tail_size)
-                )
-            )[::-1]
-        tail = [record_to_proto(r) for r in recs]
+        tail = load_session_tail(
+            self.db, tenant, f.user_id, f.agent_id, f.session_id, self.tail_size
+        )
         if tail:
             safe(
                 self.cache.set_tail,

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # Hot tail of an active session kept in the cache.
     session_tail_size: int = 20
     session_tail_ttl_s: int = 24 * 3600
+    # GetContext places this many of the active session's newest turns right after
+    # BACKGROUND, before the items relevant to the intent, so they always fit the budget.
+    context_tail_first: int = 3
 
     max_workers: int = 16
     shutdown_grace_s: float = 10.0
