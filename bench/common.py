@@ -104,3 +104,18 @@ def tenant_api_key(addr: str, operator_key: str, tenant: str) -> str:
             if exc.code != "ALREADY_EXISTS":
                 raise
         return op.create_api_key(tenant=tenant, role=apb.KEY_ROLE_ADMIN, name="bench").secret
+
+
+def cpu_info() -> dict:
+    """CPU model and the SIMD flags that decide the embedder's speed (printed with figures)."""
+    model, flags = "", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    simd = [f for f in flags if f.startswith(("avx", "fma", "sse4", "amx"))]
+    return {"model": model, "cpus": os.cpu_count(), "simd_flags": sorted(simd)}
