@@ -21,7 +21,7 @@ def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestS
         dense_window=s.dense_window,
     )
     servicer = IngestServicer(
-        domain, s.default_tenant, versioning_addr, tracer_provider=rt.tracer_provider
+        domain, versioning_addr, rt.channel, tracer_provider=rt.tracer_provider
     )
     spec = ServiceSpec(
         FULL_NAME,

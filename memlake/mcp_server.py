@@ -50,15 +50,11 @@ class McpConfig:
 
 
 def connect(cfg: McpConfig) -> MemlakeClient:
-    """A client with the configured credentials (Bearer key and/or tenant)."""
-    kw: dict[str, Any] = {"tenant": cfg.tenant, "timeout": cfg.timeout}
-    try:
-        client = MemlakeClient(cfg.addr, api_key=cfg.api_key or None, **kw)  # type: ignore[call-arg]
-    except TypeError:  # an SDK without api_key: send the header ourselves
-        client = MemlakeClient(cfg.addr, **kw)
-        if cfg.api_key:
-            client.metadata = [*client.metadata, ("authorization", f"Bearer {cfg.api_key}")]
-    return client
+    """A client with the configured credentials; without an api_key the SDK finds one
+    (MEMLAKE_API_KEY, MEMLAKE_API_KEY_FILE, or a local server's bootstrap key)."""
+    return MemlakeClient(
+        cfg.addr, api_key=cfg.api_key or None, tenant=cfg.tenant, timeout=cfg.timeout
+    )
 
 
 def _dict(msg) -> dict[str, Any]:

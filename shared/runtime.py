@@ -24,6 +24,13 @@ class Runtime:
     local: LocalNotifier = field(default_factory=LocalNotifier)
     # An OpenTelemetry TracerProvider when tracing is on (shared/tracing.py), else None.
     tracer_provider: object | None = None
+    keys: object = None  # shared.auth.store.KeyStore, set by launch
+
+    def channel(self, addr: str):
+        """A channel to another memlake service (TLS when configured)."""
+        from shared.auth.tls import channel
+
+        return channel(addr, self.settings)
 
     def notify(self, seq: int) -> None:
         """Tells index tailers that the change log reached seq."""

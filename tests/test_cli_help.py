@@ -20,9 +20,12 @@ def _examples() -> list[list[str]]:
     return cmds
 
 
-def test_help_examples_run_on_a_fresh_server(fresh_backend, capsys):
+def test_help_examples_run_on_a_fresh_server(fresh_backend, capsys, monkeypatch):
     backend, settings = fresh_backend
     suite = start_suite(settings, backend)
+    # As on a fresh `memlake serve`: the CLI finds the bootstrap key in the data directory.
+    monkeypatch.delenv("MEMLAKE_API_KEY", raising=False)
+    monkeypatch.setenv("MEMLAKE_DATA_DIR", str(settings.data_dir))
     try:
         cmds = [c for c in _examples() if c[0] not in ("serve", "mcp")]
         assert len(cmds) >= 12 and cmds[0][0] == "remember"

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-import uuid
 from pathlib import Path
 
 import yaml
 from prometheus_client import REGISTRY, start_http_server
 
 from memlake import memories
-from memlake.client import MemlakeClient, scope
+from memlake.client import scope
 from tests.conftest import start_suite
 
 OPS = Path(__file__).resolve().parent.parent / "ops"
@@ -69,7 +68,7 @@ def test_rules_and_dashboard_name_only_exported_metrics(fresh_backend):
     suite = start_suite(settings, backend)
     httpd, _ = start_http_server(0, addr="127.0.0.1", registry=REGISTRY)
     try:
-        with MemlakeClient(suite.addr, tenant=f"t{uuid.uuid4().hex[:8]}") as c:
+        with suite.client() as c:
             c.remember(memories.event("Shipped the release", user="ops"))
             c.remember(memories.turn("hello", session="s1", user="ops", speaker="user"))
             r = c.remember(memories.background("name", "Ops bot", user="ops"))

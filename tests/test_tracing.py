@@ -20,7 +20,7 @@ from memlake.v1 import memory_pb2 as pb  # noqa: E402
 from shared.launch import start  # noqa: E402
 from shared.runtime import build_runtime  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-from tests.conftest import settings_for  # noqa: E402
+from tests.conftest import settings_for, tenant_key  # noqa: E402
 
 
 def test_tracing_is_off_by_default():
@@ -39,7 +39,8 @@ def test_fact_remember_is_one_connected_trace(tmp_path):
     running, _ = start("all", settings, port=0, runtime=rt)
     tenant = f"t{uuid.uuid4().hex[:8]}"
     try:
-        with MemlakeClient(f"127.0.0.1:{running.port}", tenant=tenant) as c:
+        addr = f"127.0.0.1:{running.port}"
+        with MemlakeClient(addr, api_key=tenant_key(addr, settings, tenant)) as c:
             c.metadata = [*c.metadata, ("x-request-id", "req-trace-1")]
             m = pb.Memory(
                 type=pb.MEMORY_TYPE_FACT, content="alice lives in Paris", scope=scope("a")

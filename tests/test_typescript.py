@@ -46,6 +46,7 @@ def test_node_client_against_the_suite(built, suite, client):
             **_creds(client),
             "MEMLAKE_ADDR": suite.addr,
             "MEMLAKE_HTTP_URL": f"http://127.0.0.1:{httpd.server_port}",
+            "MEMLAKE_EXPECT_TENANT": client.whoami().tenant,
         }
         p = subprocess.run(
             ["node", "--test", "test/"],
@@ -60,7 +61,7 @@ def test_node_client_against_the_suite(built, suite, client):
         httpd.server_close()
         up.close()
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "# pass 6" in p.stdout and "# fail 0" in p.stdout, p.stdout
+    assert "# pass 8" in p.stdout and "# fail 0" in p.stdout, p.stdout
 
 
 def test_generated_code_matches_the_protos(tmp_path):

@@ -89,9 +89,15 @@ def _grpc_error(exc: grpc.RpcError) -> GatewayError:
 class Upstreams:
     """One gRPC channel per upstream address; a service's calls go to its address."""
 
-    def __init__(self, default_addr: str, by_service: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        default_addr: str,
+        by_service: dict[str, str] | None = None,
+        open_channel=grpc.insecure_channel,
+    ) -> None:
         self.default_addr = default_addr
         self.by_service = by_service or {}
+        self.open_channel = open_channel
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
@@ -100,7 +106,7 @@ class Upstreams:
         with self._lock:
             ch = self._channels.get(addr)
             if ch is None:
-                ch = self._channels[addr] = grpc.insecure_channel(addr)
+                ch = self._channels[addr] = self.open_channel(addr)
             return ch
 
     def close(self) -> None:

@@ -11,11 +11,13 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 
 import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { AdminService } from "./gen/memlake/v1/admin_service_pb.js";
 import { IngestService } from "./gen/memlake/v1/ingest_service_pb.js";
 import { RetrievalService } from "./gen/memlake/v1/retrieval_service_pb.js";
 import { FactSchema, VersioningService } from "./gen/memlake/v1/versioning_service_pb.js";
 
 export * from "./gen/memlake/v1/memory_pb.js";
+export * from "./gen/memlake/v1/admin_service_pb.js";
 export * from "./gen/memlake/v1/ingest_service_pb.js";
 export * from "./gen/memlake/v1/retrieval_service_pb.js";
 export * from "./gen/memlake/v1/versioning_service_pb.js";
@@ -44,6 +46,8 @@ export interface MemlakeOptions {
 
 export interface Memlake {
   ingest: Client<typeof IngestService>;
+  /** Tenants, API keys, the caller's identity (served beside ingest). */
+  admin: Client<typeof AdminService>;
   retrieval: Client<typeof RetrievalService>;
   versioning: Client<typeof VersioningService>;
 }
@@ -72,6 +76,7 @@ export function createMemlake(options: MemlakeOptions = {}): Memlake {
   const main = transport(baseUrl);
   return {
     ingest: createClient(IngestService, main),
+    admin: createClient(AdminService, main),
     retrieval: createClient(RetrievalService, options.retrievalUrl ? transport(options.retrievalUrl) : main),
     versioning: createClient(
       VersioningService,

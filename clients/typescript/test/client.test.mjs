@@ -23,6 +23,15 @@ for (const protocol of ["grpc", "connect"]) {
   const ml = createMemlake({ baseUrl, protocol });
   const scope = { userId: `${user}-${protocol}` };
 
+  test(`${protocol}: the key is sent, and names the tenant`, async () => {
+    const me = await ml.admin.getCaller({});
+    assert.equal(me.method, "api_key");
+    assert.equal(me.tenant, process.env.MEMLAKE_EXPECT_TENANT);
+    const anonymous = createMemlake({ baseUrl, protocol, apiKey: "" });
+    const err = await anonymous.admin.getCaller({}).then(() => assert.fail("expected 401"), (e) => e);
+    assert.equal(ConnectError.from(err).code, Code.Unauthenticated);
+  });
+
   test(`${protocol}: remember, then search finds it`, async () => {
     const r = await ml.ingest.remember({
       memory: {
