@@ -60,9 +60,12 @@ proto: install ts
 ## Random passwords for compose.yaml in .env (git-ignored; kept once written).
 compose-env:
 	@test -f .env && echo ".env exists; keeping it" || { umask 077; \
-	  printf 'POSTGRES_PASSWORD=%s\nREDIS_PASSWORD=%s\n' \
+	  printf 'POSTGRES_PASSWORD=%s\nREDIS_PASSWORD=%s\nMEMLAKE_BOOTSTRAP_KEY=mlk_bootstrap_%s\nMEMLAKE_INTERNAL_TOKEN=%s\n' \
 	    "$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-	    "$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > .env; echo "wrote .env"; }
+	    "$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+	    "$$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" \
+	    "$$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" > .env; \
+	  echo "wrote .env (the OPERATOR key is MEMLAKE_BOOTSTRAP_KEY)"; }
 
 ## The dev overlay's generated Secrets' inputs (k8s/overlays/dev/*.env, git-ignored).
 k8s-dev-secrets:

@@ -158,6 +158,21 @@ def test_no_password_in_plain_text(rendered):
                         assert "valueFrom" in e and "value" not in e, (o["metadata"]["name"], e)
     secrets = _kinds(rendered["dev"], "Secret")
     assert {n.rsplit("-", 1)[0] for n in secrets} == {"memlake-secrets", "memlake-deps-secrets"}
+    # The generated values are what the server accepts.
+    import base64
+
+    from shared.auth import keys
+
+    data = next(s["data"] for n, s in secrets.items() if n.startswith("memlake-secrets"))
+    values = {k: base64.b64decode(v).decode() for k, v in data.items()}
+    assert set(values) == {
+        "MEMLAKE_DATABASE_URL",
+        "MEMLAKE_REDIS_URL",
+        "MEMLAKE_BOOTSTRAP_KEY",
+        "MEMLAKE_INTERNAL_TOKEN",
+    }
+    assert keys.parse(values["MEMLAKE_BOOTSTRAP_KEY"])[0] == "bootstrap"
+    assert len(values["MEMLAKE_INTERNAL_TOKEN"]) >= 40
     assert not _kinds(rendered["prod"], "Secret"), "prod takes memlake-secrets from the operator"
 
 
