@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--importance", type=float, default=0.0)
     r.add_argument("--request-id", default="")
 
+    im = sub.add_parser(
+        "import", help="bulk load a JSON Lines file of memories (StreamRemember), with progress"
+    )
+    im.add_argument("file", help="one memlake.v1.Memory per line in proto3 JSON ('-': stdin)")
+    im.add_argument("--every", type=int, default=1000, help="print progress every N items")
+
     g = sub.add_parser(
         "get", help="get a memory by id, or the current background/reflection/skill by key"
     )
@@ -360,6 +366,38 @@ def _audit_line(e) -> str:
     return f"{_time(e.time)} {e.action:<14} {e.fact_key}{fact} by {who}{why} {details}"
 
 
+def _import(c: MemlakeClient, a) -> int:
+    """Streams the file in one StreamRemember call, reporting progress as items are sent."""
+    from memlake.v1 import ingest_service_pb2 as ipb
+
+    src = sys.stdin if a.file == "-" else open(a.file, encoding="utf-8")  # noqa: SIM115
+    t0 = time.monotonic()
+    sent = 0
+
+    def items():
+        nonlocal sent
+        for n, line in enumerate(src, 1):
+            if not line.strip():
+                continue
+            try:
+                m = json_format.Parse(line, pb.Memory())
+            except json_format.ParseError as exc:
+                raise SystemExit(f"error: {a.file}:{n}: {exc}") from None
+            yield ipb.StreamRememberRequest(memory=m)
+            sent += 1
+            if sent % a.every == 0:
+                rate = sent / max(time.monotonic() - t0, 1e-9)
+                print(f"  {sent} sent ({rate:.0f}/s)", file=sys.stderr, flush=True)
+
+    with src:
+        r = c.stream_remember(items())
+    print(f"imported {r.accepted}, failed {r.failed}, in {time.monotonic() - t0:.1f}s; seq {r.seq}")
+    for res in r.results:
+        if res.HasField("error"):
+            print(f"  item {res.index} (from 0): {res.error.message}", file=sys.stderr)
+    return 0 if r.failed == 0 else 1
+
+
 def _fact_cmd(c: MemlakeClient, a) -> int:
     sc = _scope(a) if hasattr(a, "user") else None
     if a.fact_cmd == "assert":
@@ -524,6 +562,8 @@ def run(a) -> int:
                 f"id {r.memory.id}  seq {r.seq}  "
                 f"{pb.WriteOutcome.Name(r.outcome).removeprefix('WRITE_OUTCOME_')}"
             )
+        elif a.cmd == "import":
+            return _import(c, a)
         elif a.cmd == "get":
             if bool(a.id) == bool(a.key):
                 print(

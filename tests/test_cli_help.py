@@ -51,3 +51,33 @@ def test_health_command(suite, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert main(["--addr", f"127.0.0.1:{port}", "--timeout", "1", "health"]) == 1
+
+
+def test_import_streams_a_file_with_progress(suite, client, tmp_path, capsys, monkeypatch):
+    import json
+
+    from memlake.client import scope
+
+    lines = [
+        json.dumps(
+            {
+                "type": "MEMORY_TYPE_BACKGROUND",
+                "content": f"fact number {i}",
+                "scope": {"userId": "imp"},
+                "background": {"key": f"k{i}"},
+            }
+        )
+        for i in range(25)
+    ]
+    lines.insert(7, json.dumps({"type": "MEMORY_TYPE_REFLECTION", "content": "no evidence"}))
+    f = tmp_path / "mem.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("MEMLAKE_API_KEY", client.api_key)
+    rc = main(["--addr", suite.addr, "import", str(f), "--every", "10"])
+    out = capsys.readouterr()
+    assert rc == 1  # one line failed
+    assert "imported 25, failed 1" in out.out
+    assert "  10 sent" in out.err and "  20 sent" in out.err
+    assert "item 7 (from 0): item[7].memory.reflection.key" in out.err
+    got = client.get_by_key("background", "k24", scope=scope("imp"))
+    assert got.content == "fact number 24"
