@@ -135,9 +135,15 @@ def main(which: str) -> None:
     if which == "gateway":
         httpd = start_http(settings, which, 0)
         log.info("memlake HTTP gateway on http://%s:%d", settings.host, httpd.server_port)
+        import signal
         import threading
 
-        threading.Event().wait()
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        signal.signal(signal.SIGINT, lambda *_: done.set())
+        done.wait()
+        httpd.shutdown()  # stops accepting; calls in flight finish on their own threads
+        log.info("stopped")
         return
     try:
         running, _ = start(which, settings)

@@ -277,11 +277,25 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, ctype, out)
 
 
+class GatewayHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that hangs up early is not an error worth a traceback."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("client %s went away: %s", client_address, exc)
+        else:
+            log.exception("HTTP gateway error with %s", client_address)
+
+
 def make_server(
     host: str, port: int, upstreams: Upstreams, openapi: bytes | None = None
 ) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"upstreams": upstreams, "openapi": openapi})
-    httpd = ThreadingHTTPServer((host, port), handler)
+    httpd = GatewayHTTPServer((host, port), handler)
     httpd.daemon_threads = True
     return httpd
 
