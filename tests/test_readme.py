@@ -69,3 +69,16 @@ def test_readme_curl_examples(fresh_backend, tmp_path):
     assert outs[1][0] == 200 and outs[1][1]["results"][0]["memory"]["content"] == "Deployed v2"
     assert outs[2][0] == 400 and outs[2][1]["code"] == "invalid_argument"
     assert outs[2][1]["message"] == "query: must not be empty"
+
+
+def test_readme_mcp_config_starts_the_mcp_server_command():
+    import json
+
+    from memlake.cli import build_parser
+
+    cfg = json.loads(re.search(r"```json\n(.*?)```", README.read_text(), re.S).group(1))
+    server = cfg["mcpServers"]["memlake"]
+    assert server["command"].endswith("/.venv/bin/memlake")
+    a = build_parser().parse_args(server["args"])
+    assert (a.cmd, a.transport, a.user, a.agent) == ("mcp", "stdio", "alice", "assistant")
+    assert set(server["env"]) == {"MEMLAKE_ADDR", "MEMLAKE_API_KEY"}

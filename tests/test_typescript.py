@@ -83,3 +83,39 @@ def test_generated_code_matches_the_protos(tmp_path):
 
     stale = diff(filecmp.dircmp(fresh, committed))
     assert not stale, f"clients/typescript/src/gen is stale ({stale}): run `make ts-gen`"
+
+
+def test_readme_typescript_snippet_type_checks(built, tmp_path):
+    import json
+    import re
+
+    readme = (TS.parent.parent / "README.md").read_text()
+    code = re.search(r"```ts\n(.*?)```", readme, re.S).group(1)
+    # Inside the package, so "@memlake/client" resolves to itself (package self-reference).
+    snippet = TS / f".readme-{os.getpid()}.check.ts"
+    snippet.write_text(code)
+    cfg = tmp_path / "tsconfig.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "compilerOptions": {
+                    "target": "ES2022",
+                    "module": "NodeNext",
+                    "moduleResolution": "NodeNext",
+                    "strict": True,
+                    "noEmit": True,
+                    "skipLibCheck": True,
+                    "types": ["node"],
+                    "typeRoots": [str(TS / "node_modules" / "@types")],
+                },
+                "files": [str(snippet)],
+            }
+        )
+    )
+    try:
+        p = subprocess.run(
+            [str(BIN / "tsc"), "-p", str(cfg)], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        snippet.unlink()
+    assert p.returncode == 0, p.stdout + p.stderr
