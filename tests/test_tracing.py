@@ -23,10 +23,19 @@ from shared.settings import Settings  # noqa: E402
 from tests.conftest import settings_for, tenant_key  # noqa: E402
 
 
-def test_tracing_is_off_by_default():
+def test_tracing_is_off_by_default_and_exports_by_otlp_when_configured():
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
     from shared.tracing import provider_for
 
     assert provider_for(Settings(otlp_endpoint=""), "all") is None
+    p = provider_for(Settings(otlp_endpoint="http://127.0.0.1:4317"), "ingest")
+    try:
+        assert p.resource.attributes["service.name"] == "memlake-ingest"
+        processors = p._active_span_processor._span_processors
+        assert [type(x.span_exporter) for x in processors] == [OTLPSpanExporter]
+    finally:
+        p.shutdown()
 
 
 def test_fact_remember_is_one_connected_trace(tmp_path):
