@@ -6,22 +6,26 @@ from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
 
-from ingest_service.domain import session_tail_key
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
 from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
 from retrieval_service.ranking import DEFAULT, RankConfig, search
-from shared.cache import Cache, safe
+from shared.cache import Cache, safe, session_tail_key
 from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
+from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
 
 MAX_WAIT_S = 10.0
+
+
+def _not_expired():
+    return or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > utcnow())
 
 
 def _types(values, field: str) -> frozenset[int]:
@@ -72,6 +76,33 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 reason="INDEX_BEHIND",
             )
 
+    def _live(self, tenant: str, ids) -> set[int]:
+        """Which of these memories still exist and have not expired: one query. The index
+        may lag a Forget, an erasure or an expiry; what a read returns never does."""
+        ids = {int(i) for i in ids}
+        if not ids:
+            return set()
+        with self.db.read() as s:
+            return set(
+                s.scalars(
+                    select(MemoryRecord.id).where(
+                        MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids), _not_expired()
+                    )
+                )
+            )
+
+    def _search_live(self, tenant, qvec, query, f: Filters, top_k: int) -> list:
+        """The index's top_k, re-checked against the database; when some are gone, asks
+        the index for more so a search still returns top_k when that many exist."""
+        extra = 0
+        while True:
+            hits = search(self.index, tenant, qvec, query, f, top_k + extra, self.rank)
+            live = self._live(tenant, (h.memory_id for h in hits))
+            kept = [h for h in hits if h.memory_id in live]
+            if len(kept) >= top_k or len(hits) < top_k + extra or extra >= 4096:
+                return kept[:top_k]
+            extra = max(2 * extra, len(hits) - len(kept))
+
     # -- by id and listing (the database) ----------------------------------------------------
 
     def GetMemory(self, request, context):
@@ -81,7 +112,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         with self.db.read() as s:
             rec = s.scalar(
                 select(MemoryRecord).where(
-                    MemoryRecord.tenant == tenant, MemoryRecord.id == int(request.id)
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.id == int(request.id),
+                    _not_expired(),
                 )
             )
             if rec is None:
@@ -97,7 +130,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         types = _types(request.types, "types")
         start, end = _range(request.time_range, "time_range")
         when = func.coalesce(MemoryRecord.occur_time, MemoryRecord.create_time)
-        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant)
+        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant, _not_expired())
         sc = request.scope
         for col, val in (
             (MemoryRecord.user_id, sc.user_id),
@@ -162,7 +195,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         f = self._filters(request, tenant)
         self._wait(request.min_seq, context)
         qvec = self.embedder.embed_one(request.query)
-        hits = search(self.index, tenant, qvec, request.query, f, request.top_k or 10, self.rank)
+        hits = self._search_live(tenant, qvec, request.query, f, request.top_k or 10)
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
             r = resp.results.add(score=h.score, conflicted=h.conflicted)
@@ -198,6 +231,8 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
             cands += [Candidate(m, 0.0, "session_tail") for m in self._session_tail(tenant, f)]
+        live = self._live(tenant, (c.memory.id for c in cands))
+        cands = [c for c in cands if int(c.memory.id) in live]
         chosen, rendered, tokens = assemble(cands, budget)
         resp = rpb.GetContextResponse(
             rendered=rendered, token_count=tokens, index_seq=self.index.applied_seq

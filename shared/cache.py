@@ -3,6 +3,7 @@ every method may fail or miss, and callers fall back to the database."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -12,6 +13,11 @@ from collections.abc import Callable
 
 log = logging.getLogger("memlake.cache")
 CHANGES_CHANNEL = "memlake:changes"
+
+
+def session_tail_key(tenant: str, user_id: str, agent_id: str, session_id: str) -> str:
+    """The cache key of a session's hot tail (a JSON list, so erasure can parse it)."""
+    return json.dumps([tenant, user_id, agent_id, session_id], separators=(",", ":"))
 
 
 class Cache(ABC):
@@ -29,6 +35,10 @@ class Cache(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def delete_tails(self, match: Callable[[str], bool]) -> int:
+        """Deletes every tail whose key match() accepts; returns how many (erasure)."""
 
     @abstractmethod
     def publish_change(self, seq: int) -> None: ...
@@ -85,6 +95,13 @@ class InProcessCache(Cache):
     def delete(self, key):
         with self._lock:
             self._tails.pop(key, None)
+
+    def delete_tails(self, match):
+        with self._lock:
+            gone = [k for k in self._tails if match(k)]
+            for k in gone:
+                del self._tails[k]
+            return len(gone)
 
     def publish_change(self, seq):
         with self._lock:
@@ -155,6 +172,17 @@ class RedisCache(Cache):
 
     def delete(self, key):
         self._redis.delete(self._k(key))
+
+    def delete_tails(self, match):
+        start = len(self._k(""))
+        gone = [
+            k
+            for k in self._redis.scan_iter(match=self._k("*"), count=1000)
+            if match(k.decode("utf-8", "replace")[start:])
+        ]
+        for i in range(0, len(gone), 500):
+            self._redis.delete(*gone[i : i + 500])
+        return len(gone)
 
     def publish_change(self, seq):
         self._redis.publish(self._prefix + CHANGES_CHANNEL, str(seq))

@@ -17,13 +17,18 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def make_engine(url: str, *, immediate: bool = True) -> Engine:
     """Postgres: a pooled engine. SQLite: WAL, and with immediate=True every transaction
-    takes the write lock at BEGIN (read-then-write never fails on lock upgrade)."""
+    takes the write lock at BEGIN (read-then-write never fails on lock upgrade). Both hide
+    statement parameters (memory content) from error messages and logs."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return create_engine(
+            url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+        )
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):
