@@ -21,6 +21,7 @@ class Runtime:
     cache: Cache
     embedder: Embedder
     local: LocalNotifier = field(default_factory=LocalNotifier)
+    index: object | None = None  # the retrieval IndexManager, when this process hosts one
 
     def notify(self, seq: int) -> None:
         """Tells index tailers that the change log reached seq."""

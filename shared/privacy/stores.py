@@ -153,7 +153,11 @@ def redact_audit(s: Session, tenant: str, job_id: int, *conds, actor: str = "") 
     details) and marks them redacted by the job; the action, time, ids and, unless it is
     the erased subject, the actor stay. The database allows this UPDATE only for a running
     erasure job of the tenant (migration 0003)."""
-    q = update(AuditEvent).where(AuditEvent.tenant == tenant, AuditEvent.redacted_by.is_(None))
+    q = update(AuditEvent).where(
+        AuditEvent.tenant == tenant,
+        AuditEvent.redacted_by.is_(None),
+        AuditEvent.action != "ERASE",  # erasure records name no one
+    )
     if conds:
         q = q.where(or_(*conds))
     values = dict(user_id="", agent_id="", fact_key="", reason="", details={}, redacted_by=job_id)
