@@ -1,6 +1,6 @@
 """A subject as JSON lines, and those lines written into another install.
 
-Lines, in this order (each a JSON object; "kind" says which):
+Lines, in this order (each a JSON object; "record" says which):
   header        format, subject, export time, counts per kind
   memory        every memory row of the subject (current and past revisions), in id order
   fact_key      the normalised (scope, subject, predicate) keys
@@ -35,14 +35,14 @@ from shared.db.models import (
     MemoryRecord,
     SubjectAlias,
 )
-from shared.db.types import utcnow
+from shared.db.types import UTCDateTime, utcnow
 from shared.embedding import Embedder, to_bytes
 from shared.errors import AlreadyExists, InvalidArgument
 from shared.text import index_text
 
 FORMAT = 1
 PAGE = 1000
-SKIP = {"tenant", "embedding", "redacted_by"}
+SKIP = {"tenant", "embedding", "embed_model", "redacted_by"}
 # kind -> (model, the columns that name the subject)
 KINDS = {
     "memory": MemoryRecord,
@@ -55,7 +55,7 @@ KINDS = {
 
 
 def _row(kind: str, obj: Base) -> dict:
-    out: dict = {"kind": kind}
+    out: dict = {"record": kind}
     for col in obj.__table__.columns:
         if col.key in SKIP:
             continue
@@ -100,7 +100,7 @@ def export_lines(db: Database, tenant: str, kind: str, subject: str) -> tuple[in
 
     def lines() -> Iterator[str]:
         header = {
-            "kind": "header",
+            "record": "header",
             "format": FORMAT,
             "subject": {kind: subject} if kind != "tenant" else {"tenant": True},
             "export_time": utcnow().isoformat(),
@@ -130,12 +130,12 @@ def _dt(v):
     return datetime.fromisoformat(v) if isinstance(v, str) else v
 
 
-def _fields(model, d: dict, drop=("kind", "id")) -> dict:
+def _fields(model, d: dict, drop=("record", "id")) -> dict:
     out = {}
     for col in model.__table__.columns:
         if col.key in d and col.key not in drop and col.key not in SKIP:
             v = d[col.key]
-            if v is not None and col.type.python_type is datetime:
+            if v is not None and isinstance(col.type, UTCDateTime):
                 v = _dt(v)
             out[col.key] = v
     return out
@@ -152,7 +152,7 @@ def import_lines(
             continue
         try:
             d = json.loads(line)
-            kind = d["kind"]
+            kind = d["record"]
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidArgument(f"lines[{n}]", "not a line of a memlake export") from exc
         if kind == "header":
@@ -160,7 +160,7 @@ def import_lines(
                 raise InvalidArgument(f"lines[{n}]", f"export format {d.get('format')}")
             continue
         if kind not in parsed:
-            raise InvalidArgument(f"lines[{n}].kind", f"unknown kind {kind!r}")
+            raise InvalidArgument(f"lines[{n}].record", f"unknown record {kind!r}")
         parsed[kind].append(d)
     counts: Counter = Counter()
     mems = parsed["memory"]
@@ -216,7 +216,7 @@ def import_lines(
                 s.add(FactConflict(tenant=tenant, **f))
             counts["conflict"] = len(parsed["conflict"])
             for d in parsed["alias"]:
-                s.merge(SubjectAlias(tenant=tenant, **_fields(SubjectAlias, d, drop=("kind",))))
+                s.merge(SubjectAlias(tenant=tenant, **_fields(SubjectAlias, d, drop=("record",))))
             counts["alias"] = len(parsed["alias"])
             for d in parsed["audit"]:
                 f = _fields(AuditEvent, d)
