@@ -285,3 +285,33 @@ def test_expired_items_are_never_read_and_are_swept(fresh_backend):
             assert c.get(k.memory.id).content
     finally:
         suite.stop()
+
+
+def test_erasure_finds_idempotency_rows_written_before_the_migration(suite):
+    """Rows from before migration 0003 have no scope columns: their response is read."""
+    from memlake.v1 import ingest_service_pb2 as ipb
+    from shared.db.models import IdempotencyKey
+
+    with suite.client() as c:
+        tenant = c.metadata[0][1]
+        user, other, marker = "lu-" + uuid.uuid4().hex[:8], "lv-" + uuid.uuid4().hex[:8], _m()
+        with suite.runtime.db.write() as s:
+            for rid, u in (("old-1", user), ("old-2", other)):
+                resp = ipb.RememberResponse(
+                    memory=pb.Memory(content=f"{marker} {u}", scope=scope(u))
+                )
+                s.add(
+                    IdempotencyKey(
+                        tenant=tenant,
+                        request_id=rid,
+                        fingerprint="f",
+                        response=resp.SerializeToString(),
+                    )
+                )
+        receipt = c.erase_subject(user_id=user)
+        assert receipt.counts["idempotency_records"] == 1
+        with suite.runtime.db.read() as s:
+            left = s.execute(
+                text("SELECT request_id FROM idempotency_keys WHERE tenant = :t"), {"t": tenant}
+            ).all()
+        assert [r[0] for r in left] == ["old-2"]

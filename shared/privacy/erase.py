@@ -259,6 +259,10 @@ class Eraser:
             )
             cond = _scope_cond(IdempotencyKey.user_id, IdempotencyKey.agent_id, kind, subject)
             counts["idempotency_records"] = stores.delete_idempotency(s, tenant, *cond)
+            if kind != "tenant":
+                counts["idempotency_records"] += stores.delete_legacy_idempotency(
+                    s, tenant, kind, subject
+                )
             cond = _scope_cond(AuditEvent.user_id, AuditEvent.agent_id, kind, subject)
             counts["audit_redacted"] = stores.redact_audit(s, tenant, job_id, *cond, actor=subject)
             if kind == "tenant":

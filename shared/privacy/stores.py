@@ -72,6 +72,44 @@ def delete_idempotency(s: Session, tenant: str, *conds) -> int:
     return s.execute(q).rowcount or 0
 
 
+def delete_legacy_idempotency(s: Session, tenant: str, kind: str, subject: str) -> int:
+    """Rows written before migration 0003 name nothing in columns: their stored response
+    (a RememberResponse, or an Assert/RetractFactResponse) is read for its scope."""
+    from memlake.v1 import ingest_service_pb2 as ipb
+    from memlake.v1 import versioning_service_pb2 as vpb
+
+    gone = []
+    rows = s.execute(
+        select(IdempotencyKey.request_id, IdempotencyKey.response).where(
+            IdempotencyKey.tenant == tenant,
+            IdempotencyKey.user_id.is_(None),
+            IdempotencyKey.agent_id.is_(None),
+            IdempotencyKey.memory_id.is_(None),
+            IdempotencyKey.fact_key_id.is_(None),
+        )
+    ).all()
+    for request_id, data in rows:
+        scopes = []
+        for parse, get in (
+            (ipb.RememberResponse.FromString, lambda m: m.memory.scope),
+            (vpb.AssertFactResponse.FromString, lambda m: m.fact.scope),
+        ):
+            try:
+                scopes.append(get(parse(data)))
+            except Exception:  # noqa: BLE001 - not this message type
+                continue
+        field = "user_id" if kind == "user" else "agent_id"
+        if any(getattr(sc, field) == subject for sc in scopes):
+            gone.append(request_id)
+    if gone:
+        s.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.tenant == tenant, IdempotencyKey.request_id.in_(gone)
+            )
+        )
+    return len(gone)
+
+
 def erase_fact_keys(s: Session, tenant: str, key_ids: list[int]) -> tuple[Counter, list[int]]:
     """Every version, conflict and key row of these keys. Returns counts and the ids of the
     memory records the versions were searchable as (the caller deletes them)."""
