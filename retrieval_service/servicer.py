@@ -82,14 +82,13 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         ids = {int(i) for i in ids}
         if not ids:
             return set()
-        with self.db.read() as s:
-            return set(
-                s.scalars(
-                    select(MemoryRecord.id).where(
-                        MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids), _not_expired()
-                    )
+        return set(
+            self.db.scalars_now(
+                select(MemoryRecord.id).where(
+                    MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids), _not_expired()
                 )
             )
+        )
 
     def _search_live(self, tenant, qvec, query, f: Filters, top_k: int) -> list:
         """The index's top_k, re-checked against the database; when some are gone, asks

@@ -70,6 +70,16 @@ class Database:
         with self._read() as session, session.begin():
             yield session
 
+    def scalars_now(self, stmt) -> list:
+        """One read statement with the fewest round trips: on Postgres outside a
+        transaction (no BEGIN/COMMIT); on SQLite a plain read."""
+        if self.dialect != "postgresql":
+            with self.read() as s:
+                return list(s.scalars(stmt))
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            return list(conn.scalars(stmt))
+
     def upgrade(self) -> None:
         upgrade(self.engine)
 
