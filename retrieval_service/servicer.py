@@ -231,6 +231,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         if f.session_id:
             cands += [Candidate(m, 0.0, "session_tail") for m in self._session_tail(tenant, f)]
         live = self._live(tenant, (c.memory.id for c in cands))
+        if any(int(c.memory.id) not in live for c in cands if c.reason == "session_tail"):
+            # A cached tail holding a forgotten turn (another process forgot it): reload.
+            safe(self.cache.delete, session_tail_key(tenant, f.user_id, f.agent_id, f.session_id))
         cands = [c for c in cands if int(c.memory.id) in live]
         chosen, rendered, tokens = assemble(cands, budget)
         resp = rpb.GetContextResponse(

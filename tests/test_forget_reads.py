@@ -44,3 +44,27 @@ def test_forgotten_turn_leaves_session_tail_and_context(client):
     with expect_error("NOT_FOUND"):
         client.get(b.memory.id)
     assert b.memory.id not in [m.id for m in client.list_all(scope=scope("u1", session_id=s))]
+
+
+def test_a_stale_cached_tail_is_filtered_and_dropped(suite):
+    """A tail cached by a process that did not see the Forget (no shared cache): the
+    forgotten turn is not returned, and the stale tail is dropped so it reloads."""
+    from shared.cache import session_tail_key
+
+    cache = suite.runtime.cache
+    with suite.client() as c:
+        marker = _marker()
+        s = f"s-{uuid.uuid4().hex[:6]}"
+        a = c.remember(turn("hello there", s))
+        b = c.remember(turn(f"my code is {marker}", s))
+        c.context(scope=scope("u1", session_id=s), min_seq=b.seq)  # tail cached
+        key = session_tail_key(c.metadata[0][1], "u1", "", s)
+        stale = cache.get_tail(key)
+        assert stale and any(marker.encode() in x for x in stale)
+        c.forget(b.memory.id)
+        cache.set_tail(key, stale, 20, 60)  # as another process's cache would still hold it
+        ctx = c.context(scope=scope("u1", session_id=s))
+        assert marker not in ctx.rendered and a.memory.id in [i.memory.id for i in ctx.items]
+        assert cache.get_tail(key) is None or not any(
+            marker.encode() in x for x in cache.get_tail(key)
+        )
