@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from memlake.v1 import memory_pb2 as pb
 from shared import changelog
-from shared.cache import Cache, safe, session_tail_key
+from shared.cache import Cache, safe
 from shared.convert import record_to_proto
 from shared.db.engine import Database
 from shared.db.models import ChangeLogEntry, IdempotencyKey, MemoryRecord
@@ -30,6 +30,7 @@ from shared.errors import (
 from shared.idempotency import Replay, prior_response
 from shared.privacy import stores
 from shared.privacy.erase import Eraser
+from shared.tails import load_session_tail, session_tail_key
 from shared.text import index_text, window_text
 
 log = logging.getLogger("memlake.ingest")
@@ -407,12 +408,29 @@ class IngestDomain:
         )
 
     def _update_tails(self, tenant: str, results: list[WriteResult]) -> None:
+        """Keeps each written session's hot tail in the cache: appended to when cached, else
+        loaded from the database (which already holds these turns)."""
+        loaded: set[str] = set()
         for r in results:
             rec = r.record
-            if rec.type == pb.MEMORY_TYPE_CONVERSATION and r.outcome == pb.WRITE_OUTCOME_CREATED:
-                key = session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
-                data = record_to_proto(rec).SerializeToString()
-                safe(self.cache.push_turn, key, data, self.tail_size, self.tail_ttl_s)
+            if rec.type != pb.MEMORY_TYPE_CONVERSATION or r.outcome != pb.WRITE_OUTCOME_CREATED:
+                continue
+            key = session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
+            if key in loaded:
+                continue
+            data = record_to_proto(rec).SerializeToString()
+            if safe(self.cache.push_turn, key, data, self.tail_size, self.tail_ttl_s) is False:
+                loaded.add(key)
+                tail = load_session_tail(
+                    self.db, tenant, rec.user_id, rec.agent_id, rec.session_id, self.tail_size
+                )
+                safe(
+                    self.cache.set_tail,
+                    key,
+                    [m.SerializeToString() for m in tail],
+                    self.tail_size,
+                    self.tail_ttl_s,
+                )
 
     # -- forget ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from memlake.client import scope
+from memlake.client import MemlakeClient, grant, scope
 from memlake.v1 import memory_pb2 as pb
 from shared.privacy.erase import Eraser
 from tests.helpers import background, event, expect_error, reflection, skill, turn
@@ -79,6 +79,14 @@ def test_erase_subject_leaves_nothing(suite, kind):
         agent = "ea-" + uuid.uuid4().hex[:10] if kind == "agent" else ""
         keep = "ku-" + uuid.uuid4().hex[:10]
         got = populate(c, user, agent)
+        if kind != "tenant":  # a key for just this subject, used once
+            g = grant(users=[user], read=True, write=True) if kind == "user" else None
+            g = g or grant(agents=[agent], read=True, write=True)
+            key = c.create_api_key(name=f"key of {agent or user}", grants=[g]).secret
+            with MemlakeClient(suite.addr, api_key=key, timeout=20) as own:
+                e = event(f"via own key {got['markers'][0]}", user=user)
+                e.scope.agent_id = agent
+                own.remember(e)
         kept = populate(other_tenant, keep)  # another tenant: untouched
         kept_same = populate(c, keep) if kind != "tenant" else None  # same tenant, other user
         if kind == "user":
@@ -88,13 +96,16 @@ def test_erase_subject_leaves_nothing(suite, kind):
         else:
             receipt = c.erase_subject(tenant=True)
         counts = dict(receipt.counts)
-        assert counts["memories"] == 7 + 1  # event, bg, 2 turns, skill, reflection, 2 facts
+        # event, background, 2 turns, skill, reflection, 2 facts (+ one via its own key)
+        assert counts["memories"] == 8 + (kind != "tenant")
         assert counts["revisions"] >= 1 and counts["fact_versions"] >= 2
         assert counts["fact_keys"] >= 1 and counts["fact_conflicts"] == 1
         assert counts["idempotency_records"] >= 5 and counts["audit_redacted"] >= 2
         assert counts["cache_keys"] == 1 and counts["index_deletes"] >= 9
         if kind != "agent":
             assert counts["subject_aliases"] == 1
+        if kind != "tenant":  # its key is revoked and no longer names it (scanned below)
+            assert counts["api_keys_revoked"] == 1 and counts["access_events_redacted"] >= 9
         assert receipt.seq > 0 and receipt.job_id
         assert_no_reads(c, user, got["markers"], agent)
         # The audit keeps that an erasure happened, not what was erased.
@@ -120,10 +131,10 @@ def test_erase_subject_leaves_nothing(suite, kind):
 
 def test_erasure_survives_a_crash_in_the_middle(suite, monkeypatch):
     rt = suite.runtime
-    with suite.client() as c:
+    tenant = "t" + uuid.uuid4().hex[:12]
+    with suite.client(tenant) as c:
         user = "cu-" + uuid.uuid4().hex[:10]
         got = populate(c, user)
-        tenant = c.metadata[0][1]
         eraser = Eraser(rt.db, rt.cache, rt.notify)
 
         def crash(*a, **k):
@@ -156,10 +167,10 @@ def test_erasure_survives_a_crash_in_the_middle(suite, monkeypatch):
 
 def test_audit_stays_append_only_outside_erasure(suite):
     """The database allows an audit UPDATE only as a redaction by a running job."""
-    with suite.client() as c:
+    tenant = "t" + uuid.uuid4().hex[:12]
+    with suite.client(tenant) as c:
         user = "au-" + uuid.uuid4().hex[:8]
         c.assert_fact(user, "likes", "tea", scope=scope(user))
-        tenant = c.metadata[0][1]
     engine = suite.runtime.db.engine
     for sql in (
         "UPDATE audit_events SET reason = 'x' WHERE tenant = :t",
@@ -288,12 +299,12 @@ def test_expired_items_are_never_read_and_are_swept(fresh_backend):
 
 
 def test_erasure_finds_idempotency_rows_written_before_the_migration(suite):
-    """Rows from before migration 0003 have no scope columns: their response is read."""
+    """Rows from before migration 0004 have no scope columns: their response is read."""
     from memlake.v1 import ingest_service_pb2 as ipb
     from shared.db.models import IdempotencyKey
 
-    with suite.client() as c:
-        tenant = c.metadata[0][1]
+    tenant = "t" + uuid.uuid4().hex[:12]
+    with suite.client(tenant) as c:
         user, other, marker = "lu-" + uuid.uuid4().hex[:8], "lv-" + uuid.uuid4().hex[:8], _m()
         with suite.runtime.db.write() as s:
             for rid, u in (("old-1", user), ("old-2", other)):

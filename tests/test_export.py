@@ -8,7 +8,7 @@ import uuid
 
 from memlake.cli import main
 from memlake.client import scope
-from tests.conftest import start_suite
+from tests.conftest import start_suite, tenant_key
 from tests.test_erasure import populate
 
 # Columns that differ between installs by construction (new ids, new vectors).
@@ -44,10 +44,10 @@ def _export(client, user: str) -> list[str]:
 
 def test_round_trip_between_two_installs(suite, fresh_backend, tmp_path, capsys):
     user = "xu-" + uuid.uuid4().hex[:8]
-    with suite.client() as a:
+    tenant_a = "t" + uuid.uuid4().hex[:12]
+    with suite.client(tenant_a) as a:
         got = populate(a, user)
         lines = _export(a, user)
-        tenant_a = a.metadata[0][1]
     kinds = [json.loads(x)["record"] for x in lines]
     for k in ("memory", "fact_key", "fact_version", "conflict", "alias", "audit"):
         assert k in kinds, k
@@ -68,10 +68,12 @@ def test_round_trip_between_two_installs(suite, fresh_backend, tmp_path, capsys)
             assert b.get_fact(user, "lives_in", scope=scope(user)).fact.value
             # Through the command line, into yet another tenant of the second install.
             path = tmp_path / "subject.jsonl"
-            base = ["--addr", suite.addr, "--tenant", tenant_a]
+            key_a = tenant_key(suite.addr, suite.settings, tenant_a)
+            base = ["--addr", suite.addr, "--api-key", key_a]
             assert main([*base, "export", "--user", user, "-o", str(path)]) == 0
             tenant_c = "tc" + uuid.uuid4().hex[:8]
-            assert main(["--addr", other.addr, "--tenant", tenant_c, "import", str(path)]) == 0
+            key_c = tenant_key(other.addr, other.settings, tenant_c)
+            assert main(["--addr", other.addr, "--api-key", key_c, "import", str(path)]) == 0
             assert "imported" in capsys.readouterr().out
             with other.client(tenant_c) as c:
                 assert _normal(_export(c, user)) == _normal(lines)

@@ -49,16 +49,17 @@ def test_forgotten_turn_leaves_session_tail_and_context(client):
 def test_a_stale_cached_tail_is_filtered_and_dropped(suite):
     """A tail cached by a process that did not see the Forget (no shared cache): the
     forgotten turn is not returned, and the stale tail is dropped so it reloads."""
-    from shared.cache import session_tail_key
+    from shared.tails import session_tail_key
 
     cache = suite.runtime.cache
-    with suite.client() as c:
+    tenant = "t" + uuid.uuid4().hex[:12]
+    with suite.client(tenant) as c:
         marker = _marker()
         s = f"s-{uuid.uuid4().hex[:6]}"
         a = c.remember(turn("hello there", s))
         b = c.remember(turn(f"my code is {marker}", s))
         c.context(scope=scope("u1", session_id=s), min_seq=b.seq)  # tail cached
-        key = session_tail_key(c.metadata[0][1], "u1", "", s)
+        key = session_tail_key(tenant, "u1", "", s)
         stale = cache.get_tail(key)
         assert stale and any(marker.encode() in x for x in stale)
         c.forget(b.memory.id)

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from memlake.v1 import memory_pb2 as pb
-from shared.cache import Cache, safe, session_tail_key
+from shared.cache import Cache, safe
 from shared.db.engine import Database
 from shared.db.models import (
     AuditEvent,
@@ -35,6 +35,7 @@ from shared.db.models import (
 from shared.db.types import utcnow
 from shared.errors import InvalidArgument
 from shared.privacy import stores
+from shared.tails import session_tail_key
 
 log = logging.getLogger("memlake.privacy")
 
@@ -51,6 +52,8 @@ STORES = (
     "subject_aliases",
     "idempotency_records",
     "audit_redacted",
+    "access_events_redacted",
+    "api_keys_revoked",
     "tenant_settings",
     "cache_keys",
 )
@@ -265,6 +268,11 @@ class Eraser:
                 )
             cond = _scope_cond(AuditEvent.user_id, AuditEvent.agent_id, kind, subject)
             counts["audit_redacted"] = stores.redact_audit(s, tenant, job_id, *cond, actor=subject)
+            counts["access_events_redacted"] = stores.redact_access_events(s, tenant, kind, subject)
+            if kind != "tenant":
+                counts["api_keys_revoked"] = stores.revoke_keys_naming(
+                    s, tenant, kind, subject, utcnow()
+                )
             if kind == "tenant":
                 counts["tenant_settings"] = (
                     s.execute(delete(TenantSetting).where(TenantSetting.tenant == tenant)).rowcount

@@ -12,6 +12,8 @@ from memlake.v1 import memory_pb2 as pb
 from shared import changelog
 from shared.cache import Cache
 from shared.db.models import (
+    AccessEvent,
+    ApiKeyRecord,
     AuditEvent,
     FactConflict,
     FactKey,
@@ -73,7 +75,7 @@ def delete_idempotency(s: Session, tenant: str, *conds) -> int:
 
 
 def delete_legacy_idempotency(s: Session, tenant: str, kind: str, subject: str) -> int:
-    """Rows written before migration 0003 name nothing in columns: their stored response
+    """Rows written before migration 0004 name nothing in columns: their stored response
     (a RememberResponse, or an Assert/RetractFactResponse) is read for its scope."""
     from memlake.v1 import ingest_service_pb2 as ipb
     from memlake.v1 import versioning_service_pb2 as vpb
@@ -190,7 +192,7 @@ def redact_audit(s: Session, tenant: str, job_id: int, *conds, actor: str = "") 
     """Blanks the content of matching audit rows (who it was about, the fact key, reason,
     details) and marks them redacted by the job; the action, time, ids and, unless it is
     the erased subject, the actor stay. The database allows this UPDATE only for a running
-    erasure job of the tenant (migration 0003)."""
+    erasure job of the tenant (migration 0004)."""
     q = update(AuditEvent).where(
         AuditEvent.tenant == tenant,
         AuditEvent.redacted_by.is_(None),
@@ -202,6 +204,43 @@ def redact_audit(s: Session, tenant: str, job_id: int, *conds, actor: str = "") 
     if actor:
         values["actor"] = case((AuditEvent.actor == actor, ""), else_=AuditEvent.actor)
     return s.execute(q.values(**values)).rowcount or 0
+
+
+def redact_access_events(s: Session, tenant: str, kind: str, subject: str) -> int:
+    """The access audit names whom a call was about (user, agent, session ids; never
+    content): a row about the subject loses that scope; who called, what, when and the
+    outcome stay."""
+    q = update(AccessEvent).where(AccessEvent.tenant == tenant)
+    if kind == "user":
+        q = q.where(AccessEvent.user_id == subject)
+    elif kind == "agent":
+        q = q.where(AccessEvent.agent_id == subject)
+    else:
+        q = q.where(
+            or_(AccessEvent.user_id != "", AccessEvent.agent_id != "", AccessEvent.session_id != "")
+        )
+    return s.execute(q.values(user_id="", agent_id="", session_id="")).rowcount or 0
+
+
+def revoke_keys_naming(s: Session, tenant: str, kind: str, subject: str, now) -> int:
+    """API keys whose grants name the erased user or agent are revoked, and the name is
+    replaced in their grants (a grant never widens: its list is not emptied)."""
+    field = "users" if kind == "user" else "agents"
+    n = 0
+    for k in s.scalars(select(ApiKeyRecord).where(ApiKeyRecord.tenant == tenant)):
+        grants = [dict(g) for g in k.grants or []]
+        hit = False
+        for g in grants:
+            if subject in (g.get(field) or []):
+                g[field] = sorted({x if x != subject else "~erased" for x in g[field]})
+                hit = True
+        if hit or (subject and subject in (k.name or "")):
+            k.grants = grants
+            k.name = "" if subject in (k.name or "") else k.name
+            if k.revoke_time is None:
+                k.revoke_time = now
+            n += 1
+    return n
 
 
 def drop_tails(cache: Cache, tenant: str, user_id: str = "", agent_id: str = "") -> int:

@@ -7,8 +7,8 @@
 - idempotency_keys.user_id, agent_id, memory_id, fact_key_id: what a request wrote, so
   Forget redacts and EraseSubject deletes its stored response.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-27 05:10:00
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 
 import shared.db.types
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
