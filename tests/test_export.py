@@ -87,3 +87,33 @@ def test_export_of_an_erased_subject_is_empty(client):
     client.erase_subject(user_id=user)
     lines = _export(client, user)
     assert len(lines) == 1 and json.loads(lines[0])["record"] == "header"
+
+
+def test_bad_lines_and_non_admin_keys_are_refused(suite):
+    from memlake.client import MemlakeClient, grant
+    from tests.helpers import expect_error
+
+    with suite.client() as c:
+        with expect_error("INVALID_ARGUMENT", "lines[0]"):
+            c.import_subject(["not json"])
+        with expect_error("INVALID_ARGUMENT", "lines[1].record"):
+            c.import_subject(['{"record": "header", "format": 1}', '{"record": "nope"}'])
+        with expect_error("INVALID_ARGUMENT", "subject.user_id"):
+            c.erase_subject(user_id="x" * 300)
+        member = c.create_api_key(name="m", grants=[grant(users=["u1"], read=True)]).secret
+        with MemlakeClient(suite.addr, api_key=member, timeout=20) as m:
+            with expect_error("PERMISSION_DENIED"):
+                m.erase_subject(user_id="u1")
+            with expect_error("PERMISSION_DENIED"):
+                list(m.export_subject(user_id="u1"))
+
+
+def test_progress_bar(capsys):
+    from memlake.cli import Progress
+
+    bar = Progress("export", force=True)
+    bar.update(5, 10)
+    bar.update(5)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "10/10 lines" in err and "#" * 30 in err
