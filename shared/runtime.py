@@ -24,6 +24,7 @@ class Runtime:
     local: LocalNotifier = field(default_factory=LocalNotifier)
     # An OpenTelemetry TracerProvider when tracing is on (shared/tracing.py), else None.
     tracer_provider: object | None = None
+    index: object | None = None  # the retrieval IndexManager, when this process hosts one
     keys: object = None  # shared.auth.store.KeyStore, set by launch
 
     def channel(self, addr: str):

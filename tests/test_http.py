@@ -267,3 +267,31 @@ def test_port_in_use_is_a_clear_message(tmp_path):
     assert f"127.0.0.1:{port}" in p.stderr and "in use" in p.stderr
     assert "MEMLAKE_ADDR" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_server_streaming_export_over_connect_envelopes(http, client):
+    from memlake import memories
+
+    post, _ = http
+    client.remember(memories.background("city", "Fay lives in Oslo", user="fay"))
+
+    def env(flags: int, obj) -> bytes:
+        data = json.dumps(obj).encode()
+        return struct.pack(">BI", flags, len(data)) + data
+
+    body = env(0, {"subject": {"userId": "fay"}})
+    status, ctype, raw = post(
+        "/memlake.v1.PrivacyService/ExportSubject", body, "application/connect+json"
+    )
+    assert status == 200 and ctype == "application/connect+json"
+    frames, i = [], 0
+    while i < len(raw):
+        flags, n = struct.unpack(">BI", raw[i : i + 5])
+        frames.append((flags, json.loads(raw[i + 5 : i + 5 + n])))
+        i += 5 + n
+    assert frames[-1] == (2, {}) and all(f == 0 for f, _ in frames[:-1])
+    lines = [json.loads(line) for _, msg in frames[:-1] for line in msg.get("lines", [])]
+    assert any("Fay lives in Oslo" in json.dumps(x) for x in lines)
+    # A unary body on a streaming route is refused with a reason.
+    status, err = _json(post("/memlake.v1.PrivacyService/ExportSubject", {"subject": {}}))
+    assert status == 400 and "connect+json" in err["message"]

@@ -18,13 +18,18 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def make_engine(url: str, *, immediate: bool = True) -> Engine:
     """Postgres: a pooled engine. SQLite: WAL, and with immediate=True every transaction
-    takes the write lock at BEGIN (read-then-write never fails on lock upgrade)."""
+    takes the write lock at BEGIN (read-then-write never fails on lock upgrade). Both hide
+    statement parameters (memory content) from error messages and logs."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return create_engine(
+            url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+        )
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):
@@ -67,6 +72,16 @@ class Database:
         with self._read() as session, session.begin():
             _timed_connection(session, "read")
             yield session
+
+    def scalars_now(self, stmt) -> list:
+        """One read statement with the fewest round trips: on Postgres outside a
+        transaction (no BEGIN/COMMIT); on SQLite a plain read."""
+        if self.dialect != "postgresql":
+            with self.read() as s:
+                return list(s.scalars(stmt))
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            return list(conn.scalars(stmt))
 
     def upgrade(self) -> None:
         upgrade(self.engine)

@@ -160,8 +160,6 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict:
         for si, svc in enumerate(fd.service):
             full = f"{fd.package}.{svc.name}"
             for mi, m in enumerate(svc.method):
-                if m.server_streaming:
-                    continue
                 op: dict = {
                     "operationId": f"{svc.name}_{m.name}",
                     "tags": [svc.name],
@@ -176,10 +174,12 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict:
                     },
                 }
                 body_schema = ref(m.input_type)
-                if m.client_streaming:
+                if m.client_streaming or m.server_streaming:
                     op["description"] = (
-                        "Client-streaming: send Connect stream envelopes "
-                        "(content-type application/connect+json), one per request message."
+                        "Streaming: Connect stream envelopes (content-type "
+                        "application/connect+json) in the request body, one per "
+                        f"{m.input_type.rsplit('.', 1)[-1]}, and in the response, one per "
+                        f"{m.output_type.rsplit('.', 1)[-1]}, then the end-of-stream envelope."
                     )
                     op["requestBody"] = {
                         "required": True,

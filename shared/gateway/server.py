@@ -205,10 +205,8 @@ class Handler(BaseHTTPRequestHandler):
             ctype = self.headers.get("content-type", "").split(";")[0].strip().lower()
             if meth.unary:
                 self._unary(meth, ctype, body)
-            elif meth.desc.client_streaming and not meth.desc.server_streaming:
-                self._client_stream(meth, ctype, body)
             else:
-                raise GatewayError("unimplemented", f"{meth.path} streams responses")
+                self._stream(meth, ctype, body)
         except GatewayError as err:
             self._send_error(err)
         except Exception:  # noqa: BLE001 - never a bare 500 without a body
@@ -251,30 +249,41 @@ class Handler(BaseHTTPRequestHandler):
             raise _grpc_error(exc) from None
         self._send(200, ctype, self._encode(resp, as_json))
 
-    def _client_stream(self, meth: Method, ctype: str, body: bytes) -> None:
+    def _stream(self, meth: Method, ctype: str, body: bytes) -> None:
+        """Connect streaming: the request body is enveloped messages (one for a server
+        stream), the response is an envelope per message and an end-of-stream envelope that
+        carries the error, if any. The request is read whole before the call starts."""
         if ctype not in ("application/connect+json", "application/connect+proto"):
             raise GatewayError(
                 "invalid_argument",
-                f"{meth.path} is client-streaming: content-type must be "
+                f"{meth.path} streams: content-type must be "
                 "application/connect+json or application/connect+proto",
             )
         as_json = ctype == "application/connect+json"
         reqs = [self._decode(meth, data, as_json) for flags, data in _envelopes(body) if flags == 0]
-        call = self.upstreams.channel(meth.service).stream_unary(
+        cs, ss = meth.desc.client_streaming, meth.desc.server_streaming
+        if not cs and len(reqs) != 1:
+            raise GatewayError("invalid_argument", f"{meth.path} takes exactly one message")
+        kind = {(True, False): "stream_unary", (False, True): "unary_stream"}.get(
+            (cs, ss), "stream_stream"
+        )
+        call = getattr(self.upstreams.channel(meth.service), kind)(
             meth.path,
             request_serializer=meth.request_cls.SerializeToString,
             response_deserializer=meth.response_cls.FromString,
         )
         end: dict = {}
-        out = b""
+        out = []
         try:
-            resp = call(iter(reqs), timeout=self._timeout(), metadata=self._metadata())
-            out = _envelope(0, self._encode(resp, as_json))
+            arg = reqs[0] if not cs else iter(reqs)
+            result = call(arg, timeout=self._timeout(), metadata=self._metadata())
+            for msg in [result] if not ss else result:
+                out.append(_envelope(0, self._encode(msg, as_json)))
         except grpc.RpcError as exc:
             err = _grpc_error(exc)
             end["error"] = error_json(err.code, err.message, err.details)
-        out += _envelope(2, json.dumps(end).encode())
-        self._send(200, ctype, out)
+        out.append(_envelope(2, json.dumps(end).encode()))
+        self._send(200, ctype, b"".join(out))
 
 
 class GatewayHTTPServer(ThreadingHTTPServer):

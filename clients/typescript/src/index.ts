@@ -13,11 +13,13 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { AdminService } from "./gen/memlake/v1/admin_service_pb.js";
 import { IngestService } from "./gen/memlake/v1/ingest_service_pb.js";
+import { PrivacyService } from "./gen/memlake/v1/privacy_service_pb.js";
 import { RetrievalService } from "./gen/memlake/v1/retrieval_service_pb.js";
 import { FactSchema, VersioningService } from "./gen/memlake/v1/versioning_service_pb.js";
 
 export * from "./gen/memlake/v1/memory_pb.js";
 export * from "./gen/memlake/v1/admin_service_pb.js";
+export * from "./gen/memlake/v1/privacy_service_pb.js";
 export * from "./gen/memlake/v1/ingest_service_pb.js";
 export * from "./gen/memlake/v1/retrieval_service_pb.js";
 export * from "./gen/memlake/v1/versioning_service_pb.js";
@@ -48,6 +50,8 @@ export interface Memlake {
   ingest: Client<typeof IngestService>;
   /** Tenants, API keys, the caller's identity (served beside ingest). */
   admin: Client<typeof AdminService>;
+  /** Erase, export and import a subject (served beside ingest). */
+  privacy: Client<typeof PrivacyService>;
   retrieval: Client<typeof RetrievalService>;
   versioning: Client<typeof VersioningService>;
 }
@@ -77,6 +81,7 @@ export function createMemlake(options: MemlakeOptions = {}): Memlake {
   return {
     ingest: createClient(IngestService, main),
     admin: createClient(AdminService, main),
+    privacy: createClient(PrivacyService, main),
     retrieval: createClient(RetrievalService, options.retrievalUrl ? transport(options.retrievalUrl) : main),
     versioning: createClient(
       VersioningService,
