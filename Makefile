@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-facts clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-facts bench-interfaces clean
 
 $(STAMP): pyproject.toml
 	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
@@ -88,6 +88,9 @@ bench-smallscope: install
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json
+
+bench-interfaces: install
+	$(PY) bench/interfaces.py --out bench/out/interfaces.json
 
 bench-facts: install
 	$(PY) bench/facts.py --out bench/out/facts.json
