@@ -156,6 +156,17 @@ def test_errors_carry_the_grpc_code_and_details(http, client):
     fact = _detail(err, "memlake.v1.Fact")
     assert fact["debug"]["value"] == "Oslo"
 
+    # No key: 401, with the same reason gRPC gives.
+    status, err = _json(
+        post(
+            "/memlake.v1.RetrievalService/SearchMemories",
+            {"query": "x"},
+            extra={"authorization": ""},
+        )
+    )
+    assert status == 401 and err["code"] == "unauthenticated"
+    assert _detail(err, "google.rpc.ErrorInfo")["debug"]["reason"] == "CREDENTIALS_MISSING"
+
     status, err = _json(post("/memlake.v1.RetrievalService/SearchMemories", b"{not json"))
     assert status == 400 and err["code"] == "invalid_argument"
     status, err = _json(post("/memlake.v1.Nope/Nothing", {}))
