@@ -477,4 +477,5 @@ class IngestDomain:
         if tail:
             safe(self.cache.delete, tail)
         self.notify(seq)
+        self.db.truncate_wal()  # SQLite: the deleted page images leave the WAL too
         return seq

@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     rank_speaker_boost: float = 0.6
     rank_date_boost: float = 0.5
     rank_time_boost: float = 0.3
+    rank_question_factor: float = 0.85  # a turn that asked what a later turn answered
     rank_dense_next: float = 0.3  # neighbour smoothing
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document

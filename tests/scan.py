@@ -18,6 +18,7 @@ STORES = (
     "index in memory: partition keys, row texts, scope and speaker strings, documents, "
     "string codes, turn links, BM25 postings of both lexical indexes",
     "cache: every Redis key and value of the test database (or the in-process cache)",
+    "SQLite (embedded default): the bytes of the database file and its -wal and -shm files",
 )
 
 
@@ -117,8 +118,18 @@ def scan_all(suite, needles: list[str], *, min_seq: int = 0) -> list[str]:
     rt.index.save_snapshot()  # (False if the tailer just wrote one itself)
     manifest = json.loads((suite.settings.index_dir() / "manifest.json").read_text())
     assert manifest["applied_seq"] >= min_seq
+    db_files = []
+    if rt.db.dialect == "sqlite":
+        path = Path(rt.db.engine.url.database)
+        db_files = [
+            f"{h} (sqlite file {p.name})"
+            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+            if p.exists()
+            for h in _hit(p.read_bytes(), needles)
+        ]
     return (
-        scan_sql(rt.db.engine, needles)
+        db_files
+        + scan_sql(rt.db.engine, needles)
         + scan_files(suite.settings.index_dir(), needles)
         + scan_index(rt.index, needles)
         + scan_cache(rt.cache, needles)

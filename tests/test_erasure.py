@@ -292,6 +292,9 @@ def test_expired_items_are_never_read_and_are_swept(fresh_backend):
                     break
                 time.sleep(0.1)
             assert n == 0
+            deadline = time.monotonic() + 10  # the sweep ends by emptying SQLite's WAL
+            while scan_all(suite, [marker], min_seq=r.seq + 1) and time.monotonic() < deadline:
+                time.sleep(0.2)
             assert scan_all(suite, [marker], min_seq=r.seq + 1) == []
             assert c.get(k.memory.id).content
     finally:
@@ -326,3 +329,28 @@ def test_erasure_finds_idempotency_rows_written_before_the_migration(suite):
                 text("SELECT request_id FROM idempotency_keys WHERE tenant = :t"), {"t": tenant}
             ).all()
         assert [r[0] for r in left] == ["old-2"]
+
+
+def test_a_removed_row_leaves_the_hnsw_graph_at_the_next_compaction():
+    """HNSW has no remove: a partition whose graph still holds a removed vector is
+    compacted (graph rebuilt without it) in the same change-log batch."""
+    import numpy as np
+
+    from retrieval_service.index import Partition
+    from tests.test_index import _record
+
+    rng = np.random.default_rng(0)
+    p = Partition(8, ann_threshold=5)
+    vecs = rng.standard_normal((12, 8)).astype(np.float32)
+    for i in range(1, 13):
+        p.put(_record(i, "u1", "s1"), vecs[i - 1])
+    p.build_ann()
+    assert p.ann.ntotal == 12 and not p.needs_compaction()
+    gone = vecs[4]  # memory 5
+    assert p.remove(5)
+    assert not p.vectors[: p.n].__eq__(gone).all(axis=1).any()  # blanked in the columns
+    assert p.needs_compaction()  # the graph still has it
+    q = p.compact()
+    stored = q.ann.reconstruct_n(0, q.ann.ntotal)
+    assert q.ann.ntotal == 11 and not np.isclose(stored, gone).all(axis=1).any()
+    assert not q.needs_compaction()

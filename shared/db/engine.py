@@ -38,6 +38,8 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
+        # Deleted rows are overwritten with zeros in the file (Forget and erasure).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -82,6 +84,24 @@ class Database:
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             return list(conn.scalars(stmt))
+
+    def truncate_wal(self) -> bool:
+        """SQLite: copies the write-ahead log into the database file and empties it, so
+        the page images of deleted rows leave the WAL file too. Best effort: False when a
+        reader still needs the log (the next checkpoint does it). No-op elsewhere."""
+        if self.dialect != "sqlite":
+            return True
+        try:
+            raw = self.engine.raw_connection()  # outside any transaction
+            try:
+                cur = raw.cursor()
+                busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cur.close()
+            finally:
+                raw.close()
+        except Exception:  # noqa: BLE001 - best effort; the next checkpoint does it
+            return False
+        return busy == 0
 
     def upgrade(self) -> None:
         upgrade(self.engine)

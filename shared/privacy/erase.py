@@ -201,6 +201,7 @@ class Eraser:
         receipt.counts.pop("seq", None)
         if receipt.seq:
             self.notify(receipt.seq)
+        self.db.truncate_wal()
         log.info("erasure job %d (%s) done: %s", job_id, kind, receipt.counts)
         return receipt
 
@@ -324,7 +325,7 @@ class Eraser:
                     .limit(BATCH)
                 ).all()
                 if not rows:
-                    return total
+                    break
                 by_tenant: dict[str, list[int]] = {}
                 for r in rows:
                     by_tenant.setdefault(r.tenant, []).append(r.id)
@@ -340,3 +341,6 @@ class Eraser:
                 safe(self.cache.delete, key)
             total += len(rows)
             self.notify(seq)
+        if total:
+            self.db.truncate_wal()
+        return total
