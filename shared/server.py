@@ -28,6 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from shared.auth.audit import AccessAuditor
 from shared.auth.identity import Authenticator, is_public, reset_caller, set_caller
 from shared.errors import MemlakeError
+from shared.tracing import annotate, server_interceptors
 
 log = logging.getLogger("memlake")
 
@@ -154,12 +155,14 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         def guarded(request_or_iterator, context):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
+            annotate(request_id=request_id)
             code = grpc.StatusCode.OK
             ident = token = result = None
             try:
                 if self.auth is not None and not public:
                     ident = self.auth.authenticate(md, context)
                     token = set_caller(ident)
+                    annotate(tenant=ident.tenant)  # from the credentials, never the request
                 result = fn(request_or_iterator, context)
                 if streaming_response:
                     yield from result
@@ -328,6 +331,7 @@ def create_server(
     max_workers: int = 16,
     health_interval: float = 5.0,
     log_requests: bool = True,
+    tracer_provider=None,
     authenticator: Authenticator | None = None,
     auditor: AccessAuditor | None = None,
     server_credentials: grpc.ServerCredentials | None = None,
@@ -335,7 +339,11 @@ def create_server(
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor(log_requests, authenticator, auditor)],
+        # The tracing interceptor (when on) is outermost, so ours runs in its span.
+        interceptors=[
+            *server_interceptors(tracer_provider),
+            ServiceInterceptor(log_requests, authenticator, auditor),
+        ],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),

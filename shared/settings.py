@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     # Empty: in-process cache. Otherwise e.g. redis://127.0.0.1:6379/0
     redis_url: str = ""
 
+    # host:port of the all-in-one server. Clients (`memlake`, the MCP server) read the same
+    # MEMLAKE_ADDR to find it; when set it overrides MEMLAKE_HOST/MEMLAKE_ALLINONE_PORT for
+    # `memlake serve`.
+    addr: str = ""
     host: str = "127.0.0.1"
     # All-in-one and ingest share 50051 (they are never run on one machine together
     # unless the ports are changed).
@@ -31,6 +35,14 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = 9464
     retrieval_metrics_port: int = 9465
     versioning_metrics_port: int = 9466
+    # HTTP/JSON (Connect protocol) for every RPC, served by the all-in-one beside gRPC and
+    # by `memlake serve --service gateway`; -1 turns it off.
+    http_port: int = 8080
+    # Where `memlake serve --service gateway` forwards calls: retrieval and versioning calls
+    # to their addresses, every other service (ingest, ...) to gateway_upstream_addr.
+    gateway_upstream_addr: str = "127.0.0.1:50051"
+    gateway_retrieval_addr: str = "127.0.0.1:50052"
+    gateway_versioning_addr: str = "127.0.0.1:50053"
     # Where ingest sends FACT items; empty means 127.0.0.1:<versioning_port>
     # (the all-in-one process points it at itself).
     versioning_addr: str = ""
@@ -108,6 +120,10 @@ class Settings(BaseSettings):
     # GetContext places this many of the active session's newest turns right after
     # BACKGROUND, before the items relevant to the intent, so they always fit the budget.
     context_tail_first: int = 3
+
+    # OpenTelemetry: an OTLP gRPC collector, e.g. http://otel-collector:4317; empty: no tracing.
+    otlp_endpoint: str = ""
+    otlp_insecure: bool = True
 
     max_workers: int = 16
     shutdown_grace_s: float = 10.0

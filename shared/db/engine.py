@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,11 +66,13 @@ class Database:
     def write(self) -> Iterator[Session]:
         """One transaction; commits on success, rolls back on error."""
         with self._write() as session, session.begin():
+            _timed_connection(session, "write")
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self._read() as session, session.begin():
+            _timed_connection(session, "read")
             yield session
 
     def scalars_now(self, stmt) -> list:
@@ -110,6 +113,15 @@ class Database:
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
+
+
+def _timed_connection(session: Session, engine: str) -> None:
+    """Takes the session's connection now, timing the wait for the pool."""
+    from shared.metrics import DB_POOL_WAIT
+
+    t0 = time.perf_counter()
+    session.connection()
+    DB_POOL_WAIT.labels(engine).observe(time.perf_counter() - t0)
 
 
 def upgrade(engine: Engine) -> None:
