@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from memlake.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
+from memlake.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc, shard_service_pb2_grpc
 from retrieval_service.index import IndexManager, build_from_settings
 from retrieval_service.ranking import rank_config_from
+from retrieval_service.routing import Router, ShardServicer
 from retrieval_service.servicer import RetrievalServicer
 from shared.runtime import Runtime
 from shared.server import ServiceSpec
@@ -16,6 +17,7 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     rt.local.subscribe(index.wake)
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()
+    router = Router(index.ring, index, rt.db) if index.ring.sharded else None
     servicer = RetrievalServicer(
         rt.db,
         index,
@@ -25,13 +27,17 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
         tail_size=s.session_tail_size,
         tail_ttl_s=s.session_tail_ttl_s,
         rank=rank_config_from(s),
+        router=router,
     )
+
+    def register(server) -> None:
+        retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server)
+        shard_service_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(servicer), server)
+
     spec = ServiceSpec(
         FULL_NAME,
-        lambda server: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(
-            servicer, server
-        ),
+        register,
         checks=[rt.check_db, rt.check_cache, index.check_ready],
-        on_stop=[unsubscribe, index.stop],
+        on_stop=[unsubscribe, index.stop] + ([router.close] if router else []),
     )
     return spec, index

@@ -144,6 +144,7 @@ class SnapshotStore:
         return entries
 
     def write_manifest(self, manifest: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
         with open(tmp, "w") as fh:
             json.dump(manifest, fh)
