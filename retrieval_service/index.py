@@ -89,7 +89,7 @@ class _Codes:
     __slots__ = ("codes", "lookup", "n")
 
     def __init__(self) -> None:
-        self.codes = np.zeros(64, dtype=np.int32)
+        self.codes = np.zeros(4, dtype=np.int32)
         self.lookup: dict[str, int] = {}
         self.n = 0
 
@@ -144,7 +144,7 @@ class Partition:
         self.lock = threading.RLock()
         self.n = 0
         self.n_alive = 0
-        cap = 64
+        cap = 4  # small: most partitions hold a few memories; doubles as it fills
         for name, (dt, fill) in COLUMNS.items():
             setattr(self, name, np.full(cap, fill, dtype=dt))
         self.vectors = np.zeros((cap, dim), dtype=np.float32)
@@ -309,7 +309,7 @@ class Partition:
         """Fills an empty partition from stored columns; derived parts (BM25, links) are
         rebuilt. Rows must be in arrival order (a turn after its predecessors)."""
         n = len(vectors)
-        cap = max(64, 1 << (n - 1).bit_length()) if n else 64
+        cap = max(4, n + n // 8)  # room for some growth without a power-of-two overhang
         for name, (dt, fill) in COLUMNS.items():
             arr = np.full(cap, fill, dtype=dt)
             arr[:n] = cols[name]
@@ -492,6 +492,7 @@ class IndexManager:
         self._stored: dict[tuple[str, str], list] = {}  # in the snapshot, not yet loaded
         self._manifest_parts: dict[str, list] = {}  # the last manifest's entries
         self._load_lock = threading.RLock()
+        self._snapshot_lock = threading.Lock()  # one snapshot round at a time
         self._used: dict[tuple[str, str], float] = {}  # borrowed partitions: last use
         self._store = None
         if snapshot_dir is not None:
@@ -822,7 +823,6 @@ class IndexManager:
             self._wake.set()
 
     def _run(self) -> None:
-        last_snapshot = time.monotonic()
         while not self._stop.is_set():
             try:
                 if not self.ready:
@@ -830,18 +830,25 @@ class IndexManager:
                         self.start_loader()  # the rest of the partitions, in the background
                     else:
                         self.load_all()
-                    last_snapshot = time.monotonic()
+                    threading.Thread(
+                        target=self._snapshot_loop, name="index-snapshot", daemon=True
+                    ).start()
                 else:
                     self.catch_up()
                     self._drop_idle_borrowed()
-                if time.monotonic() - last_snapshot > self.snapshot_interval:
-                    self.save_snapshot()
-                    last_snapshot = time.monotonic()
             except Exception:  # noqa: BLE001 - database hiccup: retry after a pause
                 log.exception("index tail failed")
                 self._stop.wait(1.0)
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+
+    def _snapshot_loop(self) -> None:
+        """Snapshots on their own thread, so the tail thread keeps applying meanwhile."""
+        while not self._stop.wait(self.snapshot_interval):
+            try:
+                self.save_snapshot()
+            except Exception:  # noqa: BLE001 - a missed snapshot only slows the next start
+                log.exception("index snapshot failed")
 
     def stop(self) -> None:
         self._stop.set()

@@ -218,6 +218,11 @@ def save(m, fail_after: int = -1) -> bool:
     store = m._store
     if store is None or not m.ready:
         return False
+    with m._snapshot_lock:
+        return _save(m, store, fail_after)
+
+
+def _save(m, store: SnapshotStore, fail_after: int) -> bool:
     with m._apply_lock:
         seq = m.applied_seq
         if seq == m.snapshot_seq and not m._dirty:
