@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -161,7 +162,8 @@ class Partition:
     # -- writes -----------------------------------------------------------------------------
 
     def _grow(self) -> None:
-        cap = len(self.ids) * 2
+        n = len(self.ids)
+        cap = 2 * n if n < 4096 else n + n // 4  # large partitions: a smaller overhang
         for name, (dt, fill) in COLUMNS.items():
             old = getattr(self, name)
             new = np.full(cap, fill, dtype=dt)
@@ -190,10 +192,11 @@ class Partition:
             self.alive[row] = True
             self.vectors[row] = vec
             when = rec.occur_time or rec.create_time
-            self.sessions.append(rec.session_id)
-            self.agents.append(rec.agent_id)
-            self.users.append(rec.user_id)
-            self.speakers.append(_first_name(speaker_of(rec.attributes)))
+            # Interned: rows of a session or user share one string object.
+            self.sessions.append(sys.intern(rec.session_id))
+            self.agents.append(sys.intern(rec.agent_id))
+            self.users.append(sys.intern(rec.user_id))
+            self.speakers.append(sys.intern(_first_name(speaker_of(rec.attributes))))
             self.texts.append(index_text(rec.type, rec.content, rec.attributes, when))
             self.docs.append(record_to_proto(rec).SerializeToString())
             self._set_meta(row, rec)
