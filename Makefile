@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf bench-locomo bench-scale bench-facts clean
+.PHONY: install run test lint proto proto-check buf bench-locomo bench-scale bench-shards bench-facts clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench-locomo: install
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json
+
+## Index operations at many partitions (snapshots, apply pauses, write-to-searchable,
+## start-up and shutdown, bytes per memory). TIER: 1k, 10k, 100k, 100x1k or 100x10k.
+TIER ?= 10k
+bench-shards: install
+	$(PY) bench/shards.py --tier $(TIER) --out bench/out/shards-$(TIER).json
 
 bench-facts: install
 	$(PY) bench/facts.py --out bench/out/facts.json

@@ -492,6 +492,7 @@ class IndexManager:
         self.ring = ring or Ring()
         self.borrowed_idle_s = borrowed_idle_s
         self._dirty: set[tuple[str, str]] = set()  # changed since their last snapshot
+        self._purge: set[tuple[str, str]] = set()  # ... by a removal
         self._stored: dict[tuple[str, str], list] = {}  # in the snapshot, not yet loaded
         self._manifest_parts: dict[str, list] = {}  # the last manifest's entries
         self._load_lock = threading.RLock()
@@ -773,6 +774,7 @@ class IndexManager:
         if key is not None:
             self.partitions[key].remove(memory_id)
             self._dirty.add(key)
+            self._purge.add(key)  # its old snapshot segment must go (snapshots.py)
 
     def _compact(self) -> None:
         """Replaces partitions that are a quarter tombstones (under the apply lock)."""

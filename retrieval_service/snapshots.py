@@ -228,32 +228,43 @@ def _save(m, store: SnapshotStore, fail_after: int) -> bool:
         if seq == m.snapshot_seq and not m._dirty:
             return False
         dirty, m._dirty = m._dirty, set()
+        purge, m._purge = m._purge, set()
         changed = {k: m.partitions[k] for k in dirty if k in m.partitions and m.owns(k)}
         old = m._manifest_parts
     keep = {n: e for n, e in old.items() if part_key(n) not in dirty and m.owns(part_key(n))}
+    # Segments holding a removed memory are not kept: their other partitions are copied
+    # into the new segment, so the old file (and the removed rows in it) can be deleted.
+    purged = {old[part_name(k)][0] for k in purge if part_name(k) in old}
     try:
         total, live = store.segment_bytes({"partitions": keep}) if keep else (0, 0)
         rewrite = total > 2 * live and total > (4 << 20)  # mostly dead segments: copy live
+        copy = {n: e for n, e in keep.items() if rewrite or e[0] in purged}
         items = [
             (part_name(k), (lambda p=p: encode(copy_partition(p)))) for k, p in changed.items()
         ]
-        if rewrite:
-            items += [(n, (lambda e=e: bytes(store.read(e)))) for n, e in keep.items()]
+        items += [(n, (lambda e=e: bytes(store.read(e)))) for n, e in copy.items()]
         entries = store.write_segment(items, seq, fail_after) if items else {}
+        kept = {n: e for n, e in keep.items() if n not in copy}
         manifest = {
             **_config(m),
             "applied_seq": seq,
             "ring": m.ring.describe(),
-            "partitions": {**({} if rewrite else keep), **entries},
+            "partitions": {**kept, **entries},
         }
         store.write_manifest(manifest)
     except BaseException:
         with m._apply_lock:
             m._dirty |= dirty  # written next time
+            m._purge |= purge
         raise
     m._manifest_parts = manifest["partitions"]
     m.snapshot_seq = seq
-    store.collect(manifest)
+    with m._load_lock:  # partitions not decoded yet now live in the new segment
+        for k in list(m._stored):
+            e = manifest["partitions"].get(part_name(k))
+            if e is not None:
+                m._stored[k] = e
+        store.collect(manifest)
     log.info("index snapshot at seq %d: %d partitions written", seq, len(changed))
     return True
 

@@ -135,3 +135,30 @@ def test_applying_the_log_does_not_wait_for_a_snapshot(writer, tmp_path, monkeyp
     assert int(w.memory.id) in _ids(m2, "acme", "u3", "garden party indoors")
     m._store.close()
     m2._store.close()
+
+
+def test_a_forgotten_memory_leaves_no_snapshot_file(writer, tmp_path):
+    """The forgotten row's partition is rewritten, and the old segment it shared with other
+    partitions is replaced (their bytes copied) and deleted."""
+    settings, c = writer
+    secret = "zanzibar-passcode-4471"
+    gone = c.remember(event(f"my {secret} for the harbour gate", user="u1"))
+    for u in USERS:
+        c.remember(event(f"harbour gate opening hours {u}", user=u))
+    root = tmp_path / "idx"
+    m = _manager(settings, root)
+    m.load_all()
+    assert m.save_snapshot()
+    assert any(secret.encode() in p.read_bytes() for p in root.iterdir())
+    c.forget(gone.memory.id)
+    m.catch_up()
+    assert m.save_snapshot()
+    for p in root.iterdir():
+        assert secret.encode() not in p.read_bytes(), p.name
+    m2 = _manager(settings, root)
+    assert m2.load_snapshot()
+    for u in USERS:  # the other partitions survived the copy
+        assert _ids(m2, "acme", u, f"harbour gate opening hours {u}")
+    assert int(gone.memory.id) not in _ids(m2, "acme", "u1", "harbour gate passcode")
+    m._store.close()
+    m2._store.close()
