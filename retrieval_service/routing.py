@@ -34,6 +34,7 @@ from retrieval_service.ownership import (
     Ring,
     partition_header,
 )
+from shared.auth.identity import caller
 from shared.convert import record_to_proto
 from shared.db.models import MemoryRecord
 from shared.errors import DeadlineExceeded
@@ -342,6 +343,7 @@ class ShardServicer(spb_grpc.ShardServiceServicer):
             start=request.start_time,
             end=request.end_time,
             include_history=request.include_history,
+            access=caller().readable(),  # the caller's grants, checked here again
         )
         qvec = np.frombuffer(request.query_vector, dtype=np.float32)
         now = request.now or time.time()

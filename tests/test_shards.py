@@ -24,9 +24,11 @@ from retrieval_service.index import partition_key
 from retrieval_service.ownership import Ring
 from retrieval_service.snapshots import part_key
 from shared.launch import start
+from tests.conftest import tenant_key
 from tests.helpers import event, turn
 
 ROOT = Path(__file__).resolve().parent.parent
+KEY = [""]  # the tenant's API key, made by the cluster fixture
 USERS = [f"user{i}" for i in range(7)]
 QUERIES = ["harbour walk", "piano lesson tomorrow"]
 # Poll a starting server without gRPC's growing reconnect backoff (1 s, 1.6 s, ...).
@@ -75,6 +77,7 @@ class Replica:
             MEMLAKE_SNAPSHOT_INTERVAL_S="0.5",
             MEMLAKE_LOG_REQUESTS="false",
             MEMLAKE_SHUTDOWN_GRACE_S="2",
+            MEMLAKE_AUTH_HASH_N=str(s.auth_hash_n),
             PYTHONPATH=str(ROOT),
         )
         log = open(self.workdir / f"r{self.ordinal}.log", "ab")  # noqa: SIM115
@@ -106,7 +109,7 @@ class Replica:
         self.proc = None
 
     def client(self) -> MemlakeClient:
-        return MemlakeClient(self.addr, tenant="acme", timeout=20)
+        return MemlakeClient(self.addr, api_key=KEY[0], timeout=20)
 
     def owned(self) -> set[tuple[str, str]]:
         m = json.loads((self.index_dir / "manifest.json").read_text())
@@ -127,7 +130,7 @@ def _answers(c: MemlakeClient, seq: int) -> dict:
 
 def _write(ingest_addr: str, tag: str) -> int:
     seq = 0
-    with MemlakeClient(ingest_addr, tenant="acme", timeout=20) as c:
+    with MemlakeClient(ingest_addr, api_key=KEY[0], timeout=20) as c:
         items = []
         for i, u in enumerate(USERS):
             items.append(event(f"{WORDS[i % 6]} with {u} {tag}", user=u))
@@ -145,6 +148,7 @@ def _write(ingest_addr: str, tag: str) -> int:
 def cluster(fresh_backend, tmp_path):
     backend, settings = fresh_backend
     ingest, _ = start("ingest", settings, port=0)
+    KEY[0] = tenant_key(f"127.0.0.1:{ingest.port}", settings, "acme")
     ports = [_free_port() for _ in range(3)]
     replicas = [Replica(i, ports, settings, tmp_path) for i in range(3)]
     # The reference: one replica holding every partition (in-process, its own data dir).
@@ -170,7 +174,7 @@ def test_three_replicas_answer_like_one_and_survive_kill_9(cluster):
         r.start(3)
     for r in replicas:
         r.wait_serving()
-    with MemlakeClient(ref_addr, tenant="acme", timeout=20) as c:
+    with MemlakeClient(ref_addr, api_key=KEY[0], timeout=20) as c:
         want = _answers(c, seq)
     assert all(want[(u, q)] for u in USERS for q in QUERIES[:1])
     for r in replicas:
@@ -184,13 +188,13 @@ def test_three_replicas_answer_like_one_and_survive_kill_9(cluster):
     other = replicas[(victim.ordinal + 1) % 3]
     victim.stop(signal.SIGKILL)
     seq = _write(ingest_addr, "b")
-    with MemlakeClient(ref_addr, tenant="acme", timeout=20) as c:
+    with MemlakeClient(ref_addr, api_key=KEY[0], timeout=20) as c:
         want = _answers(c, seq)
     with other.client() as c:
         assert _answers(c, seq) == want
     victim.start(3).wait_serving()
     seq = _write(ingest_addr, "c")
-    with MemlakeClient(ref_addr, tenant="acme", timeout=20) as c:
+    with MemlakeClient(ref_addr, api_key=KEY[0], timeout=20) as c:
         want = _answers(c, seq)
     for r in replicas:
         with r.client() as c:
@@ -256,7 +260,7 @@ def test_growing_from_two_to_three_replicas_answers_every_query(cluster):
         t.join(30)
     assert not failures, failures[:5]
     assert answered[0] > 10
-    with MemlakeClient(ref_addr, tenant="acme", timeout=20) as c:
+    with MemlakeClient(ref_addr, api_key=KEY[0], timeout=20) as c:
         want = _answers(c, seq)
     for r in replicas:
         with r.client() as c:

@@ -16,6 +16,7 @@ from retrieval_service.ranking import search
 from shared.db.engine import Database
 from shared.embedding import HashEmbedder
 from shared.launch import start
+from tests.conftest import tenant_key
 from tests.helpers import event
 
 USERS = [f"u{i}" for i in range(5)]
@@ -43,7 +44,8 @@ def _manifest(root) -> dict:
 def writer(fresh_backend):
     backend, settings = fresh_backend
     running, rt = start("ingest", settings, port=0)
-    c = MemlakeClient(f"127.0.0.1:{running.port}", tenant="acme", timeout=20)
+    addr = f"127.0.0.1:{running.port}"
+    c = MemlakeClient(addr, api_key=tenant_key(addr, settings, "acme"), timeout=20)
     yield settings, c
     c.close()
     running.stop(1.0)
