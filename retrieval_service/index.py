@@ -92,7 +92,7 @@ class _Codes:
     __slots__ = ("codes", "lookup", "n")
 
     def __init__(self) -> None:
-        self.codes = np.zeros(4, dtype=np.int32)
+        self.codes = np.zeros(0, dtype=np.int32)
         self.lookup: dict[str, int] = {}
         self.n = 0
 
@@ -147,7 +147,7 @@ class Partition:
         self.lock = threading.RLock()
         self.n = 0
         self.n_alive = 0
-        cap = 4  # small: most partitions hold a few memories; doubles as it fills
+        cap = 1  # most partitions hold a few memories; doubles as it fills
         for name, (dt, fill) in COLUMNS.items():
             setattr(self, name, np.full(cap, fill, dtype=dt))
         self.vectors = np.zeros((cap, dim), dtype=np.float32)
@@ -314,7 +314,7 @@ class Partition:
         """Fills an empty partition from stored columns; derived parts (BM25, links) are
         rebuilt. Rows must be in arrival order (a turn after its predecessors)."""
         n = len(vectors)
-        cap = max(4, n + n // 8)  # room for some growth without a power-of-two overhang
+        cap = max(1, n + n // 8)  # room for some growth without a power-of-two overhang
         for name, (dt, fill) in COLUMNS.items():
             arr = np.full(cap, fill, dtype=dt)
             arr[:n] = cols[name]
@@ -845,6 +845,7 @@ class IndexManager:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="index-tail", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._snapshot_loop, name="index-snapshot", daemon=True).start()
 
     def wake(self, seq: int | None = None) -> None:
         if seq is None or seq > self.applied_seq:
@@ -858,9 +859,6 @@ class IndexManager:
                         self.start_loader()  # the rest of the partitions, in the background
                     else:
                         self.load_all()
-                    threading.Thread(
-                        target=self._snapshot_loop, name="index-snapshot", daemon=True
-                    ).start()
                 else:
                     self.catch_up()
                     self._drop_idle_borrowed()

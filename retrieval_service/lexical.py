@@ -100,8 +100,8 @@ class BM25:
     def __init__(self, k1: float = BM25_K1, b: float = BM25_B) -> None:
         self.k1, self.b = k1, b
         self.postings: dict[str, _Postings] = {}
-        self.doc_len = np.zeros(4, dtype=np.float32)
-        self.live = np.zeros(4, dtype=bool)
+        self.doc_len = np.zeros(1, dtype=np.float32)
+        self.live = np.zeros(1, dtype=bool)
         self.n_docs = 0
         self.n_live = 0
         self.total_len = 0.0
