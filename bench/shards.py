@@ -314,6 +314,42 @@ def run(args) -> dict:
     return out
 
 
+def one_partition(n: int, data: Path) -> dict:
+    """Resident bytes per memory of one partition of n conversation turns: LoCoMo dev
+    texts (cycled, with their speakers and sessions) and random unit 384-d vectors."""
+    import gc
+    import json
+    from datetime import timedelta
+
+    from retrieval_service.index import Partition
+
+    turns = []
+    for conv in json.loads(data.read_text()):
+        for sess, v in conv["conversation"].items():
+            if isinstance(v, list):
+                turns += [(sess, t["speaker"], t["text"]) for t in v if "text" in t]
+    rng, t0 = np.random.default_rng(1), datetime(2023, 1, 1, tzinfo=UTC)
+    recs = []
+    for i in range(n):
+        sess, speaker, text = turns[i % len(turns)]
+        rec = MemoryRecord(
+            id=i + 1, tenant="t", type=pb.MEMORY_TYPE_CONVERSATION, user_id="user-1",
+            agent_id="", session_id=f"{sess}-{i // len(turns)}", content=text,
+            attributes={"speaker": speaker}, importance=0.5, source={}, create_time=t0,
+            update_time=t0, occur_time=t0 + timedelta(minutes=i), current=True, revision=1,
+            etag="e", turn_index=i, conflicted=False,
+        )  # fmt: skip
+        v = rng.standard_normal(DIM).astype(np.float32)
+        recs.append((rec, v / np.linalg.norm(v)))
+    gc.collect()
+    r0 = rss_bytes()
+    p = Partition(DIM, 10**9)  # exact only: no graph
+    for rec, v in recs:
+        p.put(rec, v)
+    gc.collect()
+    return {"one_partition_memories": n, "rss_bytes_per_memory": (rss_bytes() - r0) / n}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tier", choices=sorted(TIERS), default="10k")
@@ -323,8 +359,15 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/memlake-bench-shards")
     ap.add_argument("--code", default=CODE)
     ap.add_argument("--out", default="bench/out/shards.json")
+    ap.add_argument(
+        "--one-partition",
+        type=int,
+        default=0,
+        help="only measure bytes per memory of one partition of this many LoCoMo turns",
+    )
+    ap.add_argument("--data", default=str(Path(CODE).parent / "shared/data/locomo10-dev.json"))
     args = ap.parse_args()
-    out = run(args)
+    out = one_partition(args.one_partition, Path(args.data)) if args.one_partition else run(args)
     out["cpu"] = platform.processor() or _cpu()
     out["code"] = args.code
     for k, v in out.items():

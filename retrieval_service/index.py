@@ -516,6 +516,7 @@ class IndexManager:
         self.borrowed_idle_s = borrowed_idle_s
         self._dirty: set[tuple[str, str]] = set()  # changed since their last snapshot
         self._purge: set[tuple[str, str]] = set()  # ... by a removal
+        self._touched: set[tuple[str, str]] | None = None  # ... by the running catch-up
         self._stored: dict[tuple[str, str], list] = {}  # in the snapshot, not yet loaded
         self._manifest_parts: dict[str, list] = {}  # the last manifest's entries
         self._load_lock = threading.RLock()
@@ -757,11 +758,11 @@ class IndexManager:
         return p
 
     def _drop_idle_borrowed(self) -> None:
-        now = time.monotonic()
+        now = time.monotonic()  # borrowed partitions are the ones in _used
         idle = [
             k
-            for k in list(self.partitions)
-            if not self.ring.owns(k) and now - self._used.get(k, 0.0) > self.borrowed_idle_s
+            for k, t in list(self._used.items())
+            if now - t > self.borrowed_idle_s and not self.ring.owns(k)
         ]
         if not idle:
             return
@@ -787,6 +788,8 @@ class IndexManager:
         self._partition(key).put(rec, vec)
         self.where[rec.id] = key
         self._dirty.add(key)
+        if self._touched is not None:
+            self._touched.add(key)
 
     def _remove(self, memory_id: int) -> None:
         key = self.where.pop(memory_id, None)
@@ -798,19 +801,32 @@ class IndexManager:
             self.partitions[key].remove(memory_id)
             self._dirty.add(key)
             self._purge.add(key)  # its old snapshot segment must go (snapshots.py)
+            if self._touched is not None:
+                self._touched.add(key)
 
-    def _compact(self) -> None:
-        """Replaces partitions that are a quarter tombstones (under the apply lock)."""
-        for key, p in list(self.partitions.items()):
+    def _compact(self, keys=None) -> None:
+        """Replaces partitions (all, or those in keys) that are a quarter tombstones (under
+        the apply lock)."""
+        items = (
+            list(self.partitions.items())
+            if keys is None
+            else [(k, self.partitions[k]) for k in keys if k in self.partitions]
+        )
+        for key, p in items:
             if p.needs_compaction():
                 self.partitions[key] = p.compact()
                 self._dirty.add(key)
 
-    def _build_graphs(self) -> None:
-        """Builds graphs for partitions that grew past the threshold. Outside the apply
-        lock: a build takes minutes at 1M memories, and build_ann takes in rows that
-        arrive meanwhile."""
-        for p in list(self.partitions.values()):
+    def _build_graphs(self, keys=None) -> None:
+        """Builds graphs for partitions (all, or those in keys) that grew past the
+        threshold. Outside the apply lock: a build takes minutes at 1M memories, and
+        build_ann takes in rows that arrive meanwhile."""
+        parts = (
+            list(self.partitions.values())
+            if keys is None
+            else [self.partitions[k] for k in keys if k in self.partitions]
+        )
+        for p in parts:
             if p.needs_ann():
                 p.build_ann()
 
@@ -818,6 +834,7 @@ class IndexManager:
         """Applies every change after applied_seq; returns the number applied."""
         applied = 0
         with self._apply_lock:
+            self._touched = set()  # the partitions this catch-up changes
             while True:
                 with self.db.read() as s:
                     # Each row with its memory's scope: rows of partitions another replica
@@ -834,10 +851,11 @@ class IndexManager:
                         self._remove(e.memory_id)
                 self._set_applied(entries[-1].seq)
                 applied += len(entries)
+            touched, self._touched = self._touched, None
             if applied:
-                self._compact()
+                self._compact(touched)  # only these can have changed
         if applied:
-            self._build_graphs()
+            self._build_graphs(touched)
         return applied
 
     # -- tailing --------------------------------------------------------------------------

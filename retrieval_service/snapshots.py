@@ -16,6 +16,8 @@ has no tombstones (its ids are row numbers), otherwise the loader rebuilds it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import mmap
@@ -108,10 +110,17 @@ class SnapshotStore:
         self._maps: dict[str, tuple[mmap.mmap, object]] = {}
 
     def read_manifest(self) -> dict | None:
+        """The manifest, with "partitions" as name -> [segment, offset, length]."""
         path = self.root / MANIFEST
         if not path.exists():
             return None
-        return json.loads(path.read_text())
+        m = json.loads(path.read_text())
+        segs, names = m.pop("segments"), m.pop("names")
+        rows = np.frombuffer(base64.b64decode(m.pop("entries")), dtype="<i8").reshape(-1, 3)
+        m["partitions"] = {
+            n: [segs[s], o, ln] for n, (s, o, ln) in zip(names, rows.tolist(), strict=True)
+        }
+        return m
 
     def read(self, entry: list) -> memoryview:
         """The bytes of one partition (segment, offset, length), from a memory map."""
@@ -144,10 +153,23 @@ class SnapshotStore:
         return entries
 
     def write_manifest(self, manifest: dict) -> None:
+        """Compactly: the partition names as one list and their (segment number, offset,
+        length) as one packed array (a dict of lists took 3x longer at 100k partitions,
+        all of it holding the GIL the apply thread needs)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        parts = manifest["partitions"]
+        segs = sorted({e[0] for e in parts.values()})
+        num = {name: i for i, name in enumerate(segs)}
+        rows = np.array([(num[e[0]], e[1], e[2]) for e in parts.values()], dtype="<i8")
+        out = {k: v for k, v in manifest.items() if k != "partitions"}
+        out.update(
+            segments=segs,
+            names=list(parts),
+            entries=base64.b64encode(rows.tobytes()).decode(),
+        )
         tmp = self.root / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
         with open(tmp, "w") as fh:
-            json.dump(manifest, fh)
+            fh.write(json.dumps(out))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.root / MANIFEST)
@@ -231,7 +253,11 @@ def _save(m, store: SnapshotStore, fail_after: int) -> bool:
         purge, m._purge = m._purge, set()
         changed = {k: m.partitions[k] for k in dirty if k in m.partitions and m.owns(k)}
         old = m._manifest_parts
-    keep = {n: e for n, e in old.items() if part_key(n) not in dirty and m.owns(part_key(n))}
+    dropped = {part_name(k) for k in dirty}
+    if m.ring.sharded:
+        keep = {n: e for n, e in old.items() if n not in dropped and m.owns(part_key(n))}
+    else:
+        keep = {n: e for n, e in old.items() if n not in dropped}
     # Segments holding a removed memory are not kept: their other partitions are copied
     # into the new segment, so the old file (and the removed rows in it) can be deleted.
     purged = {old[part_name(k)][0] for k in purge if part_name(k) in old}
@@ -285,7 +311,7 @@ def load(m) -> bool:
             return False
         parts = manifest["partitions"]
         seq = int(manifest["applied_seq"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
         log.warning("index snapshot unreadable (%s); rebuilding from the database", exc)
         return False
     with m._apply_lock:

@@ -5,7 +5,6 @@ query answered and ends with each partition owned by exactly one replica."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from memlake.client import MemlakeClient, scope
 from retrieval_service.index import partition_key
 from retrieval_service.ownership import Ring
-from retrieval_service.snapshots import part_key
+from retrieval_service.snapshots import SnapshotStore, part_key
 from shared.launch import start
 from tests.conftest import tenant_key
 from tests.helpers import event, turn
@@ -112,7 +111,7 @@ class Replica:
         return MemlakeClient(self.addr, api_key=KEY[0], timeout=20)
 
     def owned(self) -> set[tuple[str, str]]:
-        m = json.loads((self.index_dir / "manifest.json").read_text())
+        m = SnapshotStore(self.index_dir).read_manifest()
         return {part_key(n) for n in m["partitions"]}
 
 

@@ -4,7 +4,6 @@ a restart loads partitions lazily and catches up."""
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
@@ -37,7 +36,7 @@ def _ids(m: IndexManager, tenant: str, user: str, query: str) -> list[int]:
 
 
 def _manifest(root) -> dict:
-    return json.loads((root / "manifest.json").read_text())
+    return snapshots.SnapshotStore(root).read_manifest()
 
 
 @pytest.fixture
