@@ -5,6 +5,7 @@ from retrieval_service.index import IndexManager, build_from_settings
 from retrieval_service.ranking import rank_config_from
 from retrieval_service.routing import Router, ShardServicer
 from retrieval_service.servicer import RetrievalServicer
+from shared.metrics import INDEX as INDEX_METRICS
 from shared.runtime import Runtime
 from shared.server import ServiceSpec
 
@@ -14,9 +15,11 @@ FULL_NAME = retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"
 def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     s = rt.settings
     index = build_from_settings(s, rt.embedder.name, rt.embedder.dim, db=rt.db)
+    rt.index = index
     rt.local.subscribe(index.wake)
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()
+    INDEX_METRICS.track(index)
     router = Router(index.ring, index, rt.db) if index.ring.sharded else None
     servicer = RetrievalServicer(
         rt.db,

@@ -3,7 +3,8 @@
 A partition holds the rows of one (tenant, user) or (tenant, agent) scope: vectors, BM25
 postings and the columns filters need, so a scoped query touches only its own rows and
 filters are exact (a mask applied before ranking, never after). Rows are append-only;
-a removed memory leaves a tombstone until the partition is compacted. Above a size
+a removed memory leaves a tombstone that holds no content (text, scope strings, document,
+vector and BM25 postings are dropped at once) until the partition is compacted. Above a size
 threshold a partition also keeps an HNSW graph (faiss) over its rows; a search uses it
 with the filter mask as an IDSelector, and falls back to exact search whenever the
 mask is small or the graph returns fewer hits than exist.
@@ -25,7 +26,7 @@ import numpy as np
 from sqlalchemy import select
 
 from memlake.v1 import memory_pb2 as pb
-from retrieval_service.lexical import BM25, has_time_expression
+from retrieval_service.lexical import BM25, has_time_expression, tokenize
 from retrieval_service.ownership import Ring, ring_from_settings
 from shared import changelog
 from shared.convert import record_to_proto
@@ -159,6 +160,7 @@ class Partition:
         self.bm25 = BM25()  # each row's own text
         self.bm25_window = BM25()  # a turn with the turns before it
         self.ann: faiss.IndexHNSWFlat | None = None
+        self.ann_stale = False  # the graph still holds a removed row's vector
         self._codes = {name: _Codes() for name in SCOPE_COLUMNS}
 
     # -- writes -----------------------------------------------------------------------------
@@ -264,6 +266,28 @@ class Partition:
         if nxt >= 0:  # the next turn no longer carries this one's words
             self.prev_row[nxt] = -1
             self._index_window(nxt)
+        self._scrub(row)
+
+    def _scrub(self, row: int) -> None:
+        """A tombstone keeps no content: its words leave the postings, its strings, vector
+        and id are blanked (so snapshots hold none of it), and a graph holding its vector
+        is rebuilt at the next compaction."""
+        terms = tokenize(self.texts[row])
+        t = int(self.turn[row])
+        if t >= 0 and self.turn_row.get((self.sessions[row], t)) == row:
+            del self.turn_row[(self.sessions[row], t)]
+        self.bm25.purge(terms)
+        self.bm25_window.purge(terms)
+        self.texts[row] = ""
+        self.vectors[row] = 0.0
+        self.ids[row] = 0
+        for name in SCOPE_COLUMNS:
+            column = getattr(self, name)
+            value, column[row] = column[row], ""
+            if value and value in self._codes[name].lookup and value not in column:
+                self._codes[name] = _Codes()  # rebuilt lazily without the gone value
+        if self.ann is not None:
+            self.ann_stale = True
 
     def remove(self, memory_id: int) -> bool:
         with self.lock:
@@ -279,7 +303,7 @@ class Partition:
         return self.ann is None and self.n_alive > self.ann_threshold
 
     def needs_compaction(self) -> bool:
-        return self.n > 1000 and self.n - self.n_alive > self.n // 4
+        return self.ann_stale or (self.n > 1000 and self.n - self.n_alive > self.n // 4)
 
     def build_ann(self) -> None:
         """Builds the HNSW graph from a copy of the rows, outside the lock, then swaps it in
@@ -335,6 +359,11 @@ class Partition:
         for r in range(n):
             if self.alive[r]:
                 self._index_row(r)
+            else:  # a snapshot written before tombstones were scrubbed
+                for name in STRINGS:
+                    getattr(self, name)[r] = ""
+                self.docs[r] = b""
+                self.vectors[r] = 0.0
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -445,6 +474,14 @@ class Partition:
         with self.lock:
             return self._codes["speakers"].equal(self.speakers, name, self.n)[rows]
 
+    def asks(self, rows: np.ndarray) -> np.ndarray:
+        """Turns that ask a question someone answered (a later turn of the session exists):
+        the answer, not the question, is what a search for it wants."""
+        texts, nxt = self.texts, self.next_row
+        return np.fromiter(
+            (nxt[r] >= 0 and texts[r].rstrip().endswith("?") for r in rows), bool, len(rows)
+        )
+
     def doc(self, row: int) -> bytes:
         return self.docs[row]
 
@@ -539,6 +576,10 @@ class IndexManager:
         self.where: dict[int, tuple[str, str]] = {}
         self.applied_seq = 0
         self.snapshot_seq = -1
+        # A removal (Forget, erasure, expiry) was applied: snapshot soon, so the previous
+        # snapshot on disk stops holding the removed content.
+        self.removed_since_snapshot = False
+        self.erase_snapshot_delay_s = 1.0
         self.ready = False
         self._cond = threading.Condition()
         self._wake = threading.Event()
@@ -798,7 +839,11 @@ class IndexManager:
                 self._load_stored(k)
             key = self.where.pop(memory_id, None)
         if key is not None:
-            self.partitions[key].remove(memory_id)
+            p = self.partitions[key]
+            p.remove(memory_id)
+            if p.n_alive == 0:  # nothing left of the scope, not even its name
+                del self.partitions[key]
+            self.removed_since_snapshot = True
             self._dirty.add(key)
             self._purge.add(key)  # its old snapshot segment must go (snapshots.py)
             if self._touched is not None:
@@ -887,12 +932,22 @@ class IndexManager:
             self._wake.clear()
 
     def _snapshot_loop(self) -> None:
-        """Snapshots on their own thread, so the tail thread keeps applying meanwhile."""
-        while not self._stop.wait(self.snapshot_interval):
+        """Snapshots on their own thread, so the tail thread keeps applying meanwhile:
+        every snapshot_interval, and soon after a removal (a forgotten memory must leave
+        the snapshot files too)."""
+        last = time.monotonic()
+        step = min(self.snapshot_interval, self.erase_snapshot_delay_s / 4, 0.25)
+        while not self._stop.wait(step):
+            since = time.monotonic() - last
+            if since < self.snapshot_interval and not (
+                self.removed_since_snapshot and since > self.erase_snapshot_delay_s
+            ):
+                continue
             try:
                 self.save_snapshot()
             except Exception:  # noqa: BLE001 - a missed snapshot only slows the next start
                 log.exception("index snapshot failed")
+            last = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()

@@ -248,6 +248,7 @@ class _Peer:
                 "importance": col(pc.importance, np.float32),
                 "confidence": col(pc.confidence, np.float32),
                 "conflicted": col(pc.conflicted, bool),
+                "asks": col(pc.asks, bool),
                 "exact": pc.exact,
                 "speakers": list(pc.speakers),
                 "names": set(pc.speaker_names),
@@ -271,6 +272,7 @@ class _Peer:
         for name in ("ids", "types", "has_time", "day", "when", "importance", "confidence"):
             setattr(self, name, cat(name))
         self.conflicted = cat("conflicted")
+        self._asks = cat("asks")
         n = len(self.ids)
         self._cands = Candidates(
             np.arange(n), cat("dense"), cat("lexical"), all(x["exact"] for x in parts)
@@ -297,6 +299,9 @@ class _Peer:
     def spoken_by(self, name: str, rows: np.ndarray) -> np.ndarray:
         return np.array([self._speakers[r] == name for r in rows], dtype=bool)
 
+    def asks(self, rows: np.ndarray) -> np.ndarray:
+        return self._asks[rows]
+
     def doc(self, row: int) -> bytes:
         local = self._local_docs.get(row)
         if local is not None:
@@ -318,6 +323,7 @@ def pack(p, c: Candidates) -> dict:
             "importance": p.importance[rows].copy(),
             "confidence": p.confidence[rows].copy(),
             "conflicted": p.conflicted[rows].copy(),
+            "asks": np.asarray(p.asks(rows), dtype=bool),
             "exact": c.exact,
             "speakers": [p.speakers[int(r)] for r in rows],
             "names": p.speaker_names(),
@@ -370,6 +376,7 @@ class ShardServicer(spb_grpc.ShardServiceServicer):
                 importance=x["importance"].astype(np.float32).tobytes(),
                 confidence=x["confidence"].astype(np.float32).tobytes(),
                 conflicted=x["conflicted"].astype(bool).tobytes(),
+                asks=x["asks"].tobytes(),
                 speakers=x["speakers"],
                 speaker_names=sorted(x["names"]),
             )

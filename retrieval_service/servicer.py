@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, false, func, or_, select
 
@@ -18,12 +18,19 @@ from shared.cache import Cache, safe
 from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
+from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
+from shared.metrics import CACHE_LOOKUPS
 from shared.tails import load_session_tail, session_tail_key
 from shared.tenancy import check_scope_tenant
 
 MAX_WAIT_S = 10.0
+KEYED_TYPES = (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION, pb.MEMORY_TYPE_SKILL)
+
+
+def _not_expired():
+    return or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > utcnow())
 
 
 def _types(values, field: str) -> frozenset[int]:
@@ -76,6 +83,34 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 reason="INDEX_BEHIND",
             )
 
+    def _live(self, tenant: str, ids) -> set[int]:
+        """Which of these memories still exist and have not expired: one query. The index
+        may lag a Forget, an erasure or an expiry; what a read returns never does."""
+        ids = {int(i) for i in ids}
+        if not ids:
+            return set()
+        return set(
+            self.db.scalars_now(
+                select(MemoryRecord.id).where(
+                    MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids), _not_expired()
+                )
+            )
+        )
+
+    def _search_live(
+        self, tenant, qvec, query, f: Filters, top_k: int, context=None, min_seq: int = 0
+    ) -> list:
+        """The index's top_k, re-checked against the database; when some are gone, asks
+        the index for more so a search still returns top_k when that many exist."""
+        extra = 0
+        while True:
+            hits = self._search(context, min_seq, tenant, qvec, query, f, top_k + extra)
+            live = self._live(tenant, (h.memory_id for h in hits))
+            kept = [h for h in hits if h.memory_id in live]
+            if len(kept) >= top_k or len(hits) < top_k + extra or extra >= 4096:
+                return kept[:top_k]
+            extra = max(2 * extra, len(hits) - len(kept))
+
     # -- by id and listing (the database) ----------------------------------------------------
 
     def GetMemory(self, request, context):
@@ -85,7 +120,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         with self.db.read() as s:
             rec = s.scalar(
                 select(MemoryRecord).where(
-                    MemoryRecord.tenant == tenant, MemoryRecord.id == int(request.id)
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.id == int(request.id),
+                    _not_expired(),
                 )
             )
             if rec is None:
@@ -94,6 +131,35 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
             )
             return rpb.GetMemoryResponse(memory=record_to_proto(rec))
+
+    def GetMemoryByKey(self, request, context):
+        tenant = self._tenant(context)
+        check_scope_tenant(request.scope.tenant, tenant)
+        if request.type not in KEYED_TYPES:
+            raise InvalidArgument("type", "must be BACKGROUND, REFLECTION or SKILL")
+        key = request.key.strip()
+        if not key:
+            raise InvalidArgument("key", "is required")
+        now = datetime.now(UTC)
+        with self.db.read() as s:
+            rec = s.scalar(
+                select(MemoryRecord).where(
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.type == request.type,
+                    MemoryRecord.user_id == request.scope.user_id,
+                    MemoryRecord.agent_id == request.scope.agent_id,
+                    MemoryRecord.key == key,
+                    MemoryRecord.current.is_(True),
+                    or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > now),
+                )
+            )
+            if rec is None:
+                what = "name" if request.type == pb.MEMORY_TYPE_SKILL else "key"
+                raise NotFound(f"no current {pb.MemoryType.Name(request.type)} with {what} {key!r}")
+            caller().require(
+                READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
+            )
+            return rpb.GetMemoryByKeyResponse(memory=record_to_proto(rec))
 
     def ListMemories(self, request, context):
         tenant = self._tenant(context)
@@ -104,7 +170,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         types = _types(request.types, "types")
         start, end = _range(request.time_range, "time_range")
         when = func.coalesce(MemoryRecord.occur_time, MemoryRecord.create_time)
-        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant)
+        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant, _not_expired())
         sc = request.scope
         for col, val in (
             (MemoryRecord.user_id, sc.user_id),
@@ -153,7 +219,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         """ranking.search over this replica's index, or over every replica's partitions
         for an unscoped query when partitions are spread over replicas."""
         source = self.index
-        if self.router is not None and self.router.fans_out(f):
+        if self.router is not None and context is not None and self.router.fans_out(f):
             source = self.router.view(context, min_seq)
         return search(source, tenant, qvec, query, f, top_k, self.rank)
 
@@ -187,8 +253,8 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             return forwarded
         self._wait(request.min_seq, context)
         qvec = self.embedder.embed_one(request.query)
-        hits = self._search(
-            context, request.min_seq, tenant, qvec, request.query, f, request.top_k or 10
+        hits = self._search_live(
+            tenant, qvec, request.query, f, request.top_k or 10, context, request.min_seq
         )
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
@@ -242,6 +308,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             k = self.tail_first
             cands[len(bgs) : len(bgs)] = [Candidate(m, 0.0, "session_tail") for m in tail[:k]]
             cands += [Candidate(m, 0.0, "session_tail") for m in tail[k:]]
+        live = self._live(tenant, (c.memory.id for c in cands))
+        if any(int(c.memory.id) not in live for c in cands if c.reason == "session_tail"):
+            # A cached tail holding a forgotten turn (another process forgot it): reload.
+            safe(self.cache.delete, session_tail_key(tenant, f.user_id, f.agent_id, f.session_id))
+        cands = [c for c in cands if int(c.memory.id) in live]
         chosen, rendered, tokens = assemble(cands, budget)
         resp = rpb.GetContextResponse(
             rendered=rendered, token_count=tokens, index_seq=self.index.applied_seq
@@ -257,6 +328,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         """The last turns of the session from the cache; on a miss, from the database."""
         key = session_tail_key(tenant, f.user_id, f.agent_id, f.session_id)
         cached = safe(self.cache.get_tail, key)
+        CACHE_LOOKUPS.labels("session_tail", "miss" if cached is None else "hit").inc()
         if cached is not None:
             return [pb.Memory.FromString(b) for b in cached]
         tail = load_session_tail(

@@ -108,6 +108,7 @@ class SnapshotStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._maps: dict[str, tuple[mmap.mmap, object]] = {}
+        self._tocs: dict[str, set[str]] = {}
 
     def read_manifest(self) -> dict | None:
         """The manifest, with "partitions" as name -> [segment, offset, length]."""
@@ -150,7 +151,22 @@ class SnapshotStore:
                 off += len(blob)
             fh.flush()
             os.fsync(fh.fileno())
+        # Its table of contents: which partitions have a copy in it (for erasure).
+        (self.root / f"{name}.toc").write_text(json.dumps(sorted(entries)))
+        self._tocs[name] = set(entries)
         return entries
+
+    def toc(self, segment: str) -> set[str] | None:
+        """The partitions a segment holds a copy of; None when unknown."""
+        got = self._tocs.get(segment)
+        if got is None:
+            try:
+                got = self._tocs[segment] = set(
+                    json.loads((self.root / f"{segment}.toc").read_text())
+                )
+            except (OSError, ValueError):
+                return None
+        return got
 
     def write_manifest(self, manifest: dict) -> None:
         """Compactly: the partition names as one list and their (segment number, offset,
@@ -182,11 +198,13 @@ class SnapshotStore:
     def collect(self, manifest: dict) -> None:
         """Deletes segments and temp files the manifest no longer points to."""
         used = {e[0] for e in manifest["partitions"].values()}
+        used |= {f"{s}.toc" for s in used}
         for path in self.root.iterdir():
             if path.name == MANIFEST or path.name in used:
                 continue
             if path.name.startswith(("seg-", f".{MANIFEST}.")):
                 self._unmap(path.name)
+                self._tocs.pop(path.name, None)
                 path.unlink(missing_ok=True)
             elif path.is_dir() and re.fullmatch(r"p\d+", path.name):  # format 2 leftovers
                 shutil.rmtree(path, ignore_errors=True)
@@ -251,6 +269,7 @@ def _save(m, store: SnapshotStore, fail_after: int) -> bool:
             return False
         dirty, m._dirty = m._dirty, set()
         purge, m._purge = m._purge, set()
+        m.removed_since_snapshot = False
         changed = {k: m.partitions[k] for k in dirty if k in m.partitions and m.owns(k)}
         old = m._manifest_parts
     dropped = {part_name(k) for k in dirty}
@@ -258,9 +277,15 @@ def _save(m, store: SnapshotStore, fail_after: int) -> bool:
         keep = {n: e for n, e in old.items() if n not in dropped and m.owns(part_key(n))}
     else:
         keep = {n: e for n, e in old.items() if n not in dropped}
-    # Segments holding a removed memory are not kept: their other partitions are copied
-    # into the new segment, so the old file (and the removed rows in it) can be deleted.
-    purged = {old[part_name(k)][0] for k in purge if part_name(k) in old}
+    # Segments holding any copy (current or stale) of a partition that lost a memory are
+    # not kept: their other partitions are copied into the new segment, so the old files
+    # (and the removed rows in them) can be deleted.
+    names = {part_name(k) for k in purge}
+    purged = set()
+    for seg in {e[0] for e in old.values()} if names else ():
+        toc = store.toc(seg)
+        if toc is None or toc & names:
+            purged.add(seg)
     try:
         total, live = store.segment_bytes({"partitions": keep}) if keep else (0, 0)
         rewrite = total > 2 * live and total > (4 << 20)  # mostly dead segments: copy live
@@ -282,6 +307,7 @@ def _save(m, store: SnapshotStore, fail_after: int) -> bool:
         with m._apply_lock:
             m._dirty |= dirty  # written next time
             m._purge |= purge
+            m.removed_since_snapshot = m.removed_since_snapshot or bool(purge)
         raise
     m._manifest_parts = manifest["partitions"]
     m.snapshot_seq = seq

@@ -28,6 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from shared.auth.audit import AccessAuditor
 from shared.auth.identity import Authenticator, is_public, reset_caller, set_caller
 from shared.errors import MemlakeError
+from shared.tracing import annotate, server_interceptors
 
 log = logging.getLogger("memlake")
 
@@ -143,18 +144,30 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         public = is_public(full)
 
         def wrapped(request_or_iterator, context):
+            g = guarded(request_or_iterator, context)
+            if streaming_response:
+                return g  # streamed as produced; errors map to a status mid-stream too
+            try:
+                return next(g)
+            finally:
+                g.close()  # runs the metrics and log below
+
+        def guarded(request_or_iterator, context):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
+            annotate(request_id=request_id)
             code = grpc.StatusCode.OK
             ident = token = result = None
             try:
                 if self.auth is not None and not public:
                     ident = self.auth.authenticate(md, context)
                     token = set_caller(ident)
+                    annotate(tenant=ident.tenant)  # from the credentials, never the request
                 result = fn(request_or_iterator, context)
                 if streaming_response:
-                    result = list(result)  # simple; our streaming responses are small
-                return iter(result) if streaming_response else result
+                    yield from result
+                else:
+                    yield result
             except Exception as exc:  # noqa: BLE001 - every exception becomes a status
                 set_code = _context_code(context)
                 if set_code not in (None, grpc.StatusCode.OK):
@@ -318,6 +331,7 @@ def create_server(
     max_workers: int = 16,
     health_interval: float = 5.0,
     log_requests: bool = True,
+    tracer_provider=None,
     authenticator: Authenticator | None = None,
     auditor: AccessAuditor | None = None,
     server_credentials: grpc.ServerCredentials | None = None,
@@ -325,7 +339,11 @@ def create_server(
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor(log_requests, authenticator, auditor)],
+        # The tracing interceptor (when on) is outermost, so ours runs in its span.
+        interceptors=[
+            *server_interceptors(tracer_provider),
+            ServiceInterceptor(log_requests, authenticator, auditor),
+        ],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),

@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     # Empty: in-process cache. Otherwise e.g. redis://127.0.0.1:6379/0
     redis_url: str = ""
 
+    # host:port of the all-in-one server. Clients (`memlake`, the MCP server) read the same
+    # MEMLAKE_ADDR to find it; when set it overrides MEMLAKE_HOST/MEMLAKE_ALLINONE_PORT for
+    # `memlake serve`.
+    addr: str = ""
     host: str = "127.0.0.1"
     # All-in-one and ingest share 50051 (they are never run on one machine together
     # unless the ports are changed).
@@ -31,6 +35,14 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = 9464
     retrieval_metrics_port: int = 9465
     versioning_metrics_port: int = 9466
+    # HTTP/JSON (Connect protocol) for every RPC, served by the all-in-one beside gRPC and
+    # by `memlake serve --service gateway`; -1 turns it off.
+    http_port: int = 8080
+    # Where `memlake serve --service gateway` forwards calls: retrieval and versioning calls
+    # to their addresses, every other service (ingest, ...) to gateway_upstream_addr.
+    gateway_upstream_addr: str = "127.0.0.1:50051"
+    gateway_retrieval_addr: str = "127.0.0.1:50052"
+    gateway_versioning_addr: str = "127.0.0.1:50053"
     # Where ingest sends FACT items; empty means 127.0.0.1:<versioning_port>
     # (the all-in-one process points it at itself).
     versioning_addr: str = ""
@@ -91,6 +103,7 @@ class Settings(BaseSettings):
     rank_speaker_boost: float = 0.6
     rank_date_boost: float = 0.5
     rank_time_boost: float = 0.3
+    rank_question_factor: float = 0.85  # a turn that asked what a later turn answered
     rank_dense_next: float = 0.3  # neighbour smoothing
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document
@@ -109,12 +122,20 @@ class Settings(BaseSettings):
     borrowed_idle_s: float = 120.0
     tail_poll_interval_s: float = 0.2
 
+    # Memories past their expire_time are never returned; this often (seconds) the ingest
+    # process also deletes them everywhere (0: never).
+    expiry_sweep_interval_s: float = 60.0
+
     # Hot tail of an active session kept in the cache.
     session_tail_size: int = 20
     session_tail_ttl_s: int = 24 * 3600
     # GetContext places this many of the active session's newest turns right after
     # BACKGROUND, before the items relevant to the intent, so they always fit the budget.
     context_tail_first: int = 3
+
+    # OpenTelemetry: an OTLP gRPC collector, e.g. http://otel-collector:4317; empty: no tracing.
+    otlp_endpoint: str = ""
+    otlp_insecure: bool = True
 
     max_workers: int = 16
     shutdown_grace_s: float = 10.0

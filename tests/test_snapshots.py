@@ -93,8 +93,9 @@ def test_only_changed_partitions_are_written_and_a_failed_round_keeps_the_last(w
         e[0] for e in second["partitions"].values()
     }
     assert not (root / ".manifest.json.deadbeef").exists()
-    assert {p.name for p in root.iterdir()} == {"manifest.json"} | {
-        e[0] for e in third["partitions"].values()
+    segments = {e[0] for e in third["partitions"].values()}
+    assert {p.name for p in root.iterdir()} == {"manifest.json"} | segments | {
+        f"{s}.toc" for s in segments
     }
     m._store.close()
     m2._store.close()
@@ -139,8 +140,9 @@ def test_applying_the_log_does_not_wait_for_a_snapshot(writer, tmp_path, monkeyp
 
 
 def test_a_forgotten_memory_leaves_no_snapshot_file(writer, tmp_path):
-    """The forgotten row's partition is rewritten, and the old segment it shared with other
-    partitions is replaced (their bytes copied) and deleted."""
+    """The forgotten row's partition is rewritten, and every older segment holding a copy
+    of it (current or stale), shared with other partitions, is replaced (their bytes copied)
+    and deleted."""
     settings, c = writer
     secret = "zanzibar-passcode-4471"
     gone = c.remember(event(f"my {secret} for the harbour gate", user="u1"))
@@ -150,7 +152,14 @@ def test_a_forgotten_memory_leaves_no_snapshot_file(writer, tmp_path):
     m = _manager(settings, root)
     m.load_all()
     assert m.save_snapshot()
-    assert any(secret.encode() in p.read_bytes() for p in root.iterdir())
+    # u1 changes again: its newer copy goes to a second segment, while the first one (with
+    # the stale copy holding the secret) stays for the other partitions.
+    c.remember(event("harbour gate repainted", user="u1"))
+    m.catch_up()
+    assert m.save_snapshot()
+    segments = [p for p in root.iterdir() if p.suffix == ".bin"]
+    assert len(segments) == 2
+    assert all(secret.encode() in p.read_bytes() for p in segments)
     c.forget(gone.memory.id)
     m.catch_up()
     assert m.save_snapshot()

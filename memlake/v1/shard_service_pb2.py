@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from memlake.v1 import memory_pb2 as memlake_dot_v1_dot_memory__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememlake/v1/shard_service.proto\x12\nmemlake.v1\x1a\x17memlake/v1/memory.proto\"\x87\x02\n\x17SearchCandidatesRequest\x12%\n\x05types\x18\x01 \x03(\x0e\x32\x16.memlake.v1.MemoryType\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\nstart_time\x18\x05 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x06 \x01(\x01\x12\x17\n\x0finclude_history\x18\x07 \x01(\x08\x12\x14\n\x0cquery_vector\x18\x08 \x01(\x0c\x12\r\n\x05query\x18\t \x01(\t\x12\x0c\n\x04want\x18\n \x01(\x05\x12\x0b\n\x03now\x18\x0b \x01(\x01\x12\x0f\n\x07min_seq\x18\x0c \x01(\x03\"\x8f\x02\n\x13PartitionCandidates\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05\x65xact\x18\x03 \x01(\x08\x12\x0b\n\x03ids\x18\x04 \x01(\x0c\x12\r\n\x05\x64\x65nse\x18\x05 \x01(\x0c\x12\x0f\n\x07lexical\x18\x06 \x01(\x0c\x12\r\n\x05types\x18\x07 \x01(\x0c\x12\x10\n\x08has_time\x18\x08 \x01(\x0c\x12\x0b\n\x03\x64\x61y\x18\t \x01(\x0c\x12\x0c\n\x04when\x18\n \x01(\x0c\x12\x12\n\nimportance\x18\x0b \x01(\x0c\x12\x12\n\nconfidence\x18\x0c \x01(\x0c\x12\x12\n\nconflicted\x18\r \x01(\x0c\x12\x10\n\x08speakers\x18\x0e \x03(\t\x12\x15\n\rspeaker_names\x18\x0f \x03(\t\"b\n\x18SearchCandidatesResponse\x12\x33\n\npartitions\x18\x01 \x03(\x0b\x32\x1f.memlake.v1.PartitionCandidates\x12\x11\n\tindex_seq\x18\x02 \x01(\x03\x32m\n\x0cShardService\x12]\n\x10SearchCandidates\x12#.memlake.v1.SearchCandidatesRequest\x1a$.memlake.v1.SearchCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememlake/v1/shard_service.proto\x12\nmemlake.v1\x1a\x17memlake/v1/memory.proto\"\x87\x02\n\x17SearchCandidatesRequest\x12%\n\x05types\x18\x01 \x03(\x0e\x32\x16.memlake.v1.MemoryType\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\nstart_time\x18\x05 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x06 \x01(\x01\x12\x17\n\x0finclude_history\x18\x07 \x01(\x08\x12\x14\n\x0cquery_vector\x18\x08 \x01(\x0c\x12\r\n\x05query\x18\t \x01(\t\x12\x0c\n\x04want\x18\n \x01(\x05\x12\x0b\n\x03now\x18\x0b \x01(\x01\x12\x0f\n\x07min_seq\x18\x0c \x01(\x03\"\x9d\x02\n\x13PartitionCandidates\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05\x65xact\x18\x03 \x01(\x08\x12\x0b\n\x03ids\x18\x04 \x01(\x0c\x12\r\n\x05\x64\x65nse\x18\x05 \x01(\x0c\x12\x0f\n\x07lexical\x18\x06 \x01(\x0c\x12\r\n\x05types\x18\x07 \x01(\x0c\x12\x10\n\x08has_time\x18\x08 \x01(\x0c\x12\x0b\n\x03\x64\x61y\x18\t \x01(\x0c\x12\x0c\n\x04when\x18\n \x01(\x0c\x12\x12\n\nimportance\x18\x0b \x01(\x0c\x12\x12\n\nconfidence\x18\x0c \x01(\x0c\x12\x12\n\nconflicted\x18\r \x01(\x0c\x12\x10\n\x08speakers\x18\x0e \x03(\t\x12\x15\n\rspeaker_names\x18\x0f \x03(\t\x12\x0c\n\x04\x61sks\x18\x10 \x01(\x0c\"b\n\x18SearchCandidatesResponse\x12\x33\n\npartitions\x18\x01 \x03(\x0b\x32\x1f.memlake.v1.PartitionCandidates\x12\x11\n\tindex_seq\x18\x02 \x01(\x03\x32m\n\x0cShardService\x12]\n\x10SearchCandidates\x12#.memlake.v1.SearchCandidatesRequest\x1a$.memlake.v1.SearchCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHCANDIDATESREQUEST']._serialized_start=72
   _globals['_SEARCHCANDIDATESREQUEST']._serialized_end=335
   _globals['_PARTITIONCANDIDATES']._serialized_start=338
-  _globals['_PARTITIONCANDIDATES']._serialized_end=609
-  _globals['_SEARCHCANDIDATESRESPONSE']._serialized_start=611
-  _globals['_SEARCHCANDIDATESRESPONSE']._serialized_end=709
-  _globals['_SHARDSERVICE']._serialized_start=711
-  _globals['_SHARDSERVICE']._serialized_end=820
+  _globals['_PARTITIONCANDIDATES']._serialized_end=623
+  _globals['_SEARCHCANDIDATESRESPONSE']._serialized_start=625
+  _globals['_SEARCHCANDIDATESRESPONSE']._serialized_end=723
+  _globals['_SHARDSERVICE']._serialized_start=725
+  _globals['_SHARDSERVICE']._serialized_end=834
 # @@protoc_insertion_point(module_scope)

@@ -36,7 +36,7 @@ class SearchCandidatesRequest(_message.Message):
     def __init__(self, types: _Optional[_Iterable[_Union[_memory_pb2.MemoryType, str]]] = ..., user_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., include_history: _Optional[bool] = ..., query_vector: _Optional[bytes] = ..., query: _Optional[str] = ..., want: _Optional[int] = ..., now: _Optional[float] = ..., min_seq: _Optional[int] = ...) -> None: ...
 
 class PartitionCandidates(_message.Message):
-    __slots__ = ("tenant", "key", "exact", "ids", "dense", "lexical", "types", "has_time", "day", "when", "importance", "confidence", "conflicted", "speakers", "speaker_names")
+    __slots__ = ("tenant", "key", "exact", "ids", "dense", "lexical", "types", "has_time", "day", "when", "importance", "confidence", "conflicted", "speakers", "speaker_names", "asks")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class PartitionCandidates(_message.Message):
     CONFLICTED_FIELD_NUMBER: _ClassVar[int]
     SPEAKERS_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     key: str
     exact: bool
@@ -67,7 +68,8 @@ class PartitionCandidates(_message.Message):
     conflicted: bytes
     speakers: _containers.RepeatedScalarFieldContainer[str]
     speaker_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tenant: _Optional[str] = ..., key: _Optional[str] = ..., exact: _Optional[bool] = ..., ids: _Optional[bytes] = ..., dense: _Optional[bytes] = ..., lexical: _Optional[bytes] = ..., types: _Optional[bytes] = ..., has_time: _Optional[bytes] = ..., day: _Optional[bytes] = ..., when: _Optional[bytes] = ..., importance: _Optional[bytes] = ..., confidence: _Optional[bytes] = ..., conflicted: _Optional[bytes] = ..., speakers: _Optional[_Iterable[str]] = ..., speaker_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    asks: bytes
+    def __init__(self, tenant: _Optional[str] = ..., key: _Optional[str] = ..., exact: _Optional[bool] = ..., ids: _Optional[bytes] = ..., dense: _Optional[bytes] = ..., lexical: _Optional[bytes] = ..., types: _Optional[bytes] = ..., has_time: _Optional[bytes] = ..., day: _Optional[bytes] = ..., when: _Optional[bytes] = ..., importance: _Optional[bytes] = ..., confidence: _Optional[bytes] = ..., conflicted: _Optional[bytes] = ..., speakers: _Optional[_Iterable[str]] = ..., speaker_names: _Optional[_Iterable[str]] = ..., asks: _Optional[bytes] = ...) -> None: ...
 
 class SearchCandidatesResponse(_message.Message):
     __slots__ = ("partitions", "index_seq")
