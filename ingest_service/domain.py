@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -30,7 +31,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.idempotency import Replay, prior_response
-from shared.text import index_text, window_text
+from shared.text import index_text
 
 log = logging.getLogger("memlake.ingest")
 
@@ -59,6 +60,8 @@ class MemoryIn:
     request_id: str = ""
     # Hash of the whole request, so a reused request_id with other content is refused.
     fingerprint: str = ""
+    # A client-supplied embedding (checked and normalised); the content is then not embedded.
+    vector: np.ndarray | None = None
 
 
 @dataclass
@@ -128,6 +131,25 @@ def validate(item: MemoryIn, prefix: str = "memory") -> None:
             raise InvalidArgument(f"{prefix}.fact.subject", "is required for FACT")
         if not str(a.get("value", "")).strip():
             raise InvalidArgument(f"{prefix}.fact.value", "is required for FACT")
+
+
+def mix_window(
+    own: tuple[np.ndarray, float], previous: list[tuple[np.ndarray, float]]
+) -> np.ndarray:
+    """A turn's dense vector: the mean of its own embedding and its window's. The window's
+    is the normalised mean of the own embeddings of the previous turns and itself, each
+    weighted by its length in words (as mean pooling over the window's text would weigh
+    them). Its inner product with a query is the mean of the two cosines."""
+    if not previous:
+        return own[0]
+    vecs, weights = zip(*previous, own, strict=True)
+    window = np.average(np.asarray(vecs), axis=0, weights=np.asarray(weights))
+    window /= max(float(np.linalg.norm(window)), 1e-12)
+    return ((own[0] + window) / 2).astype(np.float32)
+
+
+def _words(text: str) -> float:
+    return float(max(len(text.split()), 1))
 
 
 def _session(item: MemoryIn) -> tuple[str, str, str]:
@@ -236,34 +258,48 @@ class IngestDomain:
         return results  # type: ignore[return-value]
 
     def _vectors(self, tenant: str, items: list[MemoryIn], todo: list[int]) -> dict:
-        """One embedding batch. A turn's vector is the mean of its own embedding and that
-        of its window (the turns before it in the session), so an inner product with a
-        query is the mean of the two cosines."""
-        conv = [i for i in todo if items[i].type == pb.MEMORY_TYPE_CONVERSATION]
+        """One embedding batch of each item's own text. A turn's vector is then the mean
+        of its own embedding and its window's: the normalised mean of the own embeddings
+        of the turn and the `dense_window` turns before it in the session (turns written
+        earlier are embedded again from their text, which the embedder's cache usually
+        holds). The window costs no model run: every turn is embedded once."""
+        given = {i: items[i].vector for i in todo if items[i].vector is not None}
+        embed = [i for i in todo if i not in given]
+        conv = [i for i in embed if items[i].type == pb.MEMORY_TYPE_CONVERSATION]
         if not self.dense_window:
             conv = []
         history = self._recent_turns(tenant, {_session(items[i]) for i in conv})
-        windows = []
+        earlier = [t for turns in history.values() for t in turns]
+        texts = [_text(items[i]) for i in embed]
+        vecs = self.embedder.embed(texts + earlier)
+        out = {i: vecs[n] for n, i in enumerate(embed)}
+        mine = {i: (vecs[n], _words(texts[n])) for n, i in enumerate(embed)}
+        out.update(given)  # used as they are
+        own: dict[tuple[str, str, str], list[tuple[np.ndarray, float]]] = {}
+        n = len(embed)
+        for key, turns in history.items():
+            own[key] = [(vecs[n + j], _words(t)) for j, t in enumerate(turns)]
+            n += len(turns)
         for i in conv:
-            prev = history.setdefault(_session(items[i]), [])
-            windows.append(
-                window_text(prev, items[i].content, items[i].attributes, self.dense_window)
-            )
-            prev.append((items[i].content, items[i].attributes))
-        vecs = self.embedder.embed([_text(items[i]) for i in todo] + windows)
-        out = {i: vecs[n] for n, i in enumerate(todo)}
-        for j, i in enumerate(conv):
-            out[i] = (out[i] + vecs[len(todo) + j]) / 2
+            prev = own.setdefault(_session(items[i]), [])
+            out[i] = mix_window(mine[i], prev[len(prev) - self.dense_window :])
+            prev.append(mine[i])
         return out
 
     def _recent_turns(self, tenant: str, sessions: set[tuple[str, str, str]]) -> dict:
-        out: dict[tuple[str, str, str], list] = {}
+        """The index texts of the last `dense_window` turns of each session, in order."""
+        out: dict[tuple[str, str, str], list[str]] = {}
         if not sessions:
             return out
         with self.db.read() as s:
             for user, agent, session in sessions:
                 rows = s.execute(
-                    select(MemoryRecord.content, MemoryRecord.attributes)
+                    select(
+                        MemoryRecord.type,
+                        MemoryRecord.content,
+                        MemoryRecord.attributes,
+                        MemoryRecord.occur_time,
+                    )
                     .where(
                         MemoryRecord.tenant == tenant,
                         MemoryRecord.user_id == user,
@@ -274,7 +310,9 @@ class IngestDomain:
                     .order_by(MemoryRecord.turn_index.desc())
                     .limit(self.dense_window)
                 ).all()
-                out[(user, agent, session)] = [(c, a or {}) for c, a in reversed(rows)]
+                out[(user, agent, session)] = [
+                    index_text(t, c, a or {}, when) for t, c, a, when in reversed(rows)
+                ]
         return out
 
     def _write_one(self, s: Session, tenant: str, item: MemoryIn, vec) -> WriteResult:
@@ -380,21 +418,25 @@ class IngestDomain:
         if not after or not self.dense_window:
             return 0
         before = s.execute(
-            select(MemoryRecord.content, MemoryRecord.attributes)
+            select(
+                MemoryRecord.type,
+                MemoryRecord.content,
+                MemoryRecord.attributes,
+                MemoryRecord.occur_time,
+            )
             .where(*same, MemoryRecord.turn_index < gone.turn_index)
             .order_by(MemoryRecord.turn_index.desc())
             .limit(self.dense_window)
         ).all()
-        prev = [(c, a or {}) for c, a in reversed(before)]
-        texts, windows = [], []
-        for r in after:
-            texts.append(index_text(r.type, r.content, r.attributes, r.occur_time))
-            windows.append(window_text(prev, r.content, r.attributes, self.dense_window))
-            prev.append((r.content, r.attributes or {}))
-        vecs = self.embedder.embed(texts + windows)
+        earlier = [index_text(t, c, a or {}, when) for t, c, a, when in reversed(before)]
+        texts = [index_text(r.type, r.content, r.attributes, r.occur_time) for r in after]
+        vecs = self.embedder.embed(earlier + texts)
+        prev = [(vecs[j], _words(t)) for j, t in enumerate(earlier)]
         for j, r in enumerate(after):
-            r.embedding = to_bytes((vecs[j] + vecs[len(after) + j]) / 2)
+            v = (vecs[len(earlier) + j], _words(texts[j]))
+            r.embedding = to_bytes(mix_window(v, prev[len(prev) - self.dense_window :]))
             r.etag = uuid.uuid4().hex[:16]
+            prev.append(v)
         s.flush()
         return changelog.append(s, tenant, [r.id for r in after])
 

@@ -14,19 +14,29 @@ from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
+from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
 from shared.idempotency import Replay, fingerprint
 from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metadata
+from shared.vectors import client_vector
 
 MAX_BATCH = 1000
 STREAM_CHUNK = 64
 
 
-def memory_in(req, prefix: str) -> MemoryIn:
-    """RememberRequest/StreamRememberRequest -> MemoryIn (shape checks only)."""
+def memory_in(req, prefix: str, embedder: Embedder | None = None) -> MemoryIn:
+    """RememberRequest/StreamRememberRequest -> MemoryIn (shape checks only; a client
+    vector is checked against `embedder`'s model and dimension)."""
     m = req.memory
     if not req.HasField("memory"):
         raise InvalidArgument(prefix, "is required")
+    vector = None
+    if m.HasField("vector"):
+        if m.type == pb.MEMORY_TYPE_FACT:
+            raise InvalidArgument(f"{prefix}.vector", "is not accepted for FACT items")
+        if embedder is None:
+            raise InvalidArgument(f"{prefix}.vector", "is not accepted here")
+        vector = client_vector(m.vector, f"{prefix}.vector", embedder.name, embedder.dim)
     which = m.WhichOneof("attributes")
     expected = ATTR_FIELD.get(m.type)
     if which and expected and which != expected:
@@ -51,6 +61,7 @@ def memory_in(req, prefix: str) -> MemoryIn:
         expire_time=ts_to_dt(m.expire_time, has=m.HasField("expire_time")),
         request_id=req.request_id,
         fingerprint=fingerprint(req),
+        vector=vector,
     )
 
 
@@ -93,7 +104,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
             p = prefix.format(i=offset + i)
             try:
                 check_scope_tenant(req.memory.scope.tenant, tenant, _join(p, "memory.scope.tenant"))
-                item = memory_in(req, _join(p, "memory"))
+                item = memory_in(req, _join(p, "memory"), self.domain.embedder)
                 if item.type == pb.MEMORY_TYPE_FACT:
                     out[i] = self._assert_fact(tenant, req, item, context)
                 else:

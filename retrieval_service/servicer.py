@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
@@ -12,6 +13,7 @@ from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
 from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
+from retrieval_service.lexical import without_owner
 from retrieval_service.ranking import DEFAULT, RankConfig, search
 from shared.cache import Cache, safe
 from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
@@ -20,6 +22,7 @@ from shared.db.models import MemoryRecord
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
+from shared.vectors import client_vector
 
 MAX_WAIT_S = 10.0
 
@@ -155,14 +158,22 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
 
     def SearchMemories(self, request, context):
         tenant = self._tenant(context)
-        if not request.query.strip():
-            raise InvalidArgument("query", "must not be empty")
+        given = request.HasField("vector")
+        if not given and not request.query.strip():
+            raise InvalidArgument("query", "must not be empty (or give a vector)")
         if not 0 <= request.top_k <= 200:
             raise InvalidArgument("top_k", "must be within [0, 200]")
+        if given:
+            qvec = client_vector(request.vector, "vector", self.embedder.name, self.embedder.dim)
+        min_score = request.min_score if request.HasField("min_score") else None
+        if min_score is not None and not math.isfinite(min_score):
+            raise InvalidArgument("min_score", "must be a finite number")
         f = self._filters(request, tenant)
         self._wait(request.min_seq, context)
-        qvec = self.embedder.embed_one(request.query)
-        hits = search(self.index, tenant, qvec, request.query, f, request.top_k or 10, self.rank)
+        query = without_owner(request.query, f.user_id or f.agent_id)
+        if not given:
+            qvec = self.embedder.embed_one(query)
+        hits = search(self.index, tenant, qvec, query, f, request.top_k or 10, self.rank, min_score)
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
             r = resp.results.add(score=h.score, conflicted=h.conflicted)
@@ -180,12 +191,13 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         f = self._filters(request, tenant)
         self._wait(request.min_seq, context)
         cands: list[Candidate] = []
-        qvec = self.embedder.embed_one(request.intent or "profile")
+        intent = without_owner(request.intent, f.user_id or f.agent_id)
+        qvec = self.embedder.embed_one(intent or "profile")
         # BACKGROUND first: every current item of the user/agent, in key order.
         bg = Filters(
             types=frozenset([pb.MEMORY_TYPE_BACKGROUND]), user_id=f.user_id, agent_id=f.agent_id
         )
-        bg_hits = search(self.index, tenant, qvec, request.intent, bg, 200, self.rank)
+        bg_hits = search(self.index, tenant, qvec, intent, bg, 200, self.rank)
         bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
         cands += [Candidate(m, 1.0, "background") for m in bgs]
         if request.intent.strip():
@@ -194,7 +206,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 pb.MEMORY_TYPE_UNSPECIFIED,
             }
             rel = Filters(types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id)
-            hits = search(self.index, tenant, qvec, request.intent, rel, 50, self.rank)
+            hits = search(self.index, tenant, qvec, intent, rel, 50, self.rank)
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
             cands += [Candidate(m, 0.0, "session_tail") for m in self._session_tail(tenant, f)]

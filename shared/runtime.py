@@ -47,5 +47,10 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         settings=settings,
         db=db,
         cache=make_cache(settings.redis_url),
-        embedder=make_embedder(settings.embedder, settings.embed_threads),
+        embedder=make_embedder(
+            settings.embedder,
+            settings.embed_threads,
+            settings.embed_workers,
+            settings.embed_precision,
+        ),
     )
