@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,7 @@ from shared.db.types import utcnow
 from shared.embedding import Embedder, to_bytes
 from shared.errors import (
     Aborted,
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     MemlakeError,
@@ -34,6 +36,9 @@ from shared.idempotency import Replay, prior_response
 from shared.text import index_text
 
 log = logging.getLogger("memlake.ingest")
+CONV = pb.MEMORY_TYPE_CONVERSATION
+# Types whose write is a plain append (no key to look up, no version to replace).
+APPEND_TYPES = (pb.MEMORY_TYPE_EVENT, pb.MEMORY_TYPE_CONVERSATION)
 
 MAX_CONTENT_CHARS = 32_000
 KEYED = {
@@ -69,6 +74,7 @@ class WriteResult:
     record: MemoryRecord
     seq: int
     outcome: int
+    response: Any = None  # the servicer's protobuf response, built once
 
 
 def session_tail_key(tenant: str, user_id: str, agent_id: str, session_id: str) -> str:
@@ -213,6 +219,7 @@ class IngestDomain:
         vec_of = self._vectors(tenant, items, todo)
         replays: dict[int, bytes] = {}
         with self.db.write() as s:
+            todo = self._append_bulk(s, tenant, items, todo, vec_of, results, replays, encode)
             for i in todo:
                 item = items[i]
                 try:
@@ -256,6 +263,132 @@ class IngestDomain:
             self.notify(top)
             self._update_tails(tenant, [r for r in results if isinstance(r, WriteResult)])
         return results  # type: ignore[return-value]
+
+    def _append_bulk(
+        self, s: Session, tenant: str, items, todo, vec_of, results, replays, encode
+    ) -> list[int]:
+        """Writes the plain appends of a batch (EVENT and CONVERSATION items, each
+        request_id once) in a few statements instead of a savepoint and a flush each;
+        returns the items left for the item-by-item path (keyed types, a request_id
+        repeated within the batch, or all of them when a concurrent write got in the way).
+        Validation has already passed, so these items cannot fail one by one."""
+        seen: set[str] = set()
+        bulk, rest = [], []
+        for i in todo:
+            rid = items[i].request_id
+            if items[i].type in APPEND_TYPES and not (rid and rid in seen):
+                bulk.append(i)
+                seen.add(rid)
+            else:
+                rest.append(i)
+        if len(bulk) < 2:
+            return todo
+        try:
+            with s.begin_nested():
+                done = self._write_appends(s, tenant, items, bulk, vec_of, encode)
+        except IntegrityError:
+            return todo  # a concurrent retry with a request_id: sort it out item by item
+        for i, res in done.items():
+            if isinstance(res, Replay):
+                replays[i] = res.data
+            else:
+                results[i] = res
+        return rest
+
+    def _write_appends(self, s: Session, tenant: str, items, bulk, vec_of, encode) -> dict:
+        out: dict[int, WriteResult | Replay | MemlakeError] = {}
+        rids = [items[i].request_id for i in bulk if items[i].request_id]
+        prior = {}
+        for c in range(0, len(rids), 500):
+            for k in s.scalars(
+                select(IdempotencyKey).where(
+                    IdempotencyKey.tenant == tenant,
+                    IdempotencyKey.request_id.in_(rids[c : c + 500]),
+                )
+            ):
+                prior[k.request_id] = k
+        new = []
+        for i in bulk:
+            k = prior.get(items[i].request_id) if items[i].request_id else None
+            if k is None:
+                new.append(i)
+            elif k.fingerprint != items[i].fingerprint:
+                out[i] = AlreadyExists(
+                    f"request_id {items[i].request_id!r} was already used for a different request",
+                    reason="REQUEST_ID_REUSED",
+                )
+            else:
+                out[i] = Replay(k.response)
+        if not new:
+            return out
+        next_turn = {}
+        for key in {_session(items[i]) for i in new if items[i].type == CONV}:
+            last = s.scalar(
+                select(func.max(MemoryRecord.turn_index)).where(
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.user_id == key[0],
+                    MemoryRecord.agent_id == key[1],
+                    MemoryRecord.session_id == key[2],
+                    MemoryRecord.turn_index.is_not(None),
+                )
+            )
+            next_turn[key] = 0 if last is None else last + 1
+        now = utcnow()
+        rows = []
+        for i in new:
+            item = items[i]
+            turn = None
+            if item.type == CONV:
+                turn = next_turn[_session(item)]
+                next_turn[_session(item)] = turn + 1
+            rows.append(
+                dict(
+                    tenant=tenant,
+                    type=item.type,
+                    user_id=item.user_id,
+                    agent_id=item.agent_id,
+                    session_id=item.session_id,
+                    content=item.content,
+                    attributes=item.attributes,
+                    importance=item.importance or 0.5,
+                    source=item.source,
+                    create_time=now,
+                    update_time=now,
+                    occur_time=item.occur_time or (now if item.type == CONV else None),
+                    expire_time=item.expire_time,
+                    etag=uuid.uuid4().hex[:16],
+                    embedding=to_bytes(vec_of[i]),
+                    embed_model=self.embedder.name,
+                    current=True,
+                    revision=1,
+                    turn_index=turn,
+                    conflicted=False,
+                )
+            )
+        # Core statements (not the ORM's bulk path); ids matched back by the unique etag.
+        table = MemoryRecord.__table__
+        conn = s.connection()
+        got = dict(conn.execute(insert(table).returning(table.c.etag, table.c.id), rows).all())
+        ids = [got[r["etag"]] for r in rows]
+        seqs = changelog.append_each(s, tenant, ids)
+        keys = []
+        for i, row, mid, seq in zip(new, rows, ids, seqs, strict=True):
+            rec = SimpleNamespace(id=mid, key=None, fact_status=None, **row)
+            res = WriteResult(rec, seq, pb.WRITE_OUTCOME_CREATED)  # type: ignore[arg-type]
+            out[i] = res
+            if items[i].request_id:
+                keys.append(
+                    dict(
+                        tenant=tenant,
+                        request_id=items[i].request_id,
+                        fingerprint=items[i].fingerprint,
+                        response=encode(res),
+                        create_time=now,
+                    )
+                )
+        if keys:
+            conn.execute(insert(IdempotencyKey.__table__), keys)
+        return out
 
     def _vectors(self, tenant: str, items: list[MemoryIn], todo: list[int]) -> dict:
         """One embedding batch of each item's own text. A turn's vector is then the mean

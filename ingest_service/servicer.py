@@ -21,7 +21,7 @@ from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metada
 from shared.vectors import client_vector
 
 MAX_BATCH = 1000
-STREAM_CHUNK = 64
+STREAM_CHUNK = 256  # items written per transaction (and embedded per call)
 
 
 def memory_in(req, prefix: str, embedder: Embedder | None = None) -> MemoryIn:
@@ -241,9 +241,11 @@ def _versioning_error(exc: grpc.RpcError) -> MemlakeError:
 
 
 def _response(res: WriteResult) -> ipb.RememberResponse:
-    return ipb.RememberResponse(
-        memory=record_to_proto(res.record), seq=res.seq, outcome=res.outcome
-    )
+    if res.response is None:  # built once: for the request_id record and for the caller
+        res.response = ipb.RememberResponse(
+            memory=record_to_proto(res.record), seq=res.seq, outcome=res.outcome
+        )
+    return res.response
 
 
 def _encode(res: WriteResult) -> bytes:
