@@ -390,6 +390,17 @@ class IngestDomain:
             conn.execute(insert(IdempotencyKey.__table__), keys)
         return out
 
+    def embed_ahead(self, items: list[MemoryIn]) -> None:
+        """Embeds the items' own texts now, so the embedder's cache holds them when they
+        are written (StreamRemember embeds the next chunk while it writes this one)."""
+        texts = []
+        for item in items:
+            if item.type == pb.MEMORY_TYPE_CONVERSATION and item.occur_time is None:
+                continue  # its date is the write time: not known yet
+            texts.append(_text(item))
+        if texts:
+            self.embedder.embed(texts)
+
     def _vectors(self, tenant: str, items: list[MemoryIn], todo: list[int]) -> dict:
         """One embedding batch of each item's own text. A turn's vector is then the mean
         of its own embedding and its window's: the normalised mean of the own embeddings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -81,8 +83,10 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
         self.default_tenant = default_tenant
         self.versioning_addr = versioning_addr
         self._vchannel: grpc.Channel | None = None
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="embed-ahead")
 
     def close(self) -> None:
+        self._ahead.shutdown(wait=True)
         if self._vchannel is not None:
             self._vchannel.close()
 
@@ -178,31 +182,51 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
     def StreamRemember(self, request_iterator, context):
         tenant = self._tenant(context)
         resp = ipb.StreamRememberResponse()
-        chunk: list = []
         offset = 0
 
-        def flush():
-            nonlocal offset
+        def chunks():
+            chunk: list = []
+            for req in request_iterator:
+                chunk.append(req)
+                if len(chunk) >= STREAM_CHUNK:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+        # While a chunk is written, the next one is embedded (into the embedder's cache),
+        # so the model keeps running while the database works.
+        stream = chunks()
+        chunk = next(stream, None)
+        while chunk is not None:
+            following = next(stream, None)
+            ahead = self._ahead.submit(self._embed_ahead, following) if following else None
             results = self._remember(tenant, chunk, context, "item[{i}]", offset)
             _batch_response(resp, results, offset)
             offset += len(chunk)
-            chunk.clear()
-
-        for req in request_iterator:
-            chunk.append(req)
-            if len(chunk) >= STREAM_CHUNK:
-                flush()
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
-                    raise DeadlineExceeded(
-                        f"deadline passed after {offset} items; those are stored, "
-                        "resend the rest (request_ids make resending safe)"
-                    )
-        if chunk:
-            flush()
+            if ahead is not None:
+                ahead.result()
+            chunk = following
+            remaining = context.time_remaining()
+            if chunk is not None and remaining is not None and remaining <= 0:
+                raise DeadlineExceeded(
+                    f"deadline passed after {offset} items; those are stored, "
+                    "resend the rest (request_ids make resending safe)"
+                )
         resp.accepted = sum(1 for r in resp.results if not r.HasField("error"))
         resp.failed = len(resp.results) - resp.accepted
         return resp
+
+    def _embed_ahead(self, reqs: list) -> None:
+        items = []
+        for req in reqs:
+            try:
+                item = memory_in(req, "memory", self.domain.embedder)
+            except MemlakeError:
+                continue  # answered when its chunk is written
+            if item.vector is None and item.type != pb.MEMORY_TYPE_FACT:
+                items.append(item)
+        self.domain.embed_ahead(items)
 
     def Forget(self, request, context):
         tenant = self._tenant(context)

@@ -41,3 +41,16 @@ def test_batched_turns_are_numbered_in_order_per_session(client):
     assert mixed.results[0].error.code == 6  # ALREADY_EXISTS
     assert mixed.results[1].memory.id == mixed.results[2].memory.id, mixed.results[2]
     assert not mixed.results[3].HasField("error")
+
+
+def test_a_long_stream_is_written_chunk_by_chunk_in_order(client):
+    """More than two chunks (the next is embedded while the current one is written)."""
+    from ingest_service.servicer import STREAM_CHUNK
+
+    n = 2 * STREAM_CHUNK + 17
+    resp = client.stream_remember([event(f"long stream item {i}", user="ls") for i in range(n)])
+    assert resp.accepted == n and resp.failed == 0
+    assert [r.index for r in resp.results] == list(range(n))
+    assert [r.memory.content for r in resp.results] == [f"long stream item {i}" for i in range(n)]
+    ids = [int(r.memory.id) for r in resp.results]
+    assert ids == sorted(ids) and len(set(ids)) == n
