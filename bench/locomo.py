@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, percentile, write_json  # noqa: E402
-from memlake.client import MemlakeClient, scope, ts  # noqa: E402
+from bench.common import Server, percentile, tenant_api_key, write_json  # noqa: E402
+from memlake.client import MemlakeClient, find_api_key, scope, ts  # noqa: E402
 from memlake.v1 import ingest_service_pb2 as ipb  # noqa: E402
 from memlake.v1 import memory_pb2 as pb  # noqa: E402
 
@@ -107,7 +107,8 @@ def run(args) -> dict:
     audit = json.loads(Path(args.audit).read_text()) if args.audit else {}
     tenant = args.tenant or f"locomo-{int(time.time())}"
     if args.addr:
-        with MemlakeClient(args.addr, tenant=tenant, timeout=60) as c:
+        key = tenant_api_key(args.addr, find_api_key(), tenant)
+        with MemlakeClient(args.addr, api_key=key, timeout=60) as c:
             return _bench(c, args, data, audit)
     tmp = tempfile.TemporaryDirectory(prefix="memlake-locomo-")
     data_dir = Path(tmp.name) / "data"
@@ -116,7 +117,8 @@ def run(args) -> dict:
     print(f"starting memlake on {server.addr} (data in {tmp.name}) ...", flush=True)
     try:
         server.wait_serving()
-        with MemlakeClient(server.addr, tenant=tenant, timeout=60) as c:
+        key = tenant_api_key(server.addr, server.operator_key(), tenant)
+        with MemlakeClient(server.addr, api_key=key, timeout=60) as c:
             result = _bench(c, args, data, audit)
         if args.ablate:
             result["ablations"] = {}
@@ -124,7 +126,7 @@ def run(args) -> dict:
                 server.stop()
                 server = Server(data_dir, {**base_env, **env})
                 server.wait_serving()
-                with MemlakeClient(server.addr, tenant=tenant, timeout=60) as c:
+                with MemlakeClient(server.addr, api_key=key, timeout=60) as c:
                     r = _questions(c, data, audit, result["_ids"])
                 result["ablations"][name] = {"env": env, **r}
                 print(
@@ -156,11 +158,9 @@ def _ingest(client, args, data) -> tuple[list[dict[str, str]], int, float, int]:
     return ids, max_seq, time.perf_counter() - t0, n_turns
 
 
-def _questions(client, data, audit, ids) -> dict:
-    hits = {k: [] for k in KS}
-    by_cat = {c: {k: [] for k in KS} for c in CATEGORIES}
-    lat: list[float] = []
-    skipped = 0
+def questions(data, audit, ids):
+    """(conversation index, user, category, question, evidence dia ids) for every question of
+    categories 1-4 whose evidence turns were ingested; the audit's evidence where it has it."""
     for ci, sample in enumerate(data):
         user = str(sample.get("sample_id", f"conv-{ci}"))
         for qi, q in enumerate(sample.get("qa", [])):
@@ -169,20 +169,28 @@ def _questions(client, data, audit, ids) -> dict:
                 continue
             fix = audit.get(f"locomo_{ci}_qa{qi}")
             ev = set(evidence_ids(fix["correct_evidence"] if fix else q.get("evidence")))
-            ev &= set(ids[ci].values())
-            if not ev:
-                skipped += 1
-                continue
-            t = time.perf_counter()
-            r = client.search(
-                q["question"], scope=scope(user), types=[pb.MEMORY_TYPE_CONVERSATION], top_k=max(KS)
-            )
-            lat.append((time.perf_counter() - t) * 1000)
-            ranked = [ids[ci].get(x.memory.id) for x in r.results]
-            for k in KS:
-                rec = len(ev & set(ranked[:k])) / len(ev)
-                hits[k].append(rec)
-                by_cat[cat][k].append(rec)
+            yield ci, user, cat, q["question"], ev & set(ids[ci].values())
+
+
+def _questions(client, data, audit, ids) -> dict:
+    hits = {k: [] for k in KS}
+    by_cat = {c: {k: [] for k in KS} for c in CATEGORIES}
+    lat: list[float] = []
+    skipped = 0
+    for ci, user, cat, question, ev in questions(data, audit, ids):
+        if not ev:
+            skipped += 1
+            continue
+        t = time.perf_counter()
+        r = client.search(
+            question, scope=scope(user), types=[pb.MEMORY_TYPE_CONVERSATION], top_k=max(KS)
+        )
+        lat.append((time.perf_counter() - t) * 1000)
+        ranked = [ids[ci].get(x.memory.id) for x in r.results]
+        for k in KS:
+            rec = len(ev & set(ranked[:k])) / len(ev)
+            hits[k].append(rec)
+            by_cat[cat][k].append(rec)
 
     def mean(xs):
         return round(sum(xs) / len(xs), 4) if xs else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,12 +26,14 @@ from shared.embedding import Embedder, to_bytes
 from shared.errors import (
     Aborted,
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
     MemlakeError,
     NotFound,
 )
 from shared.idempotency import Replay, prior_response
+from shared.privacy import stores
+from shared.privacy.erase import Eraser
+from shared.tails import load_session_tail, session_tail_key
 from shared.text import index_text
 
 log = logging.getLogger("memlake.ingest")
@@ -75,10 +76,6 @@ class WriteResult:
     seq: int
     outcome: int
     response: Any = None  # the servicer's protobuf response, built once
-
-
-def session_tail_key(tenant: str, user_id: str, agent_id: str, session_id: str) -> str:
-    return json.dumps([tenant, user_id, agent_id, session_id], separators=(",", ":"))
 
 
 def validate(item: MemoryIn, prefix: str = "memory") -> None:
@@ -194,6 +191,7 @@ class IngestDomain:
         self.notify = notify
         self.tail_size = tail_size
         self.tail_ttl_s = tail_ttl_s
+        self.eraser = Eraser(db, cache, notify)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -237,6 +235,9 @@ class IngestDomain:
                                     request_id=item.request_id,
                                     fingerprint=item.fingerprint,
                                     response=encode(res),
+                                    user_id=item.user_id,
+                                    agent_id=item.agent_id,
+                                    memory_id=res.record.id,
                                 )
                             )
                             s.flush()
@@ -384,6 +385,9 @@ class IngestDomain:
                         fingerprint=items[i].fingerprint,
                         response=encode(res),
                         create_time=now,
+                        user_id=items[i].user_id,
+                        agent_id=items[i].agent_id,
+                        memory_id=mid,
                     )
                 )
         if keys:
@@ -593,18 +597,38 @@ class IngestDomain:
         )
 
     def _update_tails(self, tenant: str, results: list[WriteResult]) -> None:
+        """Keeps each written session's hot tail in the cache: appended to when cached, else
+        loaded from the database (which already holds these turns)."""
+        loaded: set[str] = set()
         for r in results:
             rec = r.record
-            if rec.type == pb.MEMORY_TYPE_CONVERSATION and r.outcome == pb.WRITE_OUTCOME_CREATED:
-                key = session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
-                data = record_to_proto(rec).SerializeToString()
-                safe(self.cache.push_turn, key, data, self.tail_size, self.tail_ttl_s)
+            if rec.type != pb.MEMORY_TYPE_CONVERSATION or r.outcome != pb.WRITE_OUTCOME_CREATED:
+                continue
+            key = session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
+            if key in loaded:
+                continue
+            data = record_to_proto(rec).SerializeToString()
+            if safe(self.cache.push_turn, key, data, self.tail_size, self.tail_ttl_s) is False:
+                loaded.add(key)
+                tail = load_session_tail(
+                    self.db, tenant, rec.user_id, rec.agent_id, rec.session_id, self.tail_size
+                )
+                safe(
+                    self.cache.set_tail,
+                    key,
+                    [m.SerializeToString() for m in tail],
+                    self.tail_size,
+                    self.tail_ttl_s,
+                )
 
     # -- forget ---------------------------------------------------------------------------
 
     def forget(self, tenant: str, memory_id: int) -> int:
         """Deletes a memory. Forgetting the current revision of a keyed item (BACKGROUND,
-        REFLECTION, SKILL) forgets every revision, so no older value resurfaces."""
+        REFLECTION, SKILL) forgets every revision, so no older value resurfaces. Forgetting
+        a FACT memory erases its fact key: every version, its conflicts, its records; its
+        audit rows are redacted. The stored responses of the requests that wrote what is
+        forgotten are emptied, and the session's cached tail is dropped before returning."""
         with self.db.write() as s:
             rec = s.scalar(
                 select(MemoryRecord).where(
@@ -614,32 +638,33 @@ class IngestDomain:
             if rec is None:
                 raise NotFound(f"no memory with id {memory_id}")
             if rec.type == pb.MEMORY_TYPE_FACT:
-                raise FailedPrecondition(
-                    "facts are versioned: use RetractFact", reason="FACT_USE_RETRACT"
-                )
-            ids = [rec.id]
-            if rec.key is not None and rec.current:
-                ids = list(
-                    s.scalars(
-                        select(MemoryRecord.id).where(
-                            MemoryRecord.tenant == tenant,
-                            MemoryRecord.type == rec.type,
-                            MemoryRecord.user_id == rec.user_id,
-                            MemoryRecord.agent_id == rec.agent_id,
-                            MemoryRecord.key == rec.key,
+                _, seq = self.eraser.forget_fact(s, tenant, rec)
+                tail = None
+            else:
+                ids = [rec.id]
+                if rec.key is not None and rec.current:
+                    ids = list(
+                        s.scalars(
+                            select(MemoryRecord.id).where(
+                                MemoryRecord.tenant == tenant,
+                                MemoryRecord.type == rec.type,
+                                MemoryRecord.user_id == rec.user_id,
+                                MemoryRecord.agent_id == rec.agent_id,
+                                MemoryRecord.key == rec.key,
+                            )
                         )
                     )
+                stores.redact_idempotency(s, tenant, memory_ids=ids)
+                _, seq = stores.delete_memories(s, tenant, ids)
+                if rec.type == pb.MEMORY_TYPE_CONVERSATION and rec.turn_index is not None:
+                    seq = self._reembed_after(s, tenant, rec) or seq
+                tail = (
+                    session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
+                    if rec.type == pb.MEMORY_TYPE_CONVERSATION
+                    else None
                 )
-            s.execute(delete(MemoryRecord).where(MemoryRecord.id.in_(ids)))
-            seq = changelog.append(s, tenant, ids, op="delete")
-            if rec.type == pb.MEMORY_TYPE_CONVERSATION and rec.turn_index is not None:
-                seq = self._reembed_after(s, tenant, rec) or seq
-            tail = (
-                session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
-                if rec.type == pb.MEMORY_TYPE_CONVERSATION
-                else None
-            )
         if tail:
             safe(self.cache.delete, tail)
         self.notify(seq)
+        self.db.truncate_wal()  # SQLite: the deleted page images leave the WAL too
         return seq

@@ -4,6 +4,7 @@ from memlake.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 from retrieval_service.index import IndexManager, build_from_settings
 from retrieval_service.ranking import rank_config_from
 from retrieval_service.servicer import RetrievalServicer
+from shared.metrics import INDEX as INDEX_METRICS
 from shared.runtime import Runtime
 from shared.server import ServiceSpec
 
@@ -13,18 +14,20 @@ FULL_NAME = retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"
 def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     s = rt.settings
     index = build_from_settings(s, rt.embedder.name, rt.embedder.dim, db=rt.db)
+    rt.index = index
     rt.local.subscribe(index.wake)
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()
+    INDEX_METRICS.track(index)
     servicer = RetrievalServicer(
         rt.db,
         index,
         rt.embedder,
         rt.cache,
-        s.default_tenant,
         tail_size=s.session_tail_size,
         tail_ttl_s=s.session_tail_ttl_s,
         rank=rank_config_from(s),
+        tail_first=s.context_tail_first,
     )
     spec = ServiceSpec(
         FULL_NAME,

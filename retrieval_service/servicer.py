@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, false, func, or_, select
 
-from ingest_service.domain import session_tail_key
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
@@ -15,16 +14,26 @@ from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
 from retrieval_service.lexical import without_owner
 from retrieval_service.ranking import DEFAULT, RankConfig, search
+from shared.auth.grants import READ
+from shared.auth.identity import caller
 from shared.cache import Cache, safe
 from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
+from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
-from shared.tenancy import check_scope_tenant, tenant_from_metadata
+from shared.metrics import CACHE_LOOKUPS
+from shared.tails import load_session_tail, session_tail_key
+from shared.tenancy import check_scope_tenant
 from shared.vectors import client_vector
 
 MAX_WAIT_S = 10.0
+KEYED_TYPES = (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION, pb.MEMORY_TYPE_SKILL)
+
+
+def _not_expired():
+    return or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > utcnow())
 
 
 def _types(values, field: str) -> frozenset[int]:
@@ -49,18 +58,18 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         index: IndexManager,
         embedder: Embedder,
         cache: Cache,
-        default_tenant: str,
         tail_size: int = 20,
         tail_ttl_s: int = 86400,
         rank: RankConfig = DEFAULT,
+        tail_first: int = 3,
     ) -> None:
+        self.tail_first = tail_first
         self.rank = rank
         self.db, self.index, self.embedder, self.cache = db, index, embedder, cache
-        self.default_tenant = default_tenant
         self.tail_size, self.tail_ttl_s = tail_size, tail_ttl_s
 
     def _tenant(self, context) -> str:
-        return tenant_from_metadata(context.invocation_metadata(), self.default_tenant)
+        return caller().tenant
 
     def _wait(self, min_seq: int, context) -> None:
         if min_seq < 0:
@@ -75,6 +84,34 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 reason="INDEX_BEHIND",
             )
 
+    def _live(self, tenant: str, ids) -> set[int]:
+        """Which of these memories still exist and have not expired: one query. The index
+        may lag a Forget, an erasure or an expiry; what a read returns never does."""
+        ids = {int(i) for i in ids}
+        if not ids:
+            return set()
+        return set(
+            self.db.scalars_now(
+                select(MemoryRecord.id).where(
+                    MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids), _not_expired()
+                )
+            )
+        )
+
+    def _search_live(
+        self, tenant, qvec, query, f: Filters, top_k: int, min_score: float | None = None
+    ) -> list:
+        """The index's top_k, re-checked against the database; when some are gone, asks
+        the index for more so a search still returns top_k when that many exist."""
+        extra = 0
+        while True:
+            hits = search(self.index, tenant, qvec, query, f, top_k + extra, self.rank, min_score)
+            live = self._live(tenant, (h.memory_id for h in hits))
+            kept = [h for h in hits if h.memory_id in live]
+            if len(kept) >= top_k or len(hits) < top_k + extra or extra >= 4096:
+                return kept[:top_k]
+            extra = max(2 * extra, len(hits) - len(kept))
+
     # -- by id and listing (the database) ----------------------------------------------------
 
     def GetMemory(self, request, context):
@@ -84,12 +121,46 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         with self.db.read() as s:
             rec = s.scalar(
                 select(MemoryRecord).where(
-                    MemoryRecord.tenant == tenant, MemoryRecord.id == int(request.id)
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.id == int(request.id),
+                    _not_expired(),
                 )
             )
             if rec is None:
                 raise NotFound(f"no memory with id {request.id}")
+            caller().require(
+                READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
+            )
             return rpb.GetMemoryResponse(memory=record_to_proto(rec))
+
+    def GetMemoryByKey(self, request, context):
+        tenant = self._tenant(context)
+        check_scope_tenant(request.scope.tenant, tenant)
+        if request.type not in KEYED_TYPES:
+            raise InvalidArgument("type", "must be BACKGROUND, REFLECTION or SKILL")
+        key = request.key.strip()
+        if not key:
+            raise InvalidArgument("key", "is required")
+        now = datetime.now(UTC)
+        with self.db.read() as s:
+            rec = s.scalar(
+                select(MemoryRecord).where(
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.type == request.type,
+                    MemoryRecord.user_id == request.scope.user_id,
+                    MemoryRecord.agent_id == request.scope.agent_id,
+                    MemoryRecord.key == key,
+                    MemoryRecord.current.is_(True),
+                    or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > now),
+                )
+            )
+            if rec is None:
+                what = "name" if request.type == pb.MEMORY_TYPE_SKILL else "key"
+                raise NotFound(f"no current {pb.MemoryType.Name(request.type)} with {what} {key!r}")
+            caller().require(
+                READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
+            )
+            return rpb.GetMemoryByKeyResponse(memory=record_to_proto(rec))
 
     def ListMemories(self, request, context):
         tenant = self._tenant(context)
@@ -100,7 +171,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         types = _types(request.types, "types")
         start, end = _range(request.time_range, "time_range")
         when = func.coalesce(MemoryRecord.occur_time, MemoryRecord.create_time)
-        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant)
+        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant, _not_expired())
         sc = request.scope
         for col, val in (
             (MemoryRecord.user_id, sc.user_id),
@@ -113,6 +184,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             q = q.where(MemoryRecord.type.in_(types))
         if not request.include_history:
             q = q.where(MemoryRecord.current.is_(True))
+        q = q.where(_granted_sql(caller().readable()))
         if start > float("-inf"):
             q = q.where(when >= ts_to_dt(request.time_range.start_time))
         if end < float("inf"):
@@ -154,13 +226,14 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             start=start,
             end=end,
             include_history=getattr(request, "include_history", False),
+            access=caller().readable(),
         )
 
     def SearchMemories(self, request, context):
         tenant = self._tenant(context)
         given = request.HasField("vector")
         if not given and not request.query.strip():
-            raise InvalidArgument("query", "must not be empty (or give a vector)")
+            raise InvalidArgument("query", "must not be empty")
         if not 0 <= request.top_k <= 200:
             raise InvalidArgument("top_k", "must be within [0, 200]")
         if given:
@@ -173,7 +246,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         query = without_owner(request.query, f.user_id or f.agent_id)
         if not given:
             qvec = self.embedder.embed_one(query)
-        hits = search(self.index, tenant, qvec, query, f, request.top_k or 10, self.rank, min_score)
+        hits = self._search_live(tenant, qvec, query, f, request.top_k or 10, min_score)
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
             r = resp.results.add(score=h.score, conflicted=h.conflicted)
@@ -195,7 +268,10 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         qvec = self.embedder.embed_one(intent or "profile")
         # BACKGROUND first: every current item of the user/agent, in key order.
         bg = Filters(
-            types=frozenset([pb.MEMORY_TYPE_BACKGROUND]), user_id=f.user_id, agent_id=f.agent_id
+            types=frozenset([pb.MEMORY_TYPE_BACKGROUND]),
+            user_id=f.user_id,
+            agent_id=f.agent_id,
+            access=f.access,
         )
         bg_hits = search(self.index, tenant, qvec, intent, bg, 200, self.rank)
         bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
@@ -205,11 +281,27 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 pb.MEMORY_TYPE_BACKGROUND,
                 pb.MEMORY_TYPE_UNSPECIFIED,
             }
-            rel = Filters(types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id)
+            rel = Filters(
+                types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id, access=f.access
+            )
             hits = search(self.index, tenant, qvec, intent, rel, 50, self.rank)
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
-            cands += [Candidate(m, 0.0, "session_tail") for m in self._session_tail(tenant, f)]
+            who = caller()
+            tail = [
+                m
+                for m in self._session_tail(tenant, f)
+                if who.can(READ, m.type, m.scope.user_id, m.scope.agent_id, m.scope.session_id)
+            ][::-1]
+            # The newest turns go before the relevant items, so they always fit.
+            k = self.tail_first
+            cands[len(bgs) : len(bgs)] = [Candidate(m, 0.0, "session_tail") for m in tail[:k]]
+            cands += [Candidate(m, 0.0, "session_tail") for m in tail[k:]]
+        live = self._live(tenant, (c.memory.id for c in cands))
+        if any(int(c.memory.id) not in live for c in cands if c.reason == "session_tail"):
+            # A cached tail holding a forgotten turn (another process forgot it): reload.
+            safe(self.cache.delete, session_tail_key(tenant, f.user_id, f.agent_id, f.session_id))
+        cands = [c for c in cands if int(c.memory.id) in live]
         chosen, rendered, tokens = assemble(cands, budget)
         resp = rpb.GetContextResponse(
             rendered=rendered, token_count=tokens, index_seq=self.index.applied_seq
@@ -225,24 +317,12 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         """The last turns of the session from the cache; on a miss, from the database."""
         key = session_tail_key(tenant, f.user_id, f.agent_id, f.session_id)
         cached = safe(self.cache.get_tail, key)
+        CACHE_LOOKUPS.labels("session_tail", "miss" if cached is None else "hit").inc()
         if cached is not None:
             return [pb.Memory.FromString(b) for b in cached]
-        with self.db.read() as s:
-            recs = list(
-                s.scalars(
-                    select(MemoryRecord)
-                    .where(
-                        MemoryRecord.tenant == tenant,
-                        MemoryRecord.user_id == f.user_id,
-                        MemoryRecord.agent_id == f.agent_id,
-                        MemoryRecord.session_id == f.session_id,
-                        MemoryRecord.type == pb.MEMORY_TYPE_CONVERSATION,
-                    )
-                    .order_by(MemoryRecord.turn_index.desc())
-                    .limit(self.tail_size)
-                )
-            )[::-1]
-        tail = [record_to_proto(r) for r in recs]
+        tail = load_session_tail(
+            self.db, tenant, f.user_id, f.agent_id, f.session_id, self.tail_size
+        )
         if tail:
             safe(
                 self.cache.set_tail,
@@ -252,3 +332,23 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 self.tail_ttl_s,
             )
         return tail
+
+
+def _granted_sql(grants):
+    """SQL for "one of the caller's read grants allows this row" (True when unrestricted)."""
+    if grants is None:
+        return MemoryRecord.id.is_not(None)
+    clauses = []
+    for g in grants:
+        parts = []
+        if g.types:
+            parts.append(MemoryRecord.type.in_(sorted(g.types)))
+        for values, col in (
+            (g.users, MemoryRecord.user_id),
+            (g.agents, MemoryRecord.agent_id),
+            (g.sessions, MemoryRecord.session_id),
+        ):
+            if values:
+                parts.append(col.in_(sorted(values)))
+        clauses.append(and_(*parts) if parts else MemoryRecord.id.is_not(None))
+    return or_(*clauses) if clauses else false()

@@ -18,7 +18,8 @@ class Cache(ABC):
     """Session tails (lists of serialized turns, oldest first) and change wake-ups."""
 
     @abstractmethod
-    def push_turn(self, key: str, item: bytes, max_len: int, ttl_s: int) -> None: ...
+    def push_turn(self, key: str, item: bytes, max_len: int, ttl_s: int) -> bool:
+        """Appends to a cached tail; False (and nothing stored) when the tail is not cached."""
 
     @abstractmethod
     def get_tail(self, key: str) -> list[bytes] | None:
@@ -29,6 +30,10 @@ class Cache(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def delete_tails(self, match: Callable[[str], bool]) -> int:
+        """Deletes every tail whose key match() accepts; returns how many (erasure)."""
 
     @abstractmethod
     def publish_change(self, seq: int) -> None: ...
@@ -66,10 +71,11 @@ class InProcessCache(Cache):
         with self._lock:
             items = self._expire(key)
             if items is None:
-                return  # only extend tails that are cached; a miss reloads from the DB
+                return False  # only extend tails that are cached; a miss reloads from the DB
             items.append(item)
             del items[:-max_len]
             self._tails[key] = (time.monotonic() + ttl_s, items)
+            return True
 
     def get_tail(self, key):
         with self._lock:
@@ -85,6 +91,13 @@ class InProcessCache(Cache):
     def delete(self, key):
         with self._lock:
             self._tails.pop(key, None)
+
+    def delete_tails(self, match):
+        with self._lock:
+            gone = [k for k in self._tails if match(k)]
+            for k in gone:
+                del self._tails[k]
+            return len(gone)
 
     def publish_change(self, seq):
         with self._lock:
@@ -114,6 +127,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('RPUSH', KEYS[1], ARGV[1])
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return 1
 end
 return 0
 """
@@ -134,7 +148,7 @@ class RedisCache(Cache):
         return f"{self._prefix}tail:{key}"
 
     def push_turn(self, key, item, max_len, ttl_s):
-        self._push(keys=[self._k(key)], args=[item, max_len, ttl_s])
+        return bool(self._push(keys=[self._k(key)], args=[item, max_len, ttl_s]))
 
     def get_tail(self, key):
         k = self._k(key)
@@ -155,6 +169,17 @@ class RedisCache(Cache):
 
     def delete(self, key):
         self._redis.delete(self._k(key))
+
+    def delete_tails(self, match):
+        start = len(self._k(""))
+        gone = [
+            k
+            for k in self._redis.scan_iter(match=self._k("*"), count=1000)
+            if match(k.decode("utf-8", "replace")[start:])
+        ]
+        for i in range(0, len(gone), 500):
+            self._redis.delete(*gone[i : i + 500])
+        return len(gone)
 
     def publish_change(self, seq):
         self._redis.publish(self._prefix + CHANGES_CHANNEL, str(seq))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from shared.cache import Cache, LocalNotifier, make_cache, safe
 from shared.db.engine import Database
 from shared.embedding import Embedder, make_embedder
+from shared.metrics import instrument_embedder
 from shared.settings import Settings
 
 log = logging.getLogger("memlake")
@@ -21,6 +22,16 @@ class Runtime:
     cache: Cache
     embedder: Embedder
     local: LocalNotifier = field(default_factory=LocalNotifier)
+    # An OpenTelemetry TracerProvider when tracing is on (shared/tracing.py), else None.
+    tracer_provider: object | None = None
+    index: object | None = None  # the retrieval IndexManager, when this process hosts one
+    keys: object = None  # shared.auth.store.KeyStore, set by launch
+
+    def channel(self, addr: str):
+        """A channel to another memlake service (TLS when configured)."""
+        from shared.auth.tls import channel
+
+        return channel(addr, self.settings)
 
     def notify(self, seq: int) -> None:
         """Tells index tailers that the change log reached seq."""
@@ -38,7 +49,9 @@ class Runtime:
         self.db.dispose()
 
 
-def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+def build_runtime(settings: Settings, *, migrate: bool = True, service: str = "all") -> Runtime:
+    from shared.tracing import provider_for
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.sqlalchemy_url())
     if migrate:
@@ -47,10 +60,13 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         settings=settings,
         db=db,
         cache=make_cache(settings.redis_url),
-        embedder=make_embedder(
-            settings.embedder,
-            settings.embed_threads,
-            settings.embed_workers,
-            settings.embed_precision,
+        embedder=instrument_embedder(
+            make_embedder(
+                settings.embedder,
+                settings.embed_threads,
+                settings.embed_workers,
+                settings.embed_precision,
+            )
         ),
+        tracer_provider=provider_for(settings, service),
     )

@@ -25,7 +25,10 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from shared.auth.audit import AccessAuditor
+from shared.auth.identity import Authenticator, is_public, reset_caller, set_caller
 from shared.errors import MemlakeError
+from shared.tracing import annotate, server_interceptors
 
 log = logging.getLogger("memlake")
 
@@ -112,8 +115,15 @@ class _Abort(Exception):
 class ServiceInterceptor(grpc.ServerInterceptor):
     """Wraps every RPC kind: request id, error translation, metrics, one log line."""
 
-    def __init__(self, log_requests: bool = True) -> None:
+    def __init__(
+        self,
+        log_requests: bool = True,
+        authenticator: Authenticator | None = None,
+        auditor: AccessAuditor | None = None,
+    ) -> None:
         self.log_requests = log_requests
+        self.auth = authenticator
+        self.auditor = auditor
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -131,16 +141,33 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         else:
             kind, fn = "stream_stream", handler.stream_stream
         streaming_response = kind.endswith("_stream")
+        public = is_public(full)
 
         def wrapped(request_or_iterator, context):
+            g = guarded(request_or_iterator, context)
+            if streaming_response:
+                return g  # streamed as produced; errors map to a status mid-stream too
+            try:
+                return next(g)
+            finally:
+                g.close()  # runs the metrics and log below
+
+        def guarded(request_or_iterator, context):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
+            annotate(request_id=request_id)
             code = grpc.StatusCode.OK
+            ident = token = result = None
             try:
+                if self.auth is not None and not public:
+                    ident = self.auth.authenticate(md, context)
+                    token = set_caller(ident)
+                    annotate(tenant=ident.tenant)  # from the credentials, never the request
                 result = fn(request_or_iterator, context)
                 if streaming_response:
-                    result = list(result)  # simple; our streaming responses are small
-                return iter(result) if streaming_response else result
+                    yield from result
+                else:
+                    yield result
             except Exception as exc:  # noqa: BLE001 - every exception becomes a status
                 set_code = _context_code(context)
                 if set_code not in (None, grpc.StatusCode.OK):
@@ -151,8 +178,20 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 code, status = _status_for(exc)
                 context.abort_with_status(rpc_status.to_status(status))
             finally:
+                if token is not None:
+                    reset_caller(token)
                 elapsed = time.perf_counter() - start
                 code_name = code.name
+                if ident is not None and self.auditor is not None:
+                    self.auditor.record(
+                        ident,
+                        full,
+                        code_name,
+                        request_or_iterator if kind.startswith("unary") else None,
+                        result if kind.endswith("unary") else None,
+                        request_id,
+                        _peer(context),
+                    )
                 REQUESTS.labels(service, method, code_name).inc()
                 LATENCY.labels(service, method, code_name).observe(elapsed)
                 if self.log_requests:
@@ -164,7 +203,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                                 "code": code_name,
                                 "ms": round(elapsed * 1000, 3),
                                 "request_id": request_id,
-                                "tenant": md.get("x-memlake-tenant", ""),
+                                "tenant": ident.tenant if ident else "",
+                                "key": ident.key_id if ident else "",
                                 "peer": _peer(context),
                             }
                         },
@@ -291,11 +331,19 @@ def create_server(
     max_workers: int = 16,
     health_interval: float = 5.0,
     log_requests: bool = True,
+    tracer_provider=None,
+    authenticator: Authenticator | None = None,
+    auditor: AccessAuditor | None = None,
+    server_credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor(log_requests)],
+        # The tracing interceptor (when on) is outermost, so ours runs in its span.
+        interceptors=[
+            *server_interceptors(tracer_provider),
+            ServiceInterceptor(log_requests, authenticator, auditor),
+        ],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
@@ -310,7 +358,10 @@ def create_server(
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(address)
+    if server_credentials is not None:
+        port = server.add_secure_port(address, server_credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
     monitor = HealthMonitor(health_servicer, specs, health_interval)

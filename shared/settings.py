@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     # Empty: in-process cache. Otherwise e.g. redis://127.0.0.1:6379/0
     redis_url: str = ""
 
+    # host:port of the all-in-one server. Clients (`memlake`, the MCP server) read the same
+    # MEMLAKE_ADDR to find it; when set it overrides MEMLAKE_HOST/MEMLAKE_ALLINONE_PORT for
+    # `memlake serve`.
+    addr: str = ""
     host: str = "127.0.0.1"
     # All-in-one and ingest share 50051 (they are never run on one machine together
     # unless the ports are changed).
@@ -31,11 +35,45 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = 9464
     retrieval_metrics_port: int = 9465
     versioning_metrics_port: int = 9466
+    # HTTP/JSON (Connect protocol) for every RPC, served by the all-in-one beside gRPC and
+    # by `memlake serve --service gateway`; -1 turns it off.
+    http_port: int = 8080
+    # Where `memlake serve --service gateway` forwards calls: retrieval and versioning calls
+    # to their addresses, every other service (ingest, ...) to gateway_upstream_addr.
+    gateway_upstream_addr: str = "127.0.0.1:50051"
+    gateway_retrieval_addr: str = "127.0.0.1:50052"
+    gateway_versioning_addr: str = "127.0.0.1:50053"
     # Where ingest sends FACT items; empty means 127.0.0.1:<versioning_port>
     # (the all-in-one process points it at itself).
     versioning_addr: str = ""
 
     default_tenant: str = "default"
+
+    # Authentication (README "Security"). Off only on a loopback host, and said loudly.
+    auth_enabled: bool = True
+    # A revoked key stops working on every replica within this many seconds.
+    auth_cache_ttl_s: float = 5.0
+    # scrypt cost (N) of stored key hashes; 16384 takes about 40 ms per check, once per key
+    # and process.
+    auth_hash_n: int = 16384
+    # Longest life of a key minted by a MEMBER key.
+    auth_max_minted_ttl_s: float = 86400.0
+    # First start: the OPERATOR bootstrap key is created once, printed once, and written to
+    # this file (default: <data_dir>/admin.key, mode 0600). MEMLAKE_BOOTSTRAP_KEY presets it
+    # (mlk_bootstrap_<43 chars>), e.g. from a Kubernetes Secret.
+    bootstrap_key_file: str = ""
+    bootstrap_key: str = ""
+    # Shared by separate services so ingest can act for a certificate caller on versioning.
+    internal_token: str = ""
+    # TLS: server certificate and key; with a client CA, mutual TLS (tenant = the client
+    # certificate's common name). tls_ca_file verifies servers on the services' own hops.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    tls_ca_file: str = ""
+    tls_server_name: str = ""
+    # Behind a mesh that terminates mTLS: take the tenant from x-forwarded-client-cert.
+    trust_mesh_identity: bool = False
     # Default conflict policy for facts: SUPERSEDE, REJECT or REVIEW (a tenant may set its
     # own with SetConflictPolicy / `memlake fact policy`).
     default_conflict_policy: str = "SUPERSEDE"
@@ -74,15 +112,27 @@ class Settings(BaseSettings):
     rank_speaker_boost: float = 0.6
     rank_date_boost: float = 0.5
     rank_time_boost: float = 0.3
+    rank_question_factor: float = 0.85  # a turn that asked what a later turn answered
     rank_dense_next: float = 0.3  # neighbour smoothing
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document
     snapshot_interval_s: float = 30.0
     tail_poll_interval_s: float = 0.2
 
+    # Memories past their expire_time are never returned; this often (seconds) the ingest
+    # process also deletes them everywhere (0: never).
+    expiry_sweep_interval_s: float = 60.0
+
     # Hot tail of an active session kept in the cache.
     session_tail_size: int = 20
     session_tail_ttl_s: int = 24 * 3600
+    # GetContext places this many of the active session's newest turns right after
+    # BACKGROUND, before the items relevant to the intent, so they always fit the budget.
+    context_tail_first: int = 3
+
+    # OpenTelemetry: an OTLP gRPC collector, e.g. http://otel-collector:4317; empty: no tracing.
+    otlp_endpoint: str = ""
+    otlp_insecure: bool = True
 
     max_workers: int = 16
     shutdown_grace_s: float = 10.0
@@ -97,6 +147,13 @@ class Settings(BaseSettings):
 
     def resolved_versioning_addr(self) -> str:
         return self.versioning_addr or f"127.0.0.1:{self.versioning_port}"
+
+    def key_file(self) -> Path:
+        return (
+            Path(self.bootstrap_key_file)
+            if self.bootstrap_key_file
+            else self.data_dir / "admin.key"
+        )
 
     def index_dir(self) -> Path:
         return self.data_dir / "index"
