@@ -38,7 +38,7 @@ from shared.text import index_text, speaker_of
 
 log = logging.getLogger("memlake.index")
 INF = float("inf")
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 # On the graph path, how many rows with lexical evidence are scored besides the graph's.
@@ -82,6 +82,7 @@ COLUMNS = {
     "prev_row": (np.int64, -1),  # the previous / next turn of the same session
     "next_row": (np.int64, -1),
     "has_time": (bool, False),  # the text holds a time expression
+    "question": (bool, False),  # the text ends with a question mark
     "doc_turn": (np.int64, -1),  # ids in the two BM25 indexes
     "doc_window": (np.int64, -1),
 }
@@ -222,6 +223,7 @@ class Partition:
         self.confidence[row] = float(conf) if conf else 1.0
         self.turn[row] = rec.turn_index if rec.turn_index is not None else -1
         self.has_time[row] = has_time_expression(rec.content)
+        self.question[row] = self.texts[row].rstrip().endswith("?")
 
     def _index_row(self, row: int) -> None:
         """BM25 documents and neighbour links. Turns arrive in order (ingest numbers them),
@@ -501,11 +503,9 @@ class Partition:
 
     def asks(self, rows: np.ndarray) -> np.ndarray:
         """Turns that ask a question someone answered (a later turn of the session exists):
-        the answer, not the question, is what a search for it wants."""
-        texts, nxt = self.texts, self.next_row
-        return np.fromiter(
-            (nxt[r] >= 0 and texts[r].rstrip().endswith("?") for r in rows), bool, len(rows)
-        )
+        the answer, not the question, is what a search for it wants. (A column, not a
+        Python loop per candidate: at 100k candidates the loop took about 100 ms.)"""
+        return self.question[rows] & (self.next_row[rows] >= 0)
 
     def doc(self, row: int) -> bytes:
         return self.docs[row]
