@@ -501,6 +501,7 @@ class IndexManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._apply_lock = threading.Lock()
+        self._cursor = changelog.ChangeCursor()  # never passes a row still in flight
         self._thread: threading.Thread | None = None
         faiss.omp_set_num_threads(1)  # single queries: threads only add overhead here
 
@@ -514,7 +515,7 @@ class IndexManager:
         with self._apply_lock:
             self.partitions, self.where = {}, {}
             with self.db.read() as s:
-                start_seq = changelog.last_seq(s)
+                start_seq = changelog.stable_last_seq(s)
             last_id = 0
             while True:
                 with self.db.read() as s:
@@ -661,7 +662,7 @@ class IndexManager:
         with self._apply_lock:
             while True:
                 with self.db.read() as s:
-                    entries = changelog.read_after(s, self.applied_seq)
+                    entries = self._cursor.read(s, self.applied_seq)
                     ids = {e.memory_id for e in entries if e.op == "put"}
                     recs = (
                         {

@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from shared import deadline
 from shared.errors import MemlakeError
 
 log = logging.getLogger("memlake")
@@ -68,9 +69,26 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if isinstance(exc, MemlakeError):
         code = grpc.StatusCode[exc.code_name]
         msg, reason, fld, extra = exc.message, exc.reason, exc.field, exc.details
+    elif sqlstate == "55P03":  # lock_timeout: another transaction holds this item
+        code, msg, reason, fld, extra = (
+            grpc.StatusCode.ABORTED,
+            "another write holds this item; retry",
+            "LOCK_TIMEOUT",
+            "",
+            [],
+        )
+    elif sqlstate == "57014" and (deadline.remaining() or 1.0) <= 0.05:
+        code, msg, reason, fld, extra = (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "the deadline passed while the database was working",
+            "DEADLINE_EXCEEDED",
+            "",
+            [],
+        )
     elif _is_db_unavailable(exc):
         code, msg, reason, fld, extra = (
             grpc.StatusCode.UNAVAILABLE,
@@ -137,9 +155,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             request_id = md.get("x-request-id") or uuid.uuid4().hex
             code = grpc.StatusCode.OK
             try:
-                result = fn(request_or_iterator, context)
-                if streaming_response:
-                    result = list(result)  # simple; our streaming responses are small
+                with deadline.call_deadline(context.time_remaining()):
+                    result = fn(request_or_iterator, context)
+                    if streaming_response:
+                        result = list(result)  # simple; our streaming responses are small
                 return iter(result) if streaming_response else result
             except Exception as exc:  # noqa: BLE001 - every exception becomes a status
                 set_code = _context_code(context)

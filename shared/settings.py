@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     session_tail_ttl_s: int = 24 * 3600
 
     max_workers: int = 16
+    # One maximum gRPC message size (bytes) for every server, internal client and the SDK.
+    max_message_bytes: int = 16 * 1024 * 1024
+
+    # Postgres guards (seconds). A write waits at most db_lock_timeout_s for a row or key
+    # lock; a statement runs at most the call's remaining deadline, or
+    # db_statement_timeout_s without one; a transaction left idle is ended by the server.
+    db_lock_timeout_s: float = 2.0
+    db_statement_timeout_s: float = 30.0
+    db_idle_in_transaction_timeout_s: float = 10.0
+    # How long a call waits for a pooled connection before UNAVAILABLE.
+    db_pool_timeout_s: float = 5.0
     shutdown_grace_s: float = 10.0
     health_check_interval_s: float = 5.0
     log_level: str = "INFO"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -12,14 +13,50 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import deadline
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_MS = 30000
 
 
-def make_engine(url: str, *, immediate: bool = True) -> Engine:
-    """Postgres: a pooled engine. SQLite: WAL, and with immediate=True every transaction
-    takes the write lock at BEGIN (read-then-write never fails on lock upgrade)."""
+@dataclass(frozen=True)
+class Guards:
+    """Postgres limits (seconds): lock waits, statements without a call deadline, idle
+    transactions, and waiting for a pooled connection."""
+
+    lock_timeout_s: float = 2.0
+    statement_timeout_s: float = 30.0
+    idle_in_transaction_s: float = 10.0
+    pool_timeout_s: float = 5.0
+
+
+def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = None) -> Engine:
+    """Postgres: a pooled engine whose sessions carry lock, statement and idle timeouts
+    and TCP keepalives. SQLite: WAL, and with immediate=True every transaction takes the
+    write lock at BEGIN (read-then-write never fails on lock upgrade)."""
+    g = guards or Guards()
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        ms = lambda s: int(s * 1000)  # noqa: E731
+        options = (
+            f"-c lock_timeout={ms(g.lock_timeout_s)}"
+            f" -c statement_timeout={ms(g.statement_timeout_s)}"
+            f" -c idle_in_transaction_session_timeout={ms(g.idle_in_transaction_s)}"
+        )
+        return create_engine(
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            pool_timeout=g.pool_timeout_s,
+            connect_args={
+                "options": options,
+                "connect_timeout": 3,
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 2,
+            },
+        )
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +73,10 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
+        # Wait for the write lock no longer than the call's deadline.
+        left = deadline.remaining()
+        busy = SQLITE_BUSY_MS if left is None else max(1, min(SQLITE_BUSY_MS, int(left * 1000)))
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={busy}")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
@@ -44,9 +85,10 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
 class Database:
     """Write and read sessions over one database URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, guards: Guards | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url, immediate=True)
+        self.guards = guards or Guards()
+        self.engine = make_engine(url, immediate=True, guards=self.guards)
         self.dialect = self.engine.dialect.name
         self.read_engine = (
             make_engine(url, immediate=False) if self.dialect == "sqlite" else self.engine
@@ -57,13 +99,33 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction; commits on success, rolls back on error."""
+        deadline.check("the database write")
         with self._write() as session, session.begin():
+            self._bound(session)
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        deadline.check("the database read")
         with self._read() as session, session.begin():
+            self._bound(session)
             yield session
+
+    def _bound(self, session: Session) -> None:
+        """Postgres: no statement or lock wait outlives the call's deadline."""
+        left = deadline.remaining()
+        if self.dialect != "postgresql" or left is None:
+            return
+        g = self.guards
+        stmt = max(1, int(min(left, g.statement_timeout_s) * 1000))
+        lock = max(1, int(min(left, g.lock_timeout_s) * 1000))
+        session.execute(
+            text(
+                "SELECT set_config('statement_timeout', :s, true),"
+                " set_config('lock_timeout', :l, true)"
+            ),
+            {"s": str(stmt), "l": str(lock)},
+        )
 
     def upgrade(self) -> None:
         upgrade(self.engine)
@@ -77,12 +139,25 @@ class Database:
             self.read_engine.dispose()
 
 
+def lock_key(session: Session, *parts: object) -> None:
+    """Serialises the writers of one item (a keyed memory, a session's turns) until commit,
+    and nothing else. Postgres: a transaction advisory lock on a hash of the parts, bounded
+    by lock_timeout. SQLite: a no-op, since BEGIN IMMEDIATE already admits one writer."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = "\x1f".join(str(p) for p in parts)
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
 def upgrade(engine: Engine) -> None:
     """Bring the schema to head (idempotent; serialised across processes on Postgres)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # Another process may be migrating: wait for it however long it takes.
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(7311001)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
