@@ -12,10 +12,12 @@ from memlake.v1 import ingest_service_pb2_grpc as ipb_grpc
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
+from shared import validation
 from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
 from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
 from shared.idempotency import Replay, fingerprint
+from shared.server import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metadata
 
 MAX_BATCH = 1000
@@ -65,8 +67,16 @@ def _item_error(exc: MemlakeError) -> pb.ItemError:
 
 
 class IngestServicer(ipb_grpc.IngestServiceServicer):
-    def __init__(self, domain: IngestDomain, default_tenant: str, versioning_addr: str) -> None:
+    def __init__(
+        self,
+        domain: IngestDomain,
+        default_tenant: str,
+        versioning_addr: str,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.domain = domain
+        self.max_message_bytes = max_message_bytes
         self.default_tenant = default_tenant
         self.versioning_addr = versioning_addr
         self._vchannel: grpc.Channel | None = None
@@ -77,7 +87,9 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
 
     def _versioning(self) -> vpb_grpc.VersioningServiceStub:
         if self._vchannel is None:
-            self._vchannel = grpc.insecure_channel(self.versioning_addr)
+            self._vchannel = grpc.insecure_channel(
+                self.versioning_addr, options=channel_options(self.max_message_bytes)
+            )
         return vpb_grpc.VersioningServiceStub(self._vchannel)
 
     def _tenant(self, context) -> str:
@@ -92,6 +104,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
         for i, req in enumerate(reqs):
             p = prefix.format(i=offset + i)
             try:
+                validation.check(req, p)
                 check_scope_tenant(req.memory.scope.tenant, tenant, _join(p, "memory.scope.tenant"))
                 item = memory_in(req, _join(p, "memory"))
                 if item.type == pb.MEMORY_TYPE_FACT:
@@ -198,7 +211,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
         if not request.id:
             raise InvalidArgument("id", "is required")
         if not request.id.isdigit():
-            raise InvalidArgument("id", f"{request.id!r} is not a memory id")
+            raise InvalidArgument("id", "is not a memory id")
         seq = self.domain.forget(tenant, int(request.id))
         return ipb.ForgetResponse(seq=seq)
 

@@ -39,6 +39,13 @@ CONFLICT_STATUSES = {
 }
 
 
+# The servers' message-size limit (MEMLAKE_MAX_MESSAGE_BYTES default), both ways.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+]
+
+
 class MemlakeError(Exception):
     """A failed call: code is the gRPC status code name, field the offending field."""
 
@@ -102,10 +109,10 @@ class MemlakeClient:
         versioning_addr: str | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self._channels = {addr: grpc.insecure_channel(addr)}
+        self._channels = {addr: grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)}
         for a in (retrieval_addr, versioning_addr):
             if a and a not in self._channels:
-                self._channels[a] = grpc.insecure_channel(a)
+                self._channels[a] = grpc.insecure_channel(a, options=_CHANNEL_OPTIONS)
         self.ingest = ipb_grpc.IngestServiceStub(self._channels[addr])
         self.retrieval = rpb_grpc.RetrievalServiceStub(self._channels[retrieval_addr or addr])
         self.versioning = vpb_grpc.VersioningServiceStub(self._channels[versioning_addr or addr])

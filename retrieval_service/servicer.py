@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import and_, func, or_, select
 
 from ingest_service.domain import session_tail_key
@@ -14,7 +12,14 @@ from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
 from retrieval_service.ranking import DEFAULT, RankConfig, search
 from shared.cache import Cache, safe
-from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
+from shared.convert import (
+    decode_page_token,
+    encode_page_token,
+    record_to_proto,
+    token_int,
+    token_time,
+    ts_to_dt,
+)
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
 from shared.embedding import Embedder
@@ -77,7 +82,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
     def GetMemory(self, request, context):
         tenant = self._tenant(context)
         if not request.id.isdigit():
-            raise InvalidArgument("id", f"{request.id!r} is not a memory id")
+            raise InvalidArgument("id", "is not a memory id")
         with self.db.read() as s:
             rec = s.scalar(
                 select(MemoryRecord).where(
@@ -116,11 +121,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             q = q.where(when < ts_to_dt(request.time_range.end_time))
         if request.page_token:
             tok = decode_page_token(request.page_token)
-            try:
-                t_after = datetime.fromisoformat(tok["t"])
-                id_after = int(tok["id"])
-            except (KeyError, ValueError, TypeError) as exc:
-                raise InvalidArgument("page_token", "not a token this service issued") from exc
+            t_after, id_after = token_time(tok, "t"), token_int(tok, "id")
             q = q.where(or_(when > t_after, and_(when == t_after, MemoryRecord.id > id_after)))
         q = q.order_by(when, MemoryRecord.id).limit(size + 1)
         with self.db.read() as s:

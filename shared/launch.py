@@ -39,6 +39,7 @@ def start(
         max_workers=settings.max_workers,
         health_interval=settings.health_check_interval_s,
         log_requests=settings.log_requests,
+        max_message_bytes=settings.max_message_bytes,
     )
     if which == "all" and ingest_servicer is not None and not settings.versioning_addr:
         ingest_servicer.versioning_addr = f"127.0.0.1:{running.port}"  # itself

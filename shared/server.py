@@ -25,8 +25,8 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared import deadline
-from shared.errors import MemlakeError
+from shared import deadline, validation
+from shared.errors import InvalidArgument, MemlakeError
 
 log = logging.getLogger("memlake")
 
@@ -42,6 +42,48 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ERROR_DOMAIN = "memlake.dev"
+MAX_ERROR_CHARS = 1024
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """The one message-size limit, for servers and for the channels services open."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class _Undecodable:
+    """A request body that did not parse; the handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument("request", f"the body is not a valid {self.type_name}")
+
+
+def _safe_deserializer(deserialize, type_name: str):
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception:  # noqa: BLE001 - any parse failure is the caller's bad input
+            return _Undecodable(type_name)
+
+    return parse
+
+
+def _checked_stream(requests, validate: bool):
+    for req in requests:
+        if isinstance(req, _Undecodable):
+            raise req.error()
+        if validate:
+            validation.check(req)
+        yield req
 
 
 class JsonFormatter(logging.Formatter):
@@ -105,6 +147,8 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
             "",
             [],
         )
+    if len(msg) > MAX_ERROR_CHARS:  # never let an echoed value overflow the metadata
+        msg = msg[: MAX_ERROR_CHARS - 3] + "..."
     details = []
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
     if fld:
@@ -125,6 +169,9 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
 
 class _Abort(Exception):
     pass
+
+
+PER_ITEM_STREAMS = {"/memlake.v1.IngestService/StreamRemember"}
 
 
 class ServiceInterceptor(grpc.ServerInterceptor):
@@ -149,12 +196,24 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         else:
             kind, fn = "stream_stream", handler.stream_stream
         streaming_response = kind.endswith("_stream")
+        streaming_request = kind.startswith("stream_")
+        ours = service.startswith("memlake.")
+        # Items of these streams are checked one by one by the servicer (per-item errors).
+        per_item = full in PER_ITEM_STREAMS
 
         def wrapped(request_or_iterator, context):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
             code = grpc.StatusCode.OK
             try:
+                if streaming_request:
+                    request_or_iterator = _checked_stream(
+                        request_or_iterator, ours and not per_item
+                    )
+                elif isinstance(request_or_iterator, _Undecodable):
+                    raise request_or_iterator.error()
+                elif ours:
+                    validation.check(request_or_iterator, skip_per_item=True)
                 with deadline.call_deadline(context.time_remaining()):
                     result = fn(request_or_iterator, context)
                     if streaming_response:
@@ -192,7 +251,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         factory = getattr(grpc, f"{kind}_rpc_method_handler")
         return factory(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe_deserializer(handler.request_deserializer, method),
             response_serializer=handler.response_serializer,
         )
 
@@ -310,15 +369,13 @@ def create_server(
     max_workers: int = 16,
     health_interval: float = 5.0,
     log_requests: bool = True,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RunningServer:
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[ServiceInterceptor(log_requests)],
-        options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)],
     )
     for spec in specs:
         spec.register(server)
