@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf bench-locomo bench-scale bench-facts clean
+.PHONY: install run test lint proto proto-check buf bench-locomo bench-scale bench-facts bench-fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ bench-scale: install
 
 bench-facts: install
 	$(PY) bench/facts.py --out bench/out/facts.json
+
+## Fuzz every RPC: N generated requests and GARBAGE raw bodies each (0 UNKNOWN/INTERNAL/hangs).
+N ?= 10000
+GARBAGE ?= 1000
+DATABASE_URL ?=
+REDIS_URL ?=
+bench-fuzz: install
+	$(PY) bench/fuzz.py --n $(N) --garbage $(GARBAGE) --out bench/out/fuzz$(if $(DATABASE_URL),-postgres).json \
+		$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache *.egg-info

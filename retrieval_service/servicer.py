@@ -11,6 +11,7 @@ from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
 from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
 from retrieval_service.ranking import DEFAULT, RankConfig, search
+from shared import changelog
 from shared.cache import Cache, safe
 from shared.convert import (
     decode_page_token,
@@ -23,7 +24,7 @@ from shared.convert import (
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
 from shared.embedding import Embedder
-from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
+from shared.errors import DeadlineExceeded, InvalidArgument, NotFound, OutOfRange
 from shared.tenancy import check_scope_tenant, tenant_from_metadata
 
 MAX_WAIT_S = 10.0
@@ -69,6 +70,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             raise InvalidArgument("min_seq", "must not be negative")
         if not min_seq and self.index.ready:
             return
+        if min_seq > self.index.applied_seq:
+            with self.db.read() as s:
+                top = changelog.last_seq(s)
+            if min_seq > top:  # no write has returned this seq: waiting would not help
+                raise OutOfRange(f"no write has sequence number {min_seq} yet (last {top})")
         remaining = context.time_remaining()
         timeout = min(remaining, MAX_WAIT_S) if remaining is not None else MAX_WAIT_S
         if not self.index.wait_for(min_seq, max(timeout - 0.01, 0)):
