@@ -332,8 +332,6 @@ class IngestDomain:
         elif item.type == pb.MEMORY_TYPE_CONVERSATION:
             # One writer per session at a time: turn numbers follow commit order.
             lock_key(s, tenant, "turn", item.user_id, item.agent_id, item.session_id)
-            if item.auto_time:
-                rec.occur_time = utcnow()
             last = s.scalar(
                 select(func.max(MemoryRecord.turn_index)).where(
                     MemoryRecord.tenant == tenant,
@@ -344,6 +342,8 @@ class IngestDomain:
                 )
             )
             rec.turn_index = 0 if last is None else last + 1
+            if item.auto_time:  # now that this writer holds the session (SQLite: the db)
+                rec.occur_time = utcnow()
             if rec.occur_time is None:
                 rec.occur_time = now
         s.add(rec)

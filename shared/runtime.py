@@ -55,6 +55,6 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     return Runtime(
         settings=settings,
         db=db,
-        cache=make_cache(settings.redis_url),
+        cache=make_cache(settings.redis_url, settings.resolved_redis_namespace()),
         embedder=make_embedder(settings.embedder, settings.embed_threads),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Empty: in-process cache. Otherwise e.g. redis://127.0.0.1:6379/0
     redis_url: str = ""
+    # Prefix of this install's Redis keys and pub/sub channels (channels are global across
+    # Redis databases). Empty: derived from the database URL, so installs on different
+    # databases never hear each other's changes; the services of one install agree.
+    redis_namespace: str = ""
 
     host: str = "127.0.0.1"
     # All-in-one and ingest share 50051 (they are never run on one machine together
@@ -96,6 +101,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'memlake.db').resolve()}"
+
+    def resolved_redis_namespace(self) -> str:
+        if self.redis_namespace:
+            return self.redis_namespace
+        url = self.sqlalchemy_url()
+        if "@" in url:  # no password in the hash input, only where the data lives
+            url = url.split("://", 1)[0] + "://" + url.rsplit("@", 1)[1]
+        return hashlib.sha256(url.encode()).hexdigest()[:12]
 
     def resolved_versioning_addr(self) -> str:
         return self.versioning_addr or f"127.0.0.1:{self.versioning_port}"
