@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -350,10 +351,20 @@ class RunningServer:
     specs: list[ServiceSpec]
 
     def stop(self, grace: float) -> None:
-        """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish."""
+        """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish. Returns
+        within `grace` whatever clients do: calls still running when the drain share of
+        it ends are cancelled, and stop hooks (index snapshot, closing pools) get the rest."""
+        end = time.monotonic() + grace
         self.monitor.stop()
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        self.server.stop(max(grace - min(1.0, grace / 4), 0)).wait()
+        hooks = threading.Thread(target=self._run_on_stop, name="on-stop", daemon=True)
+        hooks.start()
+        hooks.join(max(end - time.monotonic(), 0))
+        if hooks.is_alive():
+            log.warning("stop hooks still running when the grace ended; not waiting for them")
+
+    def _run_on_stop(self) -> None:
         for spec in self.specs:
             for fn in spec.on_stop:
                 try:
@@ -412,8 +423,19 @@ def serve_forever(running: RunningServer, grace: float) -> None:
     signal.signal(signal.SIGTERM, _handle)
     signal.signal(signal.SIGINT, _handle)
     done.wait()
+    # A handler stuck in a call that ignores cancellation would keep the interpreter from
+    # exiting (it joins worker threads): end the process anyway just after the grace.
+    watchdog = threading.Timer(grace + 0.5, _hard_exit)
+    watchdog.daemon = True
+    watchdog.start()
     running.stop(grace)
     log.info("stopped")
+
+
+def _hard_exit() -> None:
+    log.warning("threads still busy after the shutdown grace; exiting now")
+    logging.shutdown()
+    os._exit(0)
 
 
 __all__ = [
