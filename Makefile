@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf bench-locomo bench-scale bench-facts bench-fuzz clean
+.PHONY: install run test lint proto proto-check buf bench-locomo bench-context bench-scale bench-facts bench-fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ OUT ?= bench/out/locomo.json
 ADDR ?=
 bench-locomo: install
 	$(PY) bench/locomo.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out $(OUT) $(if $(ADDR),--addr $(ADDR)) $(if $(ABLATE),--ablate)
+
+## GetContext on LoCoMo at 250/500/1000/2000 tokens: context recall per budget and category.
+bench-context: install
+	$(PY) bench/context.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out bench/out/context.json
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json

@@ -46,6 +46,10 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         self.addr = f"127.0.0.1:{self.port}"
+        self.key_file = data_dir / "admin.key"
+
+    def operator_key(self) -> str:
+        return self.key_file.read_text().strip()
 
     def wait_serving(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -85,3 +89,33 @@ def write_json(path: str | Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def tenant_api_key(addr: str, operator_key: str, tenant: str) -> str:
+    """An ADMIN key of tenant (created if new), made with an OPERATOR key such as the
+    bootstrap key a fresh server writes to <data dir>/admin.key."""
+    from memlake.client import MemlakeClient, MemlakeError
+    from memlake.v1 import admin_service_pb2 as apb
+
+    with MemlakeClient(addr, api_key=operator_key, timeout=30) as op:
+        try:
+            op.create_tenant(tenant, create_admin_key=False)
+        except MemlakeError as exc:
+            if exc.code != "ALREADY_EXISTS":
+                raise
+        return op.create_api_key(tenant=tenant, role=apb.KEY_ROLE_ADMIN, name="bench").secret
+
+
+def cpu_info() -> dict:
+    """CPU model and the SIMD flags that decide the embedder's speed (printed with figures)."""
+    model, flags = "", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    simd = [f for f in flags if f.startswith(("avx", "fma", "sse4", "amx"))]
+    return {"model": model, "cpus": os.cpu_count(), "simd_flags": sorted(simd)}

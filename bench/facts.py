@@ -37,6 +37,7 @@ from sqlalchemy import func, insert, select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import tenant_api_key  # noqa: E402
 from memlake.client import MemlakeClient, scope  # noqa: E402
 from memlake.v1 import memory_pb2 as pb  # noqa: E402
 from shared.db.models import FactKey, FactVersion, MemoryRecord  # noqa: E402
@@ -45,6 +46,7 @@ from shared.settings import Settings  # noqa: E402
 from versioning_service.versions import CURRENT, statement_text  # noqa: E402
 
 TENANT = "bench"
+KEY = [""]  # the bench tenant's ADMIN key, made once the server is up
 USERS = 1000  # facts spread over this many users; each user has SUBJECTS subjects
 SUBJECTS = 10
 
@@ -157,7 +159,7 @@ def measure(addr: str, clients: int, ops: list, expected: int) -> dict:
     def run(mine):
         nonlocal wrong
         local, bad = [], 0
-        with MemlakeClient(addr, tenant=TENANT, timeout=60) as c:
+        with MemlakeClient(addr, api_key=KEY[0], timeout=60) as c:
             start_gate.wait()
             for kw in mine:
                 t0 = time.perf_counter()
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     running, rt = start("all", settings, port=0)
     addr = f"127.0.0.1:{running.port}"
+    KEY[0] = tenant_api_key(addr, settings.key_file().read_text().strip(), TENANT)
     backend = rt.db.dialect
     try:
         with rt.db.read() as s:
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             u, s, p = key_of(i)
             return dict(subject=s, predicate=p, value=value, scope=scope(u), source=src)
 
-        with MemlakeClient(addr, tenant=TENANT) as c:  # warm up (model, pools, caches)
+        with MemlakeClient(addr, api_key=KEY[0]) as c:  # warm up (model, pools, caches)
             for w in range(20):
                 c.assert_fact("warmup", f"w{w}", "x", scope=scope("warm"))
         results = []

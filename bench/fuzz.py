@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import platform
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, write_json  # noqa: E402
+from bench.common import Server, cpu_info, tenant_api_key, write_json  # noqa: E402
 from memlake.client import MemlakeClient  # noqa: E402
 from tests.fuzzing import ALLOWED, garbage, requests, rpcs  # noqa: E402
 
@@ -93,7 +92,8 @@ def main() -> int:
     counts: dict[str, collections.Counter] = {}
     total = len(targets) * (args.n + args.garbage)
     done, t0 = 0, time.monotonic()
-    client = MemlakeClient(server.addr, tenant=f"fuzz{uuid.uuid4().hex[:8]}")
+    key = tenant_api_key(server.addr, server.operator_key(), f"fuzz{uuid.uuid4().hex[:8]}")
+    client = MemlakeClient(server.addr, api_key=key)
     channel = next(iter(client._channels.values()))
     cfg = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))
     try:
@@ -155,7 +155,7 @@ def main() -> int:
             "totals": dict(totals),
             "serving_after": serving,
             "seconds": round(elapsed, 1),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_info(),
         },
     )
     return 0 if serving and not bad else 1

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, percentile, write_json  # noqa: E402
-from memlake.client import MemlakeClient, scope, ts  # noqa: E402
+from bench.common import Server, percentile, tenant_api_key, write_json  # noqa: E402
+from memlake.client import MemlakeClient, find_api_key, scope, ts  # noqa: E402
 from memlake.v1 import ingest_service_pb2 as ipb  # noqa: E402
 from memlake.v1 import memory_pb2 as pb  # noqa: E402
 
@@ -106,7 +106,8 @@ def run(args) -> dict:
     audit = json.loads(Path(args.audit).read_text()) if args.audit else {}
     tenant = args.tenant or f"locomo-{int(time.time())}"
     if args.addr:
-        with MemlakeClient(args.addr, tenant=tenant, timeout=60) as c:
+        key = tenant_api_key(args.addr, find_api_key(), tenant)
+        with MemlakeClient(args.addr, api_key=key, timeout=60) as c:
             return _bench(c, args, data, audit)
     tmp = tempfile.TemporaryDirectory(prefix="memlake-locomo-")
     data_dir = Path(tmp.name) / "data"
@@ -115,7 +116,8 @@ def run(args) -> dict:
     print(f"starting memlake on {server.addr} (data in {tmp.name}) ...", flush=True)
     try:
         server.wait_serving()
-        with MemlakeClient(server.addr, tenant=tenant, timeout=60) as c:
+        key = tenant_api_key(server.addr, server.operator_key(), tenant)
+        with MemlakeClient(server.addr, api_key=key, timeout=60) as c:
             result = _bench(c, args, data, audit)
         if args.ablate:
             result["ablations"] = {}
@@ -123,7 +125,7 @@ def run(args) -> dict:
                 server.stop()
                 server = Server(data_dir, {**base_env, **env})
                 server.wait_serving()
-                with MemlakeClient(server.addr, tenant=tenant, timeout=60) as c:
+                with MemlakeClient(server.addr, api_key=key, timeout=60) as c:
                     r = _questions(c, data, audit, result["_ids"])
                 result["ablations"][name] = {"env": env, **r}
                 print(

@@ -20,9 +20,7 @@ def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestS
         tail_ttl_s=s.session_tail_ttl_s,
         dense_window=s.dense_window,
     )
-    servicer = IngestServicer(
-        domain, s.default_tenant, versioning_addr, max_message_bytes=s.max_message_bytes
-    )
+    servicer = IngestServicer(domain, versioning_addr, rt.channel)
     spec = ServiceSpec(
         FULL_NAME,
         lambda server: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.idempotency import Replay, prior_response
+from shared.tails import load_session_tail, session_tail_key
 from shared.text import index_text, window_text
 
 log = logging.getLogger("memlake.ingest")
@@ -68,10 +68,6 @@ class WriteResult:
     record: MemoryRecord
     seq: int
     outcome: int
-
-
-def session_tail_key(tenant: str, user_id: str, agent_id: str, session_id: str) -> str:
-    return json.dumps([tenant, user_id, agent_id, session_id], separators=(",", ":"))
 
 
 def validate(item: MemoryIn, prefix: str = "memory") -> None:
@@ -414,12 +410,29 @@ class IngestDomain:
         )
 
     def _update_tails(self, tenant: str, results: list[WriteResult]) -> None:
+        """Keeps each written session's hot tail in the cache: appended to when cached, else
+        loaded from the database (which already holds these turns)."""
+        loaded: set[str] = set()
         for r in results:
             rec = r.record
-            if rec.type == pb.MEMORY_TYPE_CONVERSATION and r.outcome == pb.WRITE_OUTCOME_CREATED:
-                key = session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
-                data = record_to_proto(rec).SerializeToString()
-                safe(self.cache.push_turn, key, data, self.tail_size, self.tail_ttl_s)
+            if rec.type != pb.MEMORY_TYPE_CONVERSATION or r.outcome != pb.WRITE_OUTCOME_CREATED:
+                continue
+            key = session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
+            if key in loaded:
+                continue
+            data = record_to_proto(rec).SerializeToString()
+            if safe(self.cache.push_turn, key, data, self.tail_size, self.tail_ttl_s) is False:
+                loaded.add(key)
+                tail = load_session_tail(
+                    self.db, tenant, rec.user_id, rec.agent_id, rec.session_id, self.tail_size
+                )
+                safe(
+                    self.cache.set_tail,
+                    key,
+                    [m.SerializeToString() for m in tail],
+                    self.tail_size,
+                    self.tail_ttl_s,
+                )
 
     # -- forget ---------------------------------------------------------------------------
 

@@ -13,12 +13,13 @@ from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared import validation
+from shared.auth.grants import WRITE
+from shared.auth.identity import caller
 from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
 from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
 from shared.idempotency import Replay, fingerprint
-from shared.server import DEFAULT_MAX_MESSAGE_BYTES, channel_options
-from shared.tenancy import TENANT_HEADER, check_scope_tenant, tenant_from_metadata
+from shared.tenancy import TENANT_HEADER, check_scope_tenant
 
 MAX_BATCH = 1000
 STREAM_CHUNK = 64
@@ -68,17 +69,11 @@ def _item_error(exc: MemlakeError) -> pb.ItemError:
 
 class IngestServicer(ipb_grpc.IngestServiceServicer):
     def __init__(
-        self,
-        domain: IngestDomain,
-        default_tenant: str,
-        versioning_addr: str,
-        *,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        self, domain: IngestDomain, versioning_addr: str, channel=grpc.insecure_channel
     ) -> None:
         self.domain = domain
-        self.max_message_bytes = max_message_bytes
-        self.default_tenant = default_tenant
         self.versioning_addr = versioning_addr
+        self._channel = channel
         self._vchannel: grpc.Channel | None = None
 
     def close(self) -> None:
@@ -87,13 +82,11 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
 
     def _versioning(self) -> vpb_grpc.VersioningServiceStub:
         if self._vchannel is None:
-            self._vchannel = grpc.insecure_channel(
-                self.versioning_addr, options=channel_options(self.max_message_bytes)
-            )
+            self._vchannel = self._channel(self.versioning_addr)
         return vpb_grpc.VersioningServiceStub(self._vchannel)
 
     def _tenant(self, context) -> str:
-        return tenant_from_metadata(context.invocation_metadata(), self.default_tenant)
+        return caller().tenant
 
     # -- the write path shared by all three write RPCs --------------------------------------
 
@@ -107,6 +100,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
                 validation.check(req, p)
                 check_scope_tenant(req.memory.scope.tenant, tenant, _join(p, "memory.scope.tenant"))
                 item = memory_in(req, _join(p, "memory"))
+                caller().require(WRITE, item.type, item.user_id, item.agent_id, item.session_id)
                 if item.type == pb.MEMORY_TYPE_FACT:
                     out[i] = self._assert_fact(tenant, req, item, context)
                 else:
@@ -153,7 +147,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
             resp = self._versioning().AssertFact(
                 areq,
                 timeout=remaining if remaining is not None else 30.0,
-                metadata=[(TENANT_HEADER, tenant)],
+                metadata=list(caller().forward) or [(TENANT_HEADER, tenant)],
             )
         except grpc.RpcError as exc:
             raise _versioning_error(exc) from exc
@@ -212,7 +206,19 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
             raise InvalidArgument("id", "is required")
         if not request.id.isdigit():
             raise InvalidArgument("id", "is not a memory id")
-        seq = self.domain.forget(tenant, int(request.id))
+        memory_id = int(request.id)
+        with self.domain.db.read() as s:
+            rec = s.get(MemoryRecord, memory_id)
+            if rec is not None and rec.tenant == tenant:
+                caller().require(
+                    WRITE,
+                    rec.type,
+                    rec.user_id,
+                    rec.agent_id,
+                    rec.session_id,
+                    f"forget {memory_id}",
+                )
+        seq = self.domain.forget(tenant, memory_id)
         return ipb.ForgetResponse(seq=seq)
 
 

@@ -18,9 +18,11 @@ from memlake.client import (
     TYPES,
     MemlakeClient,
     MemlakeError,
+    grant,
     scope,
     ts,
 )
+from memlake.v1 import admin_service_pb2 as apb
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import versioning_service_pb2 as vpb
 
@@ -83,7 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--addr", default=os.environ.get("MEMLAKE_ADDR", "127.0.0.1:50051"))
-    p.add_argument("--tenant", default=os.environ.get("MEMLAKE_TENANT", ""))
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="API key (default: MEMLAKE_API_KEY, else the local server's .memlake/admin.key)",
+    )
+    p.add_argument(
+        "--tenant",
+        default=os.environ.get("MEMLAKE_TENANT", ""),
+        help="only for a server with authentication off; a key names its own tenant",
+    )
     p.add_argument("--timeout", type=float, default=30.0)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
@@ -95,6 +106,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     ix = sub.add_parser("index", help="search index maintenance (run where retrieval runs)")
     ix.add_argument("action", choices=["rebuild"], help="rebuild every shard from the database")
+
+    sub.add_parser("whoami", help="the tenant, key and grants of the credentials in use")
+    tn = sub.add_parser("tenant", help="tenants (operator keys)")
+    tsub = tn.add_subparsers(dest="tenant_cmd", metavar="ACTION", required=True)
+    x = tsub.add_parser("create", help="create a tenant and print its first ADMIN key")
+    x.add_argument("name")
+    x.add_argument("--audit-reads", action="store_true", help="audit reads as well as writes")
+    tsub.add_parser("list", help="list tenants")
+    ky = sub.add_parser("key", help="API keys")
+    ksub = ky.add_subparsers(dest="key_cmd", metavar="ACTION", required=True)
+    x = ksub.add_parser("create", help="create a key; its secret is printed once")
+    x.add_argument("--name", default="")
+    x.add_argument("--role", choices=["member", "admin", "operator"], default="member")
+    x.add_argument("--key-tenant", default="", help="another tenant (operator keys only)")
+    x.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help='e.g. "users=42 types=conversation,fact perm=read,write" (also agents=, '
+        "sessions=); repeat for several grants",
+    )
+    x.add_argument("--ttl", type=int, default=0, help="seconds until it expires")
+    x = ksub.add_parser("list", help="keys of the tenant")
+    x.add_argument("--revoked", action="store_true", help="include revoked keys")
+    x = ksub.add_parser("revoke", help="revoke a key and the keys minted from it")
+    x.add_argument("key_id")
+    x = sub.add_parser("access", help="the access audit (who called what)")
+    x.add_argument("--key", default="", help="only this key id")
+    x.add_argument("--limit", type=int, default=50)
 
     r = sub.add_parser("remember", help="store a memory")
     r.add_argument("content")
@@ -409,7 +450,9 @@ def run(a) -> int:
             f"seq {st['applied_seq']}, in {time.monotonic() - t0:.1f}s -> {settings.index_dir()}"
         )
         return 0
-    with MemlakeClient(a.addr, tenant=a.tenant, timeout=a.timeout) as c:
+    with MemlakeClient(a.addr, api_key=a.api_key, tenant=a.tenant, timeout=a.timeout) as c:
+        if a.cmd in ("whoami", "tenant", "key", "access"):
+            return _auth_cmd(c, a)
         if a.cmd == "remember":
             r = c.remember(_memory(a), request_id=a.request_id)
             print(
@@ -461,6 +504,111 @@ def run(a) -> int:
     return 0
 
 
+def parse_grant(spec: str) -> apb.Grant:
+    """ "users=42,43 types=fact perm=read" -> Grant."""
+    fields: dict[str, list[str]] = {}
+    for part in spec.split():
+        k, sep, v = part.partition("=")
+        if not sep or k not in ("users", "agents", "sessions", "types", "perm"):
+            raise SystemExit(
+                f"bad grant part {part!r}: use users=, agents=, sessions=, types=, perm="
+            )
+        fields[k] = [x for x in v.split(",") if x or k == "users"]
+    perms = fields.get("perm", [])
+    if not perms or set(perms) - {"read", "write"}:
+        raise SystemExit(f"grant {spec!r}: perm= must list read and/or write")
+    unknown = set(fields.get("types", [])) - set(TYPES)
+    if unknown:
+        raise SystemExit(f"grant {spec!r}: unknown types {sorted(unknown)}")
+    return grant(
+        users=fields.get("users", []),
+        agents=fields.get("agents", []),
+        sessions=fields.get("sessions", []),
+        types=fields.get("types", []),
+        read="read" in perms,
+        write="write" in perms,
+    )
+
+
+def _key_line(k) -> str:
+    role = apb.KeyRole.Name(k.role).removeprefix("KEY_ROLE_")
+    state = " REVOKED" if k.HasField("revoke_time") else ""
+    exp = f" expires {k.expire_time.ToJsonString()}" if k.HasField("expire_time") else ""
+    grants = "; ".join(_grant_text(g) for g in k.grants)
+    return f"{k.key_id}  {role:<8} {k.name}{exp}{state}{'  [' + grants + ']' if grants else ''}"
+
+
+def _grant_text(g) -> str:
+    parts = [
+        f"{name}={','.join(vals)}"
+        for name, vals in (
+            ("users", g.user_ids),
+            ("agents", g.agent_ids),
+            ("sessions", g.session_ids),
+        )
+        if vals
+    ]
+    if g.types:
+        parts.append(
+            "types="
+            + ",".join(pb.MemoryType.Name(t).removeprefix("MEMORY_TYPE_").lower() for t in g.types)
+        )
+    parts.append(
+        "perm="
+        + ",".join(
+            apb.Permission.Name(p).removeprefix("PERMISSION_").lower() for p in g.permissions
+        )
+    )
+    return " ".join(parts)
+
+
+def _auth_cmd(c: MemlakeClient, a) -> int:
+    if a.cmd == "whoami":
+        r = c.whoami()
+        print(f"tenant {r.tenant} ({r.method})\n{_key_line(r.key)}")
+    elif a.cmd == "tenant" and a.tenant_cmd == "create":
+        r = c.create_tenant(a.name, audit_reads=a.audit_reads)
+        print(f"tenant {r.tenant.name} created\n{_key_line(r.admin_key)}")
+        print(f"secret (shown once): {r.admin_secret}")
+    elif a.cmd == "tenant":
+        for t in _pages_of(c.admin.ListTenants, apb.ListTenantsRequest, "tenants", c):
+            print(f"{t.name}{'  (reads audited)' if t.audit_reads else ''}")
+    elif a.key_cmd == "create":
+        r = c.create_api_key(
+            name=a.name,
+            role=apb.KeyRole.Value(f"KEY_ROLE_{a.role.upper()}"),
+            grants=[parse_grant(g) for g in a.grant],
+            tenant=a.key_tenant,
+            ttl_seconds=a.ttl,
+        )
+        print(f"{_key_line(r.key)}\nsecret (shown once): {r.secret}")
+    elif a.key_cmd == "list":
+        for k in c.list_api_keys(include_revoked=a.revoked).keys:
+            print(_key_line(k))
+    elif a.key_cmd == "revoke":
+        r = c.revoke_api_key(a.key_id)
+        print(f"revoked {r.key.key_id} and {r.revoked_children} key(s) minted from it")
+    elif a.cmd == "access":
+        r = c.list_access_events(key_id=a.key, page_size=a.limit)
+        for e in r.events:
+            scope_ = "/".join(x for x in (e.user_id, e.agent_id, e.session_id) if x)
+            print(
+                f"{e.time.ToJsonString()[:19]} {e.action:<5} {e.code:<17} {e.key_id:<16} "
+                f"{e.method.rsplit('/', 1)[-1]} {scope_} {' '.join(e.target_ids[:5])}"
+            )
+    return 0
+
+
+def _pages_of(method, request_type, field: str, c: MemlakeClient):
+    token = ""
+    while True:
+        r = c._call(method, request_type(page_token=token))
+        yield from getattr(r, field)
+        token = r.next_page_token
+        if not token:
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -472,6 +620,12 @@ def main(argv: list[str] | None = None) -> int:
     except MemlakeError as exc:
         where = f" (field {exc.field})" if exc.field else ""
         print(f"error: {exc.code}: {exc.message}{where}", file=sys.stderr)
+        if exc.code == "UNAUTHENTICATED" and exc.reason == "CREDENTIALS_MISSING":
+            print(
+                "no API key found: pass --api-key, set MEMLAKE_API_KEY, or run where "
+                "`memlake serve` keeps its data (MEMLAKE_DATA_DIR, default ./.memlake/admin.key)",
+                file=sys.stderr,
+            )
         if exc.code == "UNAVAILABLE":
             print(f"is memlake running at {a.addr}? start it with `make run`", file=sys.stderr)
         return 1

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from memlake.v1 import admin_service_pb2 as apb
+from memlake.v1 import admin_service_pb2_grpc as apb_grpc
 from memlake.v1 import ingest_service_pb2 as ipb
 from memlake.v1 import ingest_service_pb2_grpc as ipb_grpc
 from memlake.v1 import memory_pb2 as pb
@@ -93,30 +97,95 @@ def scope(user_id: str = "", agent_id: str = "", session_id: str = "") -> pb.Sco
     return pb.Scope(user_id=user_id, agent_id=agent_id, session_id=session_id)
 
 
-class MemlakeClient:
-    """client = MemlakeClient("127.0.0.1:50051", tenant="acme")
+def grant(
+    *,
+    users: Sequence[str] = (),
+    agents: Sequence[str] = (),
+    sessions: Sequence[str] = (),
+    types: Sequence[int | str] = (),
+    read: bool = False,
+    write: bool = False,
+) -> apb.Grant:
+    """grant(users=["42"], read=True, write=True); types by value or name ("fact")."""
+    perms = [p for p, on in ((apb.PERMISSION_READ, read), (apb.PERMISSION_WRITE, write)) if on]
+    return apb.Grant(
+        user_ids=users,
+        agent_ids=agents,
+        session_ids=sessions,
+        types=[TYPES[t] if isinstance(t, str) else t for t in types],
+        permissions=perms,
+    )
 
-    With the all-in-one server one address serves everything; with separate services pass
-    retrieval_addr and versioning_addr too.
+
+def find_api_key() -> str:
+    """MEMLAKE_API_KEY, else the file MEMLAKE_API_KEY_FILE names, else the bootstrap key a
+    local `memlake serve` stored in its data directory (MEMLAKE_DATA_DIR, default .memlake)."""
+    if os.environ.get("MEMLAKE_API_KEY"):
+        return os.environ["MEMLAKE_API_KEY"].strip()
+    path = os.environ.get("MEMLAKE_API_KEY_FILE") or str(
+        Path(os.environ.get("MEMLAKE_DATA_DIR", ".memlake")) / "admin.key"
+    )
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _channel(addr: str, tls: bool, ca_file: str, cert_file: str, key_file: str) -> grpc.Channel:
+    if not (tls or ca_file or cert_file):
+        return grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)
+
+    def read(p: str) -> bytes | None:
+        return Path(p).read_bytes() if p else None
+
+    creds = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+    return grpc.secure_channel(addr, creds, options=_CHANNEL_OPTIONS)
+
+
+class MemlakeClient:
+    """client = MemlakeClient("127.0.0.1:50051", api_key="mlk_...")
+
+    The key names the tenant; without api_key, find_api_key() looks in the environment and
+    in the local server's data directory. tenant= is only for servers run with
+    authentication off (sent as x-memlake-tenant; with a key it must match the key's
+    tenant). With the all-in-one server one address serves everything; with separate
+    services pass retrieval_addr and versioning_addr too. TLS: tls=True (system roots) or
+    ca_file; mutual TLS adds cert_file and key_file (MEMLAKE_TLS_CA, _CERT, _KEY).
     """
 
     def __init__(
         self,
         addr: str = "127.0.0.1:50051",
         *,
+        api_key: str | None = None,
         tenant: str = "",
         retrieval_addr: str | None = None,
         versioning_addr: str | None = None,
         timeout: float = 30.0,
+        tls: bool = False,
+        ca_file: str = "",
+        cert_file: str = "",
+        key_file: str = "",
     ) -> None:
-        self._channels = {addr: grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)}
+        ca_file = ca_file or os.environ.get("MEMLAKE_TLS_CA", "")
+        cert_file = cert_file or os.environ.get("MEMLAKE_TLS_CERT", "")
+        key_file = key_file or os.environ.get("MEMLAKE_TLS_KEY", "")
+
+        def open_channel(a: str) -> grpc.Channel:
+            return _channel(a, tls, ca_file, cert_file, key_file)
+
+        self._channels = {addr: open_channel(addr)}
         for a in (retrieval_addr, versioning_addr):
             if a and a not in self._channels:
-                self._channels[a] = grpc.insecure_channel(a, options=_CHANNEL_OPTIONS)
+                self._channels[a] = open_channel(a)
         self.ingest = ipb_grpc.IngestServiceStub(self._channels[addr])
+        self.admin = apb_grpc.AdminServiceStub(self._channels[addr])
         self.retrieval = rpb_grpc.RetrievalServiceStub(self._channels[retrieval_addr or addr])
         self.versioning = vpb_grpc.VersioningServiceStub(self._channels[versioning_addr or addr])
+        self.api_key = find_api_key() if api_key is None else api_key
         self.metadata = [("x-memlake-tenant", tenant)] if tenant else []
+        if self.api_key:
+            self.metadata.append(("authorization", f"Bearer {self.api_key}"))
         self.timeout = timeout
 
     def close(self) -> None:
@@ -134,6 +203,60 @@ class MemlakeClient:
             return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
+
+    # -- admin ----------------------------------------------------------------------------
+
+    def whoami(self) -> apb.GetCallerResponse:
+        return self._call(self.admin.GetCaller, apb.GetCallerRequest())
+
+    def create_tenant(
+        self, name: str, *, audit_reads: bool = False, create_admin_key: bool = True
+    ) -> apb.CreateTenantResponse:
+        return self._call(
+            self.admin.CreateTenant,
+            apb.CreateTenantRequest(
+                name=name, audit_reads=audit_reads, create_admin_key=create_admin_key
+            ),
+        )
+
+    def create_api_key(
+        self,
+        *,
+        name: str = "",
+        role: int = apb.KEY_ROLE_MEMBER,
+        grants: Sequence[apb.Grant] = (),
+        tenant: str = "",
+        ttl_seconds: int = 0,
+        expire_time: datetime | None = None,
+    ) -> apb.CreateApiKeyResponse:
+        return self._call(
+            self.admin.CreateApiKey,
+            apb.CreateApiKeyRequest(
+                tenant=tenant,
+                name=name,
+                role=role,
+                grants=grants,
+                ttl_seconds=ttl_seconds,
+                expire_time=ts(expire_time),
+            ),
+        )
+
+    def list_api_keys(self, *, tenant: str = "", include_revoked: bool = False, **kw):
+        return self._call(
+            self.admin.ListApiKeys,
+            apb.ListApiKeysRequest(tenant=tenant, include_revoked=include_revoked, **kw),
+        )
+
+    def revoke_api_key(self, key_id: str) -> apb.RevokeApiKeyResponse:
+        return self._call(self.admin.RevokeApiKey, apb.RevokeApiKeyRequest(key_id=key_id))
+
+    def list_access_events(self, **kw) -> apb.ListAccessEventsResponse:
+        return self._call(self.admin.ListAccessEvents, apb.ListAccessEventsRequest(**kw))
+
+    def update_tenant(self, name: str, *, audit_reads: bool) -> apb.UpdateTenantResponse:
+        return self._call(
+            self.admin.UpdateTenant, apb.UpdateTenantRequest(name=name, audit_reads=audit_reads)
+        )
 
     # -- ingest ---------------------------------------------------------------------------
 

@@ -21,10 +21,10 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
         index,
         rt.embedder,
         rt.cache,
-        s.default_tenant,
         tail_size=s.session_tail_size,
         tail_ttl_s=s.session_tail_ttl_s,
         rank=rank_config_from(s),
+        tail_first=s.context_tail_first,
     )
     spec = ServiceSpec(
         FULL_NAME,

@@ -1,18 +1,14 @@
-"""GetContext: BACKGROUND first, the session's hot tail, then what is relevant to the
-intent, deduplicated, within a token budget, plus a rendered block for a prompt."""
+"""GetContext: BACKGROUND first, the session's newest turns, then what is relevant to the
+intent, then the rest of the session's hot tail, deduplicated, within a token budget
+(counted with shared.tokens), plus a rendered block for a prompt."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from memlake.v1 import memory_pb2 as pb
 from shared.convert import TYPE_NAMES
-
-
-def count_tokens(text: str) -> int:
-    """Estimate: about 4 characters per token for English (no tokenizer dependency)."""
-    return max(1, math.ceil(len(text) / 4))
+from shared.tokens import count_tokens, truncate
 
 
 @dataclass
@@ -69,10 +65,10 @@ def assemble(cands: list[Candidate], budget: int) -> tuple[list[tuple[Candidate,
         if used + header_cost + cost > budget:
             if c.reason != "background":
                 continue
-            room = (budget - used - header_cost) * 4 - 8
-            if room <= 16:
+            room = budget - used - header_cost - 2
+            if room <= 4:
                 continue
-            line = line[:room] + "..."
+            line = truncate(line, room) + "..."
             cost = count_tokens(line + "\n")
             if used + header_cost + cost > budget:
                 continue
@@ -83,7 +79,10 @@ def assemble(cands: list[Candidate], budget: int) -> tuple[list[tuple[Candidate,
         chosen.append((c, cost, line))
     blocks = []
     for reason in ("background", "relevant", "session_tail"):
-        lines = [ln for c, _, ln in chosen if c.reason == reason]
+        picked = [(c, ln) for c, _, ln in chosen if c.reason == reason]
+        if reason == "session_tail":  # chosen newest first, shown in turn order
+            picked.sort(key=lambda p: p[0].memory.conversation.turn_index)
+        lines = [ln for _, ln in picked]
         if lines:
             blocks.append(SECTIONS[reason] + "\n" + "\n".join(lines))
     rendered = "\n\n".join(blocks)

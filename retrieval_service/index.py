@@ -59,6 +59,8 @@ class Filters:
     start: float = -INF
     end: float = INF
     include_history: bool = False
+    # The caller's read grants (shared.auth.grants.Grant); None: no restriction.
+    access: tuple | None = None
 
 
 # name -> (dtype, fill value) of the per-row columns
@@ -351,7 +353,28 @@ class Partition:
         ):
             if value:
                 m &= self._codes[column].equal(getattr(self, column), value, n)
+        if f.access is not None:
+            m &= self._granted(f.access, n)
         return m
+
+    def _granted(self, grants: tuple, n: int) -> np.ndarray:
+        """Rows that at least one of the caller's read grants allows."""
+        allowed = np.zeros(n, dtype=bool)
+        for g in grants:
+            ok = np.isin(self.types[:n], list(g.types)) if g.types else np.ones(n, dtype=bool)
+            for values, column in (
+                (g.sessions, "sessions"),
+                (g.agents, "agents"),
+                (g.users, "users"),
+            ):
+                if values:
+                    col = getattr(self, column)
+                    any_of = np.zeros(n, dtype=bool)
+                    for v in values:
+                        any_of |= self._codes[column].equal(col, v, n)
+                    ok &= any_of
+            allowed |= ok
+        return allowed
 
     def _lexical(self, query: str) -> np.ndarray:
         """Lexical score of every row: its own BM25 plus the weighted window BM25."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, false, func, or_, select
 
-from ingest_service.domain import session_tail_key
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
@@ -12,6 +11,8 @@ from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
 from retrieval_service.ranking import DEFAULT, RankConfig, search
 from shared import changelog
+from shared.auth.grants import READ
+from shared.auth.identity import caller
 from shared.cache import Cache, safe
 from shared.convert import (
     decode_page_token,
@@ -25,7 +26,8 @@ from shared.db.engine import Database
 from shared.db.models import MemoryRecord
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound, OutOfRange
-from shared.tenancy import check_scope_tenant, tenant_from_metadata
+from shared.tails import load_session_tail, session_tail_key
+from shared.tenancy import check_scope_tenant
 
 MAX_WAIT_S = 10.0
 
@@ -52,18 +54,18 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         index: IndexManager,
         embedder: Embedder,
         cache: Cache,
-        default_tenant: str,
         tail_size: int = 20,
         tail_ttl_s: int = 86400,
         rank: RankConfig = DEFAULT,
+        tail_first: int = 3,
     ) -> None:
+        self.tail_first = tail_first
         self.rank = rank
         self.db, self.index, self.embedder, self.cache = db, index, embedder, cache
-        self.default_tenant = default_tenant
         self.tail_size, self.tail_ttl_s = tail_size, tail_ttl_s
 
     def _tenant(self, context) -> str:
-        return tenant_from_metadata(context.invocation_metadata(), self.default_tenant)
+        return caller().tenant
 
     def _wait(self, min_seq: int, context) -> None:
         if min_seq < 0:
@@ -97,6 +99,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             )
             if rec is None:
                 raise NotFound(f"no memory with id {request.id}")
+            caller().require(
+                READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
+            )
             return rpb.GetMemoryResponse(memory=record_to_proto(rec))
 
     def ListMemories(self, request, context):
@@ -121,6 +126,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             q = q.where(MemoryRecord.type.in_(types))
         if not request.include_history:
             q = q.where(MemoryRecord.current.is_(True))
+        q = q.where(_granted_sql(caller().readable()))
         if start > float("-inf"):
             q = q.where(when >= ts_to_dt(request.time_range.start_time))
         if end < float("inf"):
@@ -158,6 +164,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             start=start,
             end=end,
             include_history=getattr(request, "include_history", False),
+            access=caller().readable(),
         )
 
     def SearchMemories(self, request, context):
@@ -190,7 +197,10 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         qvec = self.embedder.embed_one(request.intent or "profile")
         # BACKGROUND first: every current item of the user/agent, in key order.
         bg = Filters(
-            types=frozenset([pb.MEMORY_TYPE_BACKGROUND]), user_id=f.user_id, agent_id=f.agent_id
+            types=frozenset([pb.MEMORY_TYPE_BACKGROUND]),
+            user_id=f.user_id,
+            agent_id=f.agent_id,
+            access=f.access,
         )
         bg_hits = search(self.index, tenant, qvec, request.intent, bg, 200, self.rank)
         bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
@@ -200,11 +210,22 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 pb.MEMORY_TYPE_BACKGROUND,
                 pb.MEMORY_TYPE_UNSPECIFIED,
             }
-            rel = Filters(types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id)
+            rel = Filters(
+                types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id, access=f.access
+            )
             hits = search(self.index, tenant, qvec, request.intent, rel, 50, self.rank)
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
-            cands += [Candidate(m, 0.0, "session_tail") for m in self._session_tail(tenant, f)]
+            who = caller()
+            tail = [
+                m
+                for m in self._session_tail(tenant, f)
+                if who.can(READ, m.type, m.scope.user_id, m.scope.agent_id, m.scope.session_id)
+            ][::-1]
+            # The newest turns go before the relevant items, so they always fit.
+            k = self.tail_first
+            cands[len(bgs) : len(bgs)] = [Candidate(m, 0.0, "session_tail") for m in tail[:k]]
+            cands += [Candidate(m, 0.0, "session_tail") for m in tail[k:]]
         chosen, rendered, tokens = assemble(cands, budget)
         resp = rpb.GetContextResponse(
             rendered=rendered, token_count=tokens, index_seq=self.index.applied_seq
@@ -222,22 +243,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         cached = safe(self.cache.get_tail, key)
         if cached is not None:
             return [pb.Memory.FromString(b) for b in cached]
-        with self.db.read() as s:
-            recs = list(
-                s.scalars(
-                    select(MemoryRecord)
-                    .where(
-                        MemoryRecord.tenant == tenant,
-                        MemoryRecord.user_id == f.user_id,
-                        MemoryRecord.agent_id == f.agent_id,
-                        MemoryRecord.session_id == f.session_id,
-                        MemoryRecord.type == pb.MEMORY_TYPE_CONVERSATION,
-                    )
-                    .order_by(MemoryRecord.turn_index.desc())
-                    .limit(self.tail_size)
-                )
-            )[::-1]
-        tail = [record_to_proto(r) for r in recs]
+        tail = load_session_tail(
+            self.db, tenant, f.user_id, f.agent_id, f.session_id, self.tail_size
+        )
         if tail:
             safe(
                 self.cache.set_tail,
@@ -247,3 +255,23 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 self.tail_ttl_s,
             )
         return tail
+
+
+def _granted_sql(grants):
+    """SQL for "one of the caller's read grants allows this row" (True when unrestricted)."""
+    if grants is None:
+        return MemoryRecord.id.is_not(None)
+    clauses = []
+    for g in grants:
+        parts = []
+        if g.types:
+            parts.append(MemoryRecord.type.in_(sorted(g.types)))
+        for values, col in (
+            (g.users, MemoryRecord.user_id),
+            (g.agents, MemoryRecord.agent_id),
+            (g.sessions, MemoryRecord.session_id),
+        ):
+            if values:
+                parts.append(col.in_(sorted(values)))
+        clauses.append(and_(*parts) if parts else MemoryRecord.id.is_not(None))
+    return or_(*clauses) if clauses else false()

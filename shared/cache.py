@@ -18,7 +18,8 @@ class Cache(ABC):
     """Session tails (lists of serialized turns, oldest first) and change wake-ups."""
 
     @abstractmethod
-    def push_turn(self, key: str, item: bytes, max_len: int, ttl_s: int) -> None: ...
+    def push_turn(self, key: str, item: bytes, max_len: int, ttl_s: int) -> bool:
+        """Appends to a cached tail; False (and nothing stored) when the tail is not cached."""
 
     @abstractmethod
     def get_tail(self, key: str) -> list[bytes] | None:
@@ -66,10 +67,11 @@ class InProcessCache(Cache):
         with self._lock:
             items = self._expire(key)
             if items is None:
-                return  # only extend tails that are cached; a miss reloads from the DB
+                return False  # only extend tails that are cached; a miss reloads from the DB
             items.append(item)
             del items[:-max_len]
             self._tails[key] = (time.monotonic() + ttl_s, items)
+            return True
 
     def get_tail(self, key):
         with self._lock:
@@ -114,6 +116,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('RPUSH', KEYS[1], ARGV[1])
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return 1
 end
 return 0
 """
@@ -134,7 +137,7 @@ class RedisCache(Cache):
         return f"{self._prefix}tail:{key}"
 
     def push_turn(self, key, item, max_len, ttl_s):
-        self._push(keys=[self._k(key)], args=[item, max_len, ttl_s])
+        return bool(self._push(keys=[self._k(key)], args=[item, max_len, ttl_s]))
 
     def get_tail(self, key):
         k = self._k(key)

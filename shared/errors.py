@@ -82,3 +82,13 @@ def error_for_code(code_name: str, message: str) -> MemlakeError:
         err.code_name = code_name
         return err
     return cls(message)
+
+
+class Unauthenticated(MemlakeError):
+    code_name = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MemlakeError):
+    code_name = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"

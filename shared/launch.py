@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import secrets
+import sys
 
+from shared.auth.audit import AccessAuditor
+from shared.auth.identity import Authenticator
+from shared.auth.store import KeyStore
+from shared.auth.tls import server_credentials
 from shared.runtime import Runtime, build_runtime
 from shared.server import RunningServer, create_server, serve_forever, start_metrics
 from shared.settings import Settings
@@ -15,11 +23,14 @@ def start(
     which: str, settings: Settings, *, port: int | None = None, runtime: Runtime | None = None
 ) -> tuple[RunningServer, Runtime]:
     """which: "all", "ingest", "retrieval" or "versioning". port=0 picks a free port."""
+    from admin_service.app import admin_spec
     from ingest_service.app import ingest_spec
     from retrieval_service.app import retrieval_spec
     from versioning_service.app import versioning_spec
 
+    check_auth_setting(settings)
     rt = runtime or build_runtime(settings)
+    authenticator, auditor = _auth(settings, rt)
     if port is None:
         port = getattr(settings, f"{'allinone' if which == 'all' else which}_port")
     specs = []
@@ -31,6 +42,8 @@ def start(
         specs.append(retrieval_spec(rt)[0])
     if which in ("all", "versioning"):
         specs.append(versioning_spec(rt))
+    if which in ("all", "ingest"):
+        specs.append(admin_spec(rt))
     if not specs:
         raise ValueError(f"unknown service {which!r}")
     running = create_server(
@@ -40,6 +53,9 @@ def start(
         health_interval=settings.health_check_interval_s,
         log_requests=settings.log_requests,
         max_message_bytes=settings.max_message_bytes,
+        authenticator=authenticator,
+        auditor=auditor,
+        server_credentials=server_credentials(settings),
     )
     if which == "all" and ingest_servicer is not None and not settings.versioning_addr:
         ingest_servicer.versioning_addr = f"127.0.0.1:{running.port}"  # itself
@@ -66,3 +82,63 @@ def main(which: str) -> None:
         settings.sqlalchemy_url().split("@")[-1],
     )
     serve_forever(running, settings.shutdown_grace_s)
+
+
+def check_auth_setting(settings: Settings) -> None:
+    """Authentication may be turned off only where nothing but this machine can call."""
+    if settings.auth_enabled:
+        return
+    try:
+        loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SystemExit(
+            f"memlake: refusing to start with MEMLAKE_AUTH_ENABLED=false on {settings.host}: "
+            "authentication may be off only on a loopback address"
+        )
+    banner = (
+        "memlake: AUTHENTICATION IS OFF (MEMLAKE_AUTH_ENABLED=false): every local caller "
+        "may read and write every tenant"
+    )
+    print(banner, file=sys.stderr, flush=True)
+    log.warning(banner)
+
+
+def _auth(settings: Settings, rt: Runtime) -> tuple[Authenticator, AccessAuditor]:
+    store = KeyStore(
+        rt.db,
+        hash_n=settings.auth_hash_n,
+        cache_ttl_s=settings.auth_cache_ttl_s,
+        max_minted_ttl_s=settings.auth_max_minted_ttl_s,
+    )
+    rt.keys = store
+    if settings.auth_enabled:
+        key = store.bootstrap(settings.default_tenant, settings.bootstrap_key)
+        if key is not None and not settings.bootstrap_key:
+            _announce_bootstrap_key(key, settings.key_file())
+    authenticator = Authenticator(
+        store,
+        enabled=settings.auth_enabled,
+        default_tenant=settings.default_tenant,
+        # Separate services share MEMLAKE_INTERNAL_TOKEN; one process makes its own.
+        internal_token=settings.internal_token or secrets.token_urlsafe(32),
+        trust_mesh=settings.trust_mesh_identity,
+    )
+    return authenticator, AccessAuditor(rt.db, store)
+
+
+def _announce_bootstrap_key(key: str, path) -> None:
+    """Shown once, here, and kept where local tools find it (readable by the owner only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+    print(
+        "memlake: created the bootstrap OPERATOR key; it is shown only this once and stored "
+        f"in {path} (mode 0600), where the memlake CLI and SDK on this machine find it:\n"
+        f"  {key}",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -21,6 +21,13 @@ class Runtime:
     cache: Cache
     embedder: Embedder
     local: LocalNotifier = field(default_factory=LocalNotifier)
+    keys: object = None  # shared.auth.store.KeyStore, set by launch
+
+    def channel(self, addr: str):
+        """A channel to another memlake service (TLS when configured)."""
+        from shared.auth.tls import channel
+
+        return channel(addr, self.settings)
 
     def notify(self, seq: int) -> None:
         """Tells index tailers that the change log reached seq."""

@@ -27,6 +27,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared import deadline, validation
+from shared.auth.audit import AccessAuditor
+from shared.auth.identity import Authenticator, is_public, reset_caller, set_caller
 from shared.errors import InvalidArgument, MemlakeError
 
 log = logging.getLogger("memlake")
@@ -178,8 +180,15 @@ PER_ITEM_STREAMS = {"/memlake.v1.IngestService/StreamRemember"}
 class ServiceInterceptor(grpc.ServerInterceptor):
     """Wraps every RPC kind: request id, error translation, metrics, one log line."""
 
-    def __init__(self, log_requests: bool = True) -> None:
+    def __init__(
+        self,
+        log_requests: bool = True,
+        authenticator: Authenticator | None = None,
+        auditor: AccessAuditor | None = None,
+    ) -> None:
         self.log_requests = log_requests
+        self.auth = authenticator
+        self.auditor = auditor
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -201,12 +210,18 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         ours = service.startswith("memlake.")
         # Items of these streams are checked one by one by the servicer (per-item errors).
         per_item = full in PER_ITEM_STREAMS
+        public = is_public(full)
 
         def wrapped(request_or_iterator, context):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
             code = grpc.StatusCode.OK
+            ident = token = result = None
+            valid = False  # only a request that passed validation reaches the audit
             try:
+                if self.auth is not None and not public:
+                    ident = self.auth.authenticate(md, context)
+                    token = set_caller(ident)
                 if streaming_request:
                     request_or_iterator = _checked_stream(
                         request_or_iterator, ours and not per_item
@@ -215,6 +230,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                     raise request_or_iterator.error()
                 elif ours:
                     validation.check(request_or_iterator, skip_per_item=True)
+                valid = True
                 with deadline.call_deadline(context.time_remaining()):
                     result = fn(request_or_iterator, context)
                     if streaming_response:
@@ -230,8 +246,20 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 code, status = _status_for(exc)
                 context.abort_with_status(rpc_status.to_status(status))
             finally:
+                if token is not None:
+                    reset_caller(token)
                 elapsed = time.perf_counter() - start
                 code_name = code.name
+                if ident is not None and self.auditor is not None:
+                    self.auditor.record(
+                        ident,
+                        full,
+                        code_name,
+                        request_or_iterator if valid and kind.startswith("unary") else None,
+                        result if kind.endswith("unary") else None,
+                        request_id,
+                        _peer(context),
+                    )
                 REQUESTS.labels(service, method, code_name).inc()
                 LATENCY.labels(service, method, code_name).observe(elapsed)
                 if self.log_requests:
@@ -243,7 +271,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                                 "code": code_name,
                                 "ms": round(elapsed * 1000, 3),
                                 "request_id": request_id,
-                                "tenant": md.get("x-memlake-tenant", ""),
+                                "tenant": ident.tenant if ident else "",
+                                "key": ident.key_id if ident else "",
                                 "peer": _peer(context),
                             }
                         },
@@ -381,11 +410,14 @@ def create_server(
     health_interval: float = 5.0,
     log_requests: bool = True,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    authenticator: Authenticator | None = None,
+    auditor: AccessAuditor | None = None,
+    server_credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor(log_requests)],
+        interceptors=[ServiceInterceptor(log_requests, authenticator, auditor)],
         options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)],
     )
     for spec in specs:
@@ -397,7 +429,10 @@ def create_server(
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(address)
+    if server_credentials is not None:
+        port = server.add_secure_port(address, server_credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
     monitor = HealthMonitor(health_servicer, specs, health_interval)
@@ -424,8 +459,8 @@ def serve_forever(running: RunningServer, grace: float) -> None:
     signal.signal(signal.SIGINT, _handle)
     done.wait()
     # A handler stuck in a call that ignores cancellation would keep the interpreter from
-    # exiting (it joins worker threads): end the process anyway just after the grace.
-    watchdog = threading.Timer(grace + 0.5, _hard_exit)
+    # exiting (it joins worker threads): end the process anyway when the grace is over.
+    watchdog = threading.Timer(grace, _hard_exit)
     watchdog.daemon = True
     watchdog.start()
     running.stop(grace)

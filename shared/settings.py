@@ -41,6 +41,32 @@ class Settings(BaseSettings):
     versioning_addr: str = ""
 
     default_tenant: str = "default"
+
+    # Authentication (README "Security"). Off only on a loopback host, and said loudly.
+    auth_enabled: bool = True
+    # A revoked key stops working on every replica within this many seconds.
+    auth_cache_ttl_s: float = 5.0
+    # scrypt cost (N) of stored key hashes; 16384 takes about 40 ms per check, once per key
+    # and process.
+    auth_hash_n: int = 16384
+    # Longest life of a key minted by a MEMBER key.
+    auth_max_minted_ttl_s: float = 86400.0
+    # First start: the OPERATOR bootstrap key is created once, printed once, and written to
+    # this file (default: <data_dir>/admin.key, mode 0600). MEMLAKE_BOOTSTRAP_KEY presets it
+    # (mlk_bootstrap_<43 chars>), e.g. from a Kubernetes Secret.
+    bootstrap_key_file: str = ""
+    bootstrap_key: str = ""
+    # Shared by separate services so ingest can act for a certificate caller on versioning.
+    internal_token: str = ""
+    # TLS: server certificate and key; with a client CA, mutual TLS (tenant = the client
+    # certificate's common name). tls_ca_file verifies servers on the services' own hops.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    tls_ca_file: str = ""
+    tls_server_name: str = ""
+    # Behind a mesh that terminates mTLS: take the tenant from x-forwarded-client-cert.
+    trust_mesh_identity: bool = False
     # Default conflict policy for facts: SUPERSEDE, REJECT or REVIEW (a tenant may set its
     # own with SetConflictPolicy / `memlake fact policy`).
     default_conflict_policy: str = "SUPERSEDE"
@@ -79,6 +105,9 @@ class Settings(BaseSettings):
     # Hot tail of an active session kept in the cache.
     session_tail_size: int = 20
     session_tail_ttl_s: int = 24 * 3600
+    # GetContext places this many of the active session's newest turns right after
+    # BACKGROUND, before the items relevant to the intent, so they always fit the budget.
+    context_tail_first: int = 3
 
     max_workers: int = 16
     # One maximum gRPC message size (bytes) for every server, internal client and the SDK.
@@ -112,6 +141,13 @@ class Settings(BaseSettings):
 
     def resolved_versioning_addr(self) -> str:
         return self.versioning_addr or f"127.0.0.1:{self.versioning_port}"
+
+    def key_file(self) -> Path:
+        return (
+            Path(self.bootstrap_key_file)
+            if self.bootstrap_key_file
+            else self.data_dir / "admin.key"
+        )
 
     def index_dir(self) -> Path:
         return self.data_dir / "index"

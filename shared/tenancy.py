@@ -26,3 +26,8 @@ def check_scope_tenant(scope_tenant: str, tenant: str, field: str = "scope.tenan
         raise InvalidArgument(
             field, f"is output only; send the tenant in the {TENANT_HEADER} metadata"
         )
+
+
+def check_tenant_name(name: str, field: str = "tenant") -> None:
+    if not _TENANT_RE.match(name):
+        raise InvalidArgument(field, "tenant must be 1-128 of letters, digits, '_', '.', '-'")

@@ -68,6 +68,7 @@ def settings_for(backend: str, data_dir: Path, database_url: str = "", **kw) -> 
         health_check_interval_s=0.5,
         log_requests=False,
         shutdown_grace_s=2.0,
+        auth_hash_n=1024,  # the default (16384) is slower on purpose; tests make many keys
     )
     if backend == "postgres":
         base.update(database_url=database_url, redis_url=redis_url())
@@ -86,8 +87,13 @@ class Suite:
     def addr(self) -> str:
         return f"127.0.0.1:{self.running.port}"
 
-    def client(self, tenant: str | None = None) -> MemlakeClient:
-        return MemlakeClient(self.addr, tenant=tenant or f"t{uuid.uuid4().hex[:12]}", timeout=20)
+    def client(self, tenant: str | None = None, **kw) -> MemlakeClient:
+        """A client with a fresh ADMIN key of tenant (created if new; random by default)."""
+        key = tenant_key(self.addr, self.settings, tenant or f"t{uuid.uuid4().hex[:12]}")
+        return MemlakeClient(self.addr, api_key=key, timeout=20, **kw)
+
+    def operator(self) -> MemlakeClient:
+        return MemlakeClient(self.addr, api_key=bootstrap_key(self.settings), timeout=20)
 
     def wait_serving(self, timeout: float = 20.0) -> None:
         import time
@@ -107,6 +113,25 @@ class Suite:
 
     def stop(self) -> None:
         self.running.stop(1.0)
+
+
+def bootstrap_key(settings: Settings) -> str:
+    return settings.key_file().read_text().strip()
+
+
+def tenant_key(addr: str, settings: Settings, tenant: str) -> str:
+    """An ADMIN key of tenant (creating the tenant if it is new), made with the bootstrap
+    key that the server wrote to its data directory."""
+    from memlake.client import MemlakeError
+    from memlake.v1 import admin_service_pb2 as apb
+
+    with MemlakeClient(addr, api_key=bootstrap_key(settings), timeout=20) as op:
+        try:
+            op.create_tenant(tenant, create_admin_key=False)
+        except MemlakeError as exc:
+            if exc.code != "ALREADY_EXISTS":
+                raise
+        return op.create_api_key(tenant=tenant, role=apb.KEY_ROLE_ADMIN, name="test").secret
 
 
 def start_suite(settings: Settings, backend: str) -> Suite:

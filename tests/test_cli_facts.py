@@ -9,7 +9,10 @@ from memlake.cli import main
 
 
 def test_fact_commands(suite, capsys):
-    base = ["--addr", suite.addr, "--tenant", f"cli{uuid.uuid4().hex[:8]}", "fact"]
+    from tests.conftest import tenant_key
+
+    key = tenant_key(suite.addr, suite.settings, f"cli{uuid.uuid4().hex[:8]}")
+    base = ["--addr", suite.addr, "--api-key", key, "fact"]
 
     def run(*args: str, rc: int = 0) -> str:
         capsys.readouterr()

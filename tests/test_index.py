@@ -179,8 +179,10 @@ def test_rebuilt_index_matches_live_and_snapshot_restart_catches_up(fresh_backen
     # Writes while retrieval is down are caught up from the change log after the snapshot.
     running, rt = start("ingest", settings, port=0)
     from memlake.client import MemlakeClient
+    from tests.conftest import tenant_key
 
-    with MemlakeClient(f"127.0.0.1:{running.port}", tenant="acme") as c:
+    key = tenant_key(f"127.0.0.1:{running.port}", settings, "acme")
+    with MemlakeClient(f"127.0.0.1:{running.port}", api_key=key) as c:
         extra = c.remember(event("zebra crossing incident downtown"))
     running.stop(1.0)
     suite = start_suite(settings, backend)
@@ -206,9 +208,11 @@ def test_separate_services_are_woken_through_redis(tmp_path):
     retrieval, rrt = start("retrieval", settings, port=0)
     try:
         from memlake.client import MemlakeClient
+        from tests.conftest import tenant_key
 
+        key = tenant_key(f"127.0.0.1:{ingest.port}", settings, "acme")
         with MemlakeClient(
-            f"127.0.0.1:{ingest.port}", tenant="acme", retrieval_addr=f"127.0.0.1:{retrieval.port}"
+            f"127.0.0.1:{ingest.port}", api_key=key, retrieval_addr=f"127.0.0.1:{retrieval.port}"
         ) as c:
             import time
 

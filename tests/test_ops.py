@@ -158,7 +158,10 @@ def test_process_sigterm_drains_and_restart_keeps_data(tmp_path):
         pytest.fail("server did not become SERVING")
 
     p = serve()
-    with MemlakeClient(f"127.0.0.1:{port}") as c:
+    key_file = tmp_path / "d" / "admin.key"
+    key = key_file.read_text().strip()
+    assert key_file.stat().st_mode & 0o777 == 0o600  # readable by its owner only
+    with MemlakeClient(f"127.0.0.1:{port}", api_key=key) as c:
         ids = [c.remember(event(f"kept {i}")).memory.id for i in range(5)]
         body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
         assert _metric(body, "memlake_grpc_requests_total", method="Remember", code="OK") == 5
@@ -166,11 +169,13 @@ def test_process_sigterm_drains_and_restart_keeps_data(tmp_path):
     out, _ = p.communicate(timeout=90)
     assert p.returncode == 0, out
     assert '"method": "/memlake.v1.IngestService/Remember"' in out  # one log line per request
+    assert out.count(key) == 1  # the bootstrap key is printed once, never logged
     p = serve()
     try:
-        with MemlakeClient(f"127.0.0.1:{port}") as c:
+        with MemlakeClient(f"127.0.0.1:{port}", api_key=key) as c:
             assert sorted(m.id for m in c.list_all()) == sorted(ids)
             assert c.get(ids[0]).type == pb.MEMORY_TYPE_EVENT
     finally:
         p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=90)
+        out, _ = p.communicate(timeout=90)
+        assert key not in out  # a restart does not show the key again

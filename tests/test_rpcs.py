@@ -143,8 +143,8 @@ def test_bad_input_gets_named_field(client):
         m = event("x")
         m.scope.tenant = "someone-else"
         client.remember(m)
-    with expect_error("INVALID_ARGUMENT", "x-memlake-tenant"):
-        _raw_remember(client, [("x-memlake-tenant", "bad tenant!")])
+    with expect_error("PERMISSION_DENIED"):  # a key is never mapped to another tenant
+        _raw_remember(client, [("x-memlake-tenant", "bad tenant!"), *client.metadata])
 
 
 def _raw_remember(client, md):

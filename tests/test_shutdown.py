@@ -17,10 +17,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memlake.v1 import ingest_service_pb2 as ipb
+from shared.settings import Settings
+from tests.conftest import tenant_key
 from tests.helpers import event
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = 2.0
+SLACK = 1.0  # signal delivery and process teardown on a busy 2-core machine
 STREAM = "/memlake.v1.IngestService/StreamRemember"
 
 
@@ -42,6 +45,7 @@ def server(tmp_path):
         MEMLAKE_ALLINONE_METRICS_PORT=str(_free_port()),
         MEMLAKE_EMBEDDER="hash",
         MEMLAKE_SHUTDOWN_GRACE_S=str(GRACE),
+        MEMLAKE_AUTH_HASH_N="1024",
     )
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
@@ -57,14 +61,15 @@ def server(tmp_path):
                     break
             except grpc.RpcError:
                 time.sleep(0.1)
-    yield proc, addr
+    key = tenant_key(addr, Settings(data_dir=tmp_path / "data"), "shutdown")
+    yield proc, addr, [("authorization", f"Bearer {key}")]
     if proc.poll() is None:
         proc.kill()
         proc.wait()
     log.close()
 
 
-def _open_stream(addr: str, first: list[bytes]) -> tuple[threading.Event, grpc.Channel]:
+def _open_stream(addr: str, md, first: list[bytes]) -> tuple[threading.Event, grpc.Channel]:
     """A StreamRemember that sends `first` and then never closes its side."""
     ch = grpc.insecure_channel(addr)
     call = ch.stream_unary(STREAM, request_serializer=lambda b: b)
@@ -74,7 +79,7 @@ def _open_stream(addr: str, first: list[bytes]) -> tuple[threading.Event, grpc.C
         yield from first
         hold.wait(60)
 
-    fut = call.future(body(), timeout=60)
+    fut = call.future(body(), timeout=60, metadata=md)
     hold.fut = fut  # type: ignore[attr-defined]
     time.sleep(0.5)  # the server has the messages
     return hold, ch
@@ -91,20 +96,20 @@ def _sigterm_exit_time(proc) -> float:
 
 
 def test_sigterm_after_a_malformed_stream_message(server):
-    proc, addr = server
+    proc, addr, md = server
     good = ipb.StreamRememberRequest(memory=event("fine")).SerializeToString()
-    hold, ch = _open_stream(addr, [good, b"\xff\xff\xff not protobuf"])
+    hold, ch = _open_stream(addr, md, [good, b"\xff\xff\xff not protobuf"])
     took = _sigterm_exit_time(proc)
     hold.set()
     ch.close()
-    assert took <= GRACE + 1.0, f"shutdown took {took:.1f} s with grace {GRACE} s"
+    assert took <= GRACE + SLACK, f"shutdown took {took:.1f} s with grace {GRACE} s"
 
 
 def test_sigterm_with_a_stream_held_open(server):
-    proc, addr = server
+    proc, addr, md = server
     good = ipb.StreamRememberRequest(memory=event("fine")).SerializeToString()
-    hold, ch = _open_stream(addr, [good])
+    hold, ch = _open_stream(addr, md, [good])
     took = _sigterm_exit_time(proc)
     hold.set()
     ch.close()
-    assert took <= GRACE + 1.0, f"shutdown took {took:.1f} s with grace {GRACE} s"
+    assert took <= GRACE + SLACK, f"shutdown took {took:.1f} s with grace {GRACE} s"

@@ -18,7 +18,7 @@ def versioning_spec(rt: Runtime) -> ServiceSpec:
         default_policy=parse_policy(s.default_conflict_policy),
         semantic_threshold=s.fact_semantic_threshold,
     )
-    servicer = VersioningServicer(store, s.default_tenant)
+    servicer = VersioningServicer(store)
     return ServiceSpec(
         FULL_NAME,
         lambda server: versioning_service_pb2_grpc.add_VersioningServiceServicer_to_server(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
+from shared.auth.grants import READ, WRITE
+from shared.auth.identity import caller
 from shared.convert import decode_page_token, encode_page_token, msg_to_dict, token_int, ts_to_dt
+from shared.db.models import FactConflict
 from shared.idempotency import Replay, fingerprint
-from shared.tenancy import check_scope_tenant, tenant_from_metadata
+from shared.tenancy import check_scope_tenant
 from versioning_service.convert import audit_to_proto, conflict_to_proto, fact_to_proto
 from versioning_service.facts import AssertResult, FactIn, FactStore, page_limit
 
@@ -33,29 +37,33 @@ def assert_response(res: AssertResult, tenant: str) -> vpb.AssertFactResponse:
 
 
 class VersioningServicer(vpb_grpc.VersioningServiceServicer):
-    def __init__(self, store: FactStore, default_tenant: str) -> None:
+    def __init__(self, store: FactStore) -> None:
         self.store = store
-        self.default_tenant = default_tenant
 
     def _tenant(self, context) -> str:
-        return tenant_from_metadata(context.invocation_metadata(), self.default_tenant)
+        return caller().tenant
 
-    def _scoped(self, request, context, field: str = "scope"):
+    def _scoped(self, request, context, field: str = "scope", perm: int | None = None):
+        """(tenant, user, agent). With perm, the caller must hold it on FACTs of the scope;
+        without, a list call narrows its rows to the caller's grants (_visible)."""
         tenant = self._tenant(context)
         sc = getattr(request, field)
         check_scope_tenant(sc.tenant, tenant, f"{field}.tenant")
+        if perm is not None:
+            caller().require(perm, pb.MEMORY_TYPE_FACT, sc.user_id, sc.agent_id)
         return tenant, sc.user_id, sc.agent_id
 
-    def _key(self, request, context):
+    def _key(self, request, context, perm: int = READ):
         tenant = self._tenant(context)
         k = request.key
         check_scope_tenant(k.scope.tenant, tenant, "key.scope.tenant")
+        caller().require(perm, pb.MEMORY_TYPE_FACT, k.scope.user_id, k.scope.agent_id)
         return tenant, k.scope.user_id, k.scope.agent_id, k.subject, k.predicate
 
     # -- writes ---------------------------------------------------------------------------
 
     def AssertFact(self, request, context):
-        tenant, user_id, agent_id = self._scoped(request, context)
+        tenant, user_id, agent_id = self._scoped(request, context, perm=WRITE)
         f = FactIn(
             user_id=user_id,
             agent_id=agent_id,
@@ -86,7 +94,7 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
         return assert_response(res, tenant)
 
     def RetractFact(self, request, context):
-        tenant, *k = self._key(request, context)
+        tenant, *k = self._key(request, context, WRITE)
 
         def encode(out) -> bytes:
             v, key, seq = out
@@ -110,6 +118,11 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
 
     def ResolveConflict(self, request, context):
         tenant = self._tenant(context)
+        if request.conflict_id.isdigit():
+            with self.store.db.read() as s:
+                c = s.get(FactConflict, int(request.conflict_id))
+            if c is not None and c.tenant == tenant:
+                caller().require(WRITE, pb.MEMORY_TYPE_FACT, c.user_id, c.agent_id)
         c, rows, keys, seq = self.store.resolve_conflict(
             tenant,
             request.conflict_id,
@@ -123,7 +136,7 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
         )
 
     def AddSubjectAlias(self, request, context):
-        tenant, user_id, agent_id = self._scoped(request, context)
+        tenant, user_id, agent_id = self._scoped(request, context, perm=WRITE)
         subject = self.store.add_alias(
             tenant,
             user_id,
@@ -140,6 +153,7 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
         return vpb.GetConflictPolicyResponse(policy=policy, tenant_default=own)
 
     def SetConflictPolicy(self, request, context):
+        caller().require_admin()
         policy, own = self.store.set_policy(
             self._tenant(context), request.policy, actor=request.actor, reason=request.reason
         )
@@ -182,8 +196,9 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
             _after(request.page_token),
             page_limit(request.page_size),
         )
+        rows = [v for v in page.rows if _visible(page.keys.get(v.key_id))]
         return vpb.ListFactsResponse(
-            facts=[fact_to_proto(v, page.keys.get(v.key_id), tenant) for v in page.rows],
+            facts=[fact_to_proto(v, page.keys.get(v.key_id), tenant) for v in rows],
             next_page_token=_next_token(page.next_after),
         )
 
@@ -198,7 +213,11 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
             page_limit(request.page_size),
         )
         return vpb.ListConflictsResponse(
-            conflicts=[conflict_to_proto(c, rows, page.keys, tenant) for c, rows in page.rows],
+            conflicts=[
+                conflict_to_proto(c, rows, page.keys, tenant)
+                for c, rows in page.rows
+                if _visible(c)
+            ],
             next_page_token=_next_token(page.next_after),
         )
 
@@ -214,6 +233,13 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
             page_limit(request.page_size),
         )
         return vpb.ListAuditEventsResponse(
-            events=[audit_to_proto(e, tenant) for e in page.events],
+            events=[audit_to_proto(e, tenant) for e in page.events if _visible(e)],
             next_page_token=_next_token(page.next_after),
         )
+
+
+def _visible(row) -> bool:
+    """Whether the caller may read FACTs of this row's scope (rows of list calls)."""
+    if row is None:
+        return False
+    return caller().can(READ, pb.MEMORY_TYPE_FACT, row.user_id, row.agent_id)

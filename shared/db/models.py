@@ -231,3 +231,55 @@ class TenantSetting(Base):
 
     tenant: Mapped[str] = mapped_column(TENANT, primary_key=True)
     conflict_policy: Mapped[int | None] = mapped_column(SmallInteger)
+
+
+class TenantRecord(Base):
+    """A tenant: the hard partition every other row carries."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(TENANT, primary_key=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    audit_reads: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ApiKeyRecord(Base):
+    """An API key: its public id, its tenant, role and grants, and a salted scrypt hash of
+    its secret (the secret itself is never stored)."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(TENANT, index=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    role: Mapped[int] = mapped_column(SmallInteger)  # memlake.v1.KeyRole
+    grants: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    salt: Mapped[bytes] = mapped_column(LargeBinary)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    hash_params: Mapped[str] = mapped_column(String(64))  # "scrypt:n=16384,r=8,p=1"
+    parent_key_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expire_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoke_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AccessEvent(Base):
+    """Who called what: every write and admin call, and reads where the tenant asks."""
+
+    __tablename__ = "access_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(TENANT)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    key_id: Mapped[str] = mapped_column(String(64), default="")
+    method: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(8))  # read | write | admin
+    code: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(SCOPE_ID, default="")
+    agent_id: Mapped[str] = mapped_column(SCOPE_ID, default="")
+    session_id: Mapped[str] = mapped_column(SCOPE_ID, default="")
+    target_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    request_id: Mapped[str] = mapped_column(String(256), default="")
+    peer: Mapped[str] = mapped_column(String(256), default="")
+
+    __table_args__ = (Index("ix_access_events_tenant", "tenant", "id"),)

@@ -1,0 +1,1 @@
+"""AdminService: tenants, API keys and grants, and the access audit."""
