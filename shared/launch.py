@@ -12,6 +12,7 @@ from shared.auth.audit import AccessAuditor
 from shared.auth.identity import Authenticator
 from shared.auth.store import KeyStore
 from shared.auth.tls import server_credentials
+from shared.limits import TenantLimiter
 from shared.runtime import Runtime, build_runtime
 from shared.server import RunningServer, create_server, serve_forever, start_metrics
 from shared.settings import Settings
@@ -46,6 +47,14 @@ def start(
         specs.append(admin_spec(rt))
     if not specs:
         raise ValueError(f"unknown service {which!r}")
+    limiter = TenantLimiter(
+        settings.rate_limit_per_s,
+        settings.rate_limit_burst,
+        settings.max_concurrent_per_tenant,
+        redis_url=settings.redis_url,
+        namespace=settings.resolved_redis_namespace(),
+    )
+    specs[-1].on_stop.append(limiter.close)
     running = create_server(
         specs,
         f"{settings.host}:{port}",
@@ -53,6 +62,8 @@ def start(
         health_interval=settings.health_check_interval_s,
         log_requests=settings.log_requests,
         max_message_bytes=settings.max_message_bytes,
+        limiter=limiter,
+        default_tenant=settings.default_tenant,
         authenticator=authenticator,
         auditor=auditor,
         server_credentials=server_credentials(settings),

@@ -30,6 +30,8 @@ from shared import deadline, validation
 from shared.auth.audit import AccessAuditor
 from shared.auth.identity import Authenticator, is_public, reset_caller, set_caller
 from shared.errors import InvalidArgument, MemlakeError
+from shared.limits import TenantLimiter
+from shared.tenancy import tenant_from_metadata
 
 log = logging.getLogger("memlake")
 
@@ -185,10 +187,14 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         log_requests: bool = True,
         authenticator: Authenticator | None = None,
         auditor: AccessAuditor | None = None,
+        limiter: TenantLimiter | None = None,
+        default_tenant: str = "default",
     ) -> None:
         self.log_requests = log_requests
         self.auth = authenticator
         self.auditor = auditor
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
+        self.default_tenant = default_tenant
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -216,12 +222,19 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
             code = grpc.StatusCode.OK
-            ident = token = result = None
+            ident = token = result = release = None
             valid = False  # only a request that passed validation reaches the audit
             try:
                 if self.auth is not None and not public:
                     ident = self.auth.authenticate(md, context)
                     token = set_caller(ident)
+                if self.limiter is not None and ours and not public:
+                    tenant = (
+                        ident.tenant
+                        if ident is not None
+                        else tenant_from_metadata(md.items(), self.default_tenant)
+                    )
+                    release = self.limiter.admit(tenant)
                 if streaming_request:
                     request_or_iterator = _checked_stream(
                         request_or_iterator, ours and not per_item
@@ -246,6 +259,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 code, status = _status_for(exc)
                 context.abort_with_status(rpc_status.to_status(status))
             finally:
+                if release is not None:
+                    release()
                 if token is not None:
                     reset_caller(token)
                 elapsed = time.perf_counter() - start
@@ -413,11 +428,15 @@ def create_server(
     authenticator: Authenticator | None = None,
     auditor: AccessAuditor | None = None,
     server_credentials: grpc.ServerCredentials | None = None,
+    limiter: TenantLimiter | None = None,
+    default_tenant: str = "default",
 ) -> RunningServer:
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor(log_requests, authenticator, auditor)],
+        interceptors=[
+            ServiceInterceptor(log_requests, authenticator, auditor, limiter, default_tenant)
+        ],
         options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)],
     )
     for spec in specs:

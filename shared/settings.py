@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     # One maximum gRPC message size (bytes) for every server, internal client and the SDK.
     max_message_bytes: int = 16 * 1024 * 1024
 
+    # Per-tenant limits, each answered RESOURCE_EXHAUSTED with a RetryInfo; 0 turns one off.
+    # The rate is a token bucket (in Redis when redis_url is set, shared by every replica;
+    # in-process otherwise) refilled at rate_limit_per_s up to rate_limit_burst tokens
+    # (0: one second's worth). Calls in flight are counted per process.
+    rate_limit_per_s: float = 0.0
+    rate_limit_burst: int = 0
+    max_concurrent_per_tenant: int = 0
+
     # Postgres guards (seconds). A write waits at most db_lock_timeout_s for a row or key
     # lock; a statement runs at most the call's remaining deadline, or
     # db_statement_timeout_s without one; a transaction left idle is ended by the server.
