@@ -26,7 +26,7 @@ def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestS
         lambda server: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(
             servicer, server
         ),
-        checks=[rt.check_db, rt.check_cache],
+        checks=[rt.check_db],
         on_stop=[servicer.close],
     )
     return spec, servicer

@@ -31,7 +31,9 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
         lambda server: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(
             servicer, server
         ),
-        checks=[rt.check_db, rt.check_cache, index.check_ready],
+        # Ready when its index is: searches need only the index, so they keep
+        # answering while the database is away (the "" status reports that).
+        checks=[index.check_ready],
         on_stop=[unsubscribe, index.stop],
     )
     return spec, index

@@ -14,7 +14,7 @@ from shared.auth.store import KeyStore
 from shared.auth.tls import server_credentials
 from shared.limits import TenantLimiter
 from shared.runtime import Runtime, build_runtime
-from shared.server import RunningServer, create_server, serve_forever, start_metrics
+from shared.server import Dependency, RunningServer, create_server, serve_forever, start_metrics
 from shared.settings import Settings
 
 log = logging.getLogger("memlake")
@@ -64,6 +64,12 @@ def start(
         max_message_bytes=settings.max_message_bytes,
         limiter=limiter,
         default_tenant=settings.default_tenant,
+        dependencies=[
+            Dependency("memlake.database", rt.check_db, required=True, on_result=rt.db.mark),
+            # Redis is a cache: its loss degrades (slower), it does not make us unready.
+            Dependency("memlake.cache", rt.check_cache, required=False),
+        ],
+        health_timeout=settings.health_check_timeout_s,
         authenticator=authenticator,
         auditor=auditor,
         server_credentials=server_credentials(settings),

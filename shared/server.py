@@ -48,6 +48,7 @@ LATENCY = Histogram(
 )
 ERROR_DOMAIN = "memlake.dev"
 MAX_ERROR_CHARS = 1024
+AUDIT_GRACE_S = 0.25
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -266,15 +267,21 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 elapsed = time.perf_counter() - start
                 code_name = code.name
                 if ident is not None and self.auditor is not None:
-                    self.auditor.record(
-                        ident,
-                        full,
-                        code_name,
-                        request_or_iterator if valid and kind.startswith("unary") else None,
-                        result if kind.endswith("unary") else None,
-                        request_id,
-                        _peer(context),
-                    )
+                    # Bounded like the call (plus AUDIT_GRACE_S), so a database outage
+                    # cannot hold this thread after the caller has gone.
+                    left = context.time_remaining()
+                    with deadline.call_deadline(
+                        None if left is None else max(left, 0.0) + AUDIT_GRACE_S
+                    ):
+                        self.auditor.record(
+                            ident,
+                            full,
+                            code_name,
+                            request_or_iterator if valid and kind.startswith("unary") else None,
+                            result if kind.endswith("unary") else None,
+                            request_id,
+                            _peer(context),
+                        )
                 REQUESTS.labels(service, method, code_name).inc()
                 LATENCY.labels(service, method, code_name).observe(elapsed)
                 if self.log_requests:
@@ -332,43 +339,104 @@ class ServiceSpec:
     on_stop: list[Callable[[], None]] = field(default_factory=list)
 
 
-class HealthMonitor:
-    """Re-runs each service's checks periodically and publishes the result."""
+LIVENESS = "memlake.liveness"  # SERVING while the process can answer at all
 
-    def __init__(self, servicer: health.HealthServicer, specs: list[ServiceSpec], interval: float):
+
+@dataclass
+class Dependency:
+    """A health entry of its own (e.g. "memlake.database"). `required`: the overall
+    status "" is NOT_SERVING while it fails; otherwise its failure only degrades."""
+
+    name: str
+    check: Callable[[], None]
+    required: bool = True
+    on_result: Callable[[bool], None] | None = None  # told each verdict
+
+
+class HealthMonitor:
+    """Re-runs the checks periodically and publishes: LIVENESS (always SERVING: the
+    process answers; for liveness probes), each dependency, each service (readiness: its
+    own checks), and "" (every service and every required dependency). A check that does
+    not answer within `timeout` counts as failed, so a database that hangs rather than
+    refuses turns readiness NOT_SERVING within interval + timeout seconds."""
+
+    def __init__(
+        self,
+        servicer: health.HealthServicer,
+        specs: list[ServiceSpec],
+        interval: float,
+        dependencies: list[Dependency] | None = None,
+        timeout: float = 2.0,
+    ):
         self.servicer = servicer
         self.specs = specs
+        self.deps = dependencies or []
         self.interval = interval
+        self.timeout = timeout
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        self._running: dict[Callable, threading.Thread] = {}
         for spec in specs:
             servicer.set(spec.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for dep in self.deps:
+            servicer.set(dep.name, health_pb2.HealthCheckResponse.NOT_SERVING)
         servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+
+    def _run_check(self, check: Callable[[], None]) -> str | None:
+        """None when the check passed within the timeout, else why not."""
+        prev = self._running.get(check)
+        if prev is not None and prev.is_alive():
+            return "the previous check has not returned"
+        out: list = []
+
+        def run():
+            try:
+                check()
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                out.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+        t = threading.Thread(target=run, name="health-check", daemon=True)
+        self._running[check] = t
+        t.start()
+        t.join(self.timeout)
+        if t.is_alive():
+            return f"no answer within {self.timeout:g} s"
+        return out[0] if out else "no result"
 
     def check_once(self) -> bool:
-        all_ok = True
-        for spec in self.specs:
-            ok = True
-            for check in spec.checks:
-                try:
-                    check()
-                except Exception as exc:  # noqa: BLE001 - any failure means not ready
-                    ok = False
-                    log.warning("health check failed for %s: %s", spec.full_name, exc)
-                    break
-            status = (
+        results: dict[Callable, str | None] = {}
+
+        def result(check):
+            if check not in results:
+                results[check] = self._run_check(check)
+            return results[check]
+
+        def publish(name: str, ok: bool) -> None:
+            self.servicer.set(
+                name,
                 health_pb2.HealthCheckResponse.SERVING
                 if ok
-                else health_pb2.HealthCheckResponse.NOT_SERVING
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
-            self.servicer.set(spec.full_name, status)
-            all_ok = all_ok and ok
-        self.servicer.set(
-            "",
-            health_pb2.HealthCheckResponse.SERVING
-            if all_ok
-            else health_pb2.HealthCheckResponse.NOT_SERVING,
-        )
+
+        all_ok = True
+        for dep in self.deps:
+            why = result(dep.check)
+            if why is not None:
+                log.warning("health: %s failing: %s", dep.name, why)
+            if dep.on_result is not None:
+                dep.on_result(why is None)
+            publish(dep.name, why is None)
+            all_ok = all_ok and (why is None or not dep.required)
+        for spec in self.specs:
+            why = next((w for w in map(result, spec.checks) if w is not None), None)
+            if why is not None:
+                log.warning("health check failed for %s: %s", spec.full_name, why)
+            publish(spec.full_name, why is None)
+            all_ok = all_ok and why is None
+        publish("", all_ok)
         return all_ok
 
     def start(self) -> None:
@@ -430,6 +498,8 @@ def create_server(
     server_credentials: grpc.ServerCredentials | None = None,
     limiter: TenantLimiter | None = None,
     default_tenant: str = "default",
+    dependencies: list[Dependency] | None = None,
+    health_timeout: float = 2.0,
 ) -> RunningServer:
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
@@ -454,7 +524,9 @@ def create_server(
         port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
-    monitor = HealthMonitor(health_servicer, specs, health_interval)
+    monitor = HealthMonitor(
+        health_servicer, specs, health_interval, dependencies, timeout=health_timeout
+    )
     server.start()
     monitor.start()
     return RunningServer(server, port, health_servicer, monitor, specs)
@@ -493,6 +565,8 @@ def _hard_exit() -> None:
 
 
 __all__ = [
+    "Dependency",
+    "LIVENESS",
     "ServiceSpec",
     "RunningServer",
     "create_server",

@@ -130,7 +130,9 @@ class Settings(BaseSettings):
     # How long a call waits for a pooled connection before UNAVAILABLE.
     db_pool_timeout_s: float = 5.0
     shutdown_grace_s: float = 10.0
-    health_check_interval_s: float = 5.0
+    health_check_interval_s: float = 2.0
+    # A dependency check without an answer in this time counts as failed.
+    health_check_timeout_s: float = 2.0
     log_level: str = "INFO"
     log_requests: bool = True
 

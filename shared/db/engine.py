@@ -11,9 +11,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import deadline
+from shared.db.watchdog import Watchdog
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_MS = 30000
@@ -42,21 +44,42 @@ def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = Non
             f" -c statement_timeout={ms(g.statement_timeout_s)}"
             f" -c idle_in_transaction_session_timeout={ms(g.idle_in_transaction_s)}"
         )
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=10,
             max_overflow=20,
-            pool_pre_ping=True,
             pool_timeout=g.pool_timeout_s,
             connect_args={
                 "options": options,
-                "connect_timeout": 3,
+                "connect_timeout": 2,  # the least libpq takes; the watchdog bounds the rest
                 "keepalives": 1,
                 "keepalives_idle": 5,
                 "keepalives_interval": 2,
                 "keepalives_count": 2,
+                "tcp_user_timeout": 5000,
             },
         )
+        dog = Watchdog(default_budget_s=g.statement_timeout_s + 5)
+
+        @event.listens_for(engine, "checkout")
+        def _checkout(dbapi_conn, _record, _proxy):
+            # Watched from here to checkin; the ping replaces pool_pre_ping, which would
+            # run before anything watches it.
+            dog.watch(dbapi_conn)
+            try:
+                cur = dbapi_conn.cursor()
+                cur.execute("SELECT 1")
+                cur.close()
+            except Exception as exc:
+                dog.unwatch(dbapi_conn)
+                raise DisconnectionError(str(exc)) from exc
+
+        @event.listens_for(engine, "checkin")
+        def _checkin(dbapi_conn, _record):
+            if dbapi_conn is not None:
+                dog.unwatch(dbapi_conn)
+
+        return engine
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +155,13 @@ class Database:
 
     def ping(self) -> None:
         ping(self.read_engine)
+
+    # The health monitor's last verdict: while the database is known to be unreachable,
+    # callers that can do without it (cached credentials) do not wait for it.
+    unreachable: bool = False
+
+    def mark(self, ok: bool) -> None:
+        self.unreachable = not ok
 
     def dispose(self) -> None:
         self.engine.dispose()
