@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf bench-locomo bench-context bench-scale bench-facts bench-fuzz clean
+.PHONY: install run test lint proto proto-check buf bench-locomo bench-context bench-scale bench-facts bench-fuzz bench-load clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,14 @@ DATABASE_URL ?=
 REDIS_URL ?=
 bench-fuzz: install
 	$(PY) bench/fuzz.py --n $(N) --garbage $(GARBAGE) --out bench/out/fuzz$(if $(DATABASE_URL),-postgres).json \
+		$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
+
+## N clients mixing Remember/Search/GetContext/AssertFact for SECONDS (MODE allinone|services|both).
+CLIENTS ?= 16
+SECONDS ?= 20
+MODE ?= allinone
+bench-load: install
+	$(PY) bench/load.py --clients $(CLIENTS) --seconds $(SECONDS) --mode $(MODE) --out bench/out/load-$(MODE).json \
 		$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
 
 clean:
