@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf bench-locomo bench-context bench-scale bench-facts bench-fuzz bench-load clean
+.PHONY: install run test lint proto proto-check buf bench-locomo bench-context bench-scale bench-facts bench-fuzz bench-load bench-faults clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ MODE ?= allinone
 bench-load: install
 	$(PY) bench/load.py --clients $(CLIENTS) --seconds $(SECONDS) --mode $(MODE) --out bench/out/load-$(MODE).json \
 		$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
+
+## kill -9 of each service during writes, ROUNDS rounds (Postgres; starts its own Redis).
+ROUNDS ?= 20
+bench-faults: install
+	$(PY) bench/faults.py --rounds $(ROUNDS) --out bench/out/faults.json $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache *.egg-info
