@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf bench-locomo bench-context bench-scale bench-facts bench-fuzz bench-load bench-faults clean
+.PHONY: install run test lint proto proto-check buf bench-locomo bench-context bench-smallscope bench-scale bench-facts bench-fuzz bench-load bench-faults clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-locomo: install
 ## GetContext on LoCoMo at 250/500/1000/2000 tokens: context recall per budget and category.
 bench-context: install
 	$(PY) bench/context.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out bench/out/context.json
+
+## Precision@1 and MRR over four small mixed-type personas (bench/data/smallscope.json).
+bench-smallscope: install
+	$(PY) bench/smallscope.py --out bench/out/smallscope.json
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Server, cpu_info, percentile, tenant_api_key, write_json  # noqa: E402
-from bench.locomo import CATEGORIES, _ingest, evidence_ids  # noqa: E402
+from bench.locomo import CATEGORIES, _ingest, questions  # noqa: E402
 from memlake.client import MemlakeClient, scope  # noqa: E402
 from memlake.v1 import memory_pb2 as pb  # noqa: E402
 
@@ -47,30 +47,21 @@ def measure(c: MemlakeClient, data, audit, ids) -> dict:
     used = {b: [] for b in BUDGETS}
     ratio = {b: [] for b in BUDGETS}
     lat = {b: [] for b in BUDGETS}
-    for ci, sample in enumerate(data):
-        user = str(sample.get("sample_id", f"conv-{ci}"))
-        for qi, q in enumerate(sample.get("qa", [])):
-            cat = q.get("category")
-            if cat not in CATEGORIES:
-                continue
-            fix = audit.get(f"locomo_{ci}_qa{qi}")
-            ev = set(evidence_ids(fix["correct_evidence"] if fix else q.get("evidence")))
-            ev &= set(ids[ci].values())
-            if not ev:
-                continue
-            r = c.search(q["question"], scope=scope(user), types=[pb.MEMORY_TYPE_CONVERSATION])
-            got = {ids[ci].get(x.memory.id) for x in r.results[:10]}
-            search10[cat].append(len(ev & got) / len(ev))
-            for b in BUDGETS:
-                t = time.perf_counter()
-                ctx = c.context(scope=scope(user), intent=q["question"], token_budget=b)
-                lat[b].append((time.perf_counter() - t) * 1000)
-                got = {ids[ci].get(i.memory.id) for i in ctx.items}
-                rec[b][cat].append(len(ev & got) / len(ev))
-                used[b].append(ctx.token_count)
-                if bpe is not None and ctx.rendered:
-                    ratio[b].append(ctx.token_count / len(bpe.encode(ctx.rendered)))
-        print(f"  asked conversation {ci}", flush=True)
+    for ci, user, cat, question, ev in questions(data, audit, ids):
+        if not ev:
+            continue
+        r = c.search(question, scope=scope(user), types=[pb.MEMORY_TYPE_CONVERSATION])
+        got = {ids[ci].get(x.memory.id) for x in r.results[:10]}
+        search10[cat].append(len(ev & got) / len(ev))
+        for b in BUDGETS:
+            t = time.perf_counter()
+            ctx = c.context(scope=scope(user), intent=question, token_budget=b)
+            lat[b].append((time.perf_counter() - t) * 1000)
+            got = {ids[ci].get(i.memory.id) for i in ctx.items}
+            rec[b][cat].append(len(ev & got) / len(ev))
+            used[b].append(ctx.token_count)
+            if bpe is not None and ctx.rendered:
+                ratio[b].append(ctx.token_count / len(bpe.encode(ctx.rendered)))
 
     def mean(xs):
         return round(sum(xs) / len(xs), 4) if xs else None

@@ -157,11 +157,9 @@ def _ingest(client, args, data) -> tuple[list[dict[str, str]], int, float, int]:
     return ids, max_seq, time.perf_counter() - t0, n_turns
 
 
-def _questions(client, data, audit, ids) -> dict:
-    hits = {k: [] for k in KS}
-    by_cat = {c: {k: [] for k in KS} for c in CATEGORIES}
-    lat: list[float] = []
-    skipped = 0
+def questions(data, audit, ids):
+    """(conversation index, user, category, question, evidence dia ids) for every question of
+    categories 1-4 whose evidence turns were ingested; the audit's evidence where it has it."""
     for ci, sample in enumerate(data):
         user = str(sample.get("sample_id", f"conv-{ci}"))
         for qi, q in enumerate(sample.get("qa", [])):
@@ -170,20 +168,28 @@ def _questions(client, data, audit, ids) -> dict:
                 continue
             fix = audit.get(f"locomo_{ci}_qa{qi}")
             ev = set(evidence_ids(fix["correct_evidence"] if fix else q.get("evidence")))
-            ev &= set(ids[ci].values())
-            if not ev:
-                skipped += 1
-                continue
-            t = time.perf_counter()
-            r = client.search(
-                q["question"], scope=scope(user), types=[pb.MEMORY_TYPE_CONVERSATION], top_k=max(KS)
-            )
-            lat.append((time.perf_counter() - t) * 1000)
-            ranked = [ids[ci].get(x.memory.id) for x in r.results]
-            for k in KS:
-                rec = len(ev & set(ranked[:k])) / len(ev)
-                hits[k].append(rec)
-                by_cat[cat][k].append(rec)
+            yield ci, user, cat, q["question"], ev & set(ids[ci].values())
+
+
+def _questions(client, data, audit, ids) -> dict:
+    hits = {k: [] for k in KS}
+    by_cat = {c: {k: [] for k in KS} for c in CATEGORIES}
+    lat: list[float] = []
+    skipped = 0
+    for ci, user, cat, question, ev in questions(data, audit, ids):
+        if not ev:
+            skipped += 1
+            continue
+        t = time.perf_counter()
+        r = client.search(
+            question, scope=scope(user), types=[pb.MEMORY_TYPE_CONVERSATION], top_k=max(KS)
+        )
+        lat.append((time.perf_counter() - t) * 1000)
+        ranked = [ids[ci].get(x.memory.id) for x in r.results]
+        for k in KS:
+            rec = len(ev & set(ranked[:k])) / len(ev)
+            hits[k].append(rec)
+            by_cat[cat][k].append(rec)
 
     def mean(xs):
         return round(sum(xs) / len(xs), 4) if xs else None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,12 +23,13 @@ from shared.db.types import utcnow
 from shared.embedding import Embedder, to_bytes
 from shared.errors import (
     Aborted,
-    FailedPrecondition,
     InvalidArgument,
     MemlakeError,
     NotFound,
 )
 from shared.idempotency import Replay, prior_response
+from shared.privacy import stores
+from shared.privacy.erase import Eraser
 from shared.tails import load_session_tail, session_tail_key
 from shared.text import index_text, window_text
 
@@ -164,6 +165,7 @@ class IngestDomain:
         self.notify = notify
         self.tail_size = tail_size
         self.tail_ttl_s = tail_ttl_s
+        self.eraser = Eraser(db, cache, notify)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -207,6 +209,9 @@ class IngestDomain:
                                     request_id=item.request_id,
                                     fingerprint=item.fingerprint,
                                     response=encode(res),
+                                    user_id=item.user_id,
+                                    agent_id=item.agent_id,
+                                    memory_id=res.record.id,
                                 )
                             )
                             s.flush()
@@ -438,7 +443,10 @@ class IngestDomain:
 
     def forget(self, tenant: str, memory_id: int) -> int:
         """Deletes a memory. Forgetting the current revision of a keyed item (BACKGROUND,
-        REFLECTION, SKILL) forgets every revision, so no older value resurfaces."""
+        REFLECTION, SKILL) forgets every revision, so no older value resurfaces. Forgetting
+        a FACT memory erases its fact key: every version, its conflicts, its records; its
+        audit rows are redacted. The stored responses of the requests that wrote what is
+        forgotten are emptied, and the session's cached tail is dropped before returning."""
         with self.db.write() as s:
             rec = s.scalar(
                 select(MemoryRecord).where(
@@ -448,32 +456,33 @@ class IngestDomain:
             if rec is None:
                 raise NotFound(f"no memory with id {memory_id}")
             if rec.type == pb.MEMORY_TYPE_FACT:
-                raise FailedPrecondition(
-                    "facts are versioned: use RetractFact", reason="FACT_USE_RETRACT"
-                )
-            ids = [rec.id]
-            if rec.key is not None and rec.current:
-                ids = list(
-                    s.scalars(
-                        select(MemoryRecord.id).where(
-                            MemoryRecord.tenant == tenant,
-                            MemoryRecord.type == rec.type,
-                            MemoryRecord.user_id == rec.user_id,
-                            MemoryRecord.agent_id == rec.agent_id,
-                            MemoryRecord.key == rec.key,
+                _, seq = self.eraser.forget_fact(s, tenant, rec)
+                tail = None
+            else:
+                ids = [rec.id]
+                if rec.key is not None and rec.current:
+                    ids = list(
+                        s.scalars(
+                            select(MemoryRecord.id).where(
+                                MemoryRecord.tenant == tenant,
+                                MemoryRecord.type == rec.type,
+                                MemoryRecord.user_id == rec.user_id,
+                                MemoryRecord.agent_id == rec.agent_id,
+                                MemoryRecord.key == rec.key,
+                            )
                         )
                     )
+                stores.redact_idempotency(s, tenant, memory_ids=ids)
+                _, seq = stores.delete_memories(s, tenant, ids)
+                if rec.type == pb.MEMORY_TYPE_CONVERSATION and rec.turn_index is not None:
+                    seq = self._reembed_after(s, tenant, rec) or seq
+                tail = (
+                    session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
+                    if rec.type == pb.MEMORY_TYPE_CONVERSATION
+                    else None
                 )
-            s.execute(delete(MemoryRecord).where(MemoryRecord.id.in_(ids)))
-            seq = changelog.append(s, tenant, ids, op="delete")
-            if rec.type == pb.MEMORY_TYPE_CONVERSATION and rec.turn_index is not None:
-                seq = self._reembed_after(s, tenant, rec) or seq
-            tail = (
-                session_tail_key(tenant, rec.user_id, rec.agent_id, rec.session_id)
-                if rec.type == pb.MEMORY_TYPE_CONVERSATION
-                else None
-            )
         if tail:
             safe(self.cache.delete, tail)
         self.notify(seq)
+        self.db.truncate_wal()  # SQLite: the deleted page images leave the WAL too
         return seq

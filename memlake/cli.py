@@ -41,6 +41,9 @@ getting started:
   memlake fact resolve 1 keep-one --keep 2 --reason "asked alice"
   memlake fact history alice lives_in --user alice
   memlake fact asof alice lives_in --user alice --valid-time 2021-06-01
+  memlake export --user alice -o alice.jsonl   everything held about alice, as JSON lines
+  memlake import alice.jsonl                    ... into another install or tenant
+  memlake erase --user alice                    erase alice everywhere (prints a receipt)
 
 environment: MEMLAKE_ADDR (default 127.0.0.1:50051), MEMLAKE_TENANT; the server reads
 MEMLAKE_DATABASE_URL, MEMLAKE_REDIS_URL, MEMLAKE_DATA_DIR and the rest listed in README.md.
@@ -176,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("forget", help="delete a memory by id")
     f.add_argument("id")
+
+    for name, what in (
+        ("export", "write everything held about a subject as JSON lines"),
+        ("erase", "erase everything held about a subject (prints the receipt)"),
+    ):
+        x = sub.add_parser(name, help=what)
+        who = x.add_mutually_exclusive_group(required=True)
+        who.add_argument("--user", default="", help="user_id")
+        who.add_argument("--agent", default="", help="agent_id")
+        who.add_argument("--all", action="store_true", help="the whole tenant")
+        if name == "export":
+            x.add_argument("-o", "--output", default="-", help="file (default: stdout)")
+        else:
+            x.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    x = sub.add_parser("import", help="write an export's JSON lines into this tenant")
+    x.add_argument("input", help="file written by `memlake export` (- for stdin)")
 
     fa = sub.add_parser("fact", help="versioned facts")
     fsub = fa.add_subparsers(dest="fact_cmd", metavar="ACTION")
@@ -501,6 +520,76 @@ def run(a) -> int:
             print(f"forgotten; seq {c.forget(a.id)}")
         elif a.cmd == "fact":
             return _fact_cmd(c, a)
+        elif a.cmd in ("export", "import", "erase"):
+            return _privacy_cmd(c, a)
+    return 0
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when it is a terminal, or forced)."""
+
+    def __init__(self, label: str, total: int = 0, *, force: bool = False) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.show = force or sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, n: int, total: int | None = None) -> None:
+        self.done += n
+        if total:
+            self.total = total
+        now = time.monotonic()
+        if self.show and (now - self._last > 0.1 or self.done >= self.total):
+            self._last = now
+            frac = min(self.done / self.total, 1.0) if self.total else 0.0
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total or '?'} lines")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.show:
+            sys.stderr.write("\n")
+
+
+def _privacy_cmd(c: MemlakeClient, a) -> int:
+    if a.cmd == "import":
+        fh = sys.stdin if a.input == "-" else open(a.input, encoding="utf-8")  # noqa: SIM115
+        with fh:
+            lines = [ln for ln in fh if ln.strip()]
+        bar = Progress("import", len(lines))
+
+        def counted():
+            for ln in lines:
+                bar.update(1)
+                yield ln
+
+        r = c.import_subject(counted())
+        bar.close()
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
+        print(f"imported {kinds}; seq {r.seq}")
+        return 0
+    who = dict(user_id=a.user, agent_id=a.agent, tenant=a.all)
+    if a.cmd == "erase":
+        what = f"user {a.user}" if a.user else f"agent {a.agent}" if a.agent else "the tenant"
+        if not a.yes and input(f"erase everything held about {what}? [y/N] ").lower() != "y":
+            print("nothing erased")
+            return 1
+        r = c.erase_subject(**who)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()) if v)
+        print(f"erasure job {r.job_id} done: {counts or 'nothing left to erase'}; seq {r.seq}")
+        return 0
+    out = sys.stdout if a.output == "-" else open(a.output, "w", encoding="utf-8")  # noqa: SIM115
+    bar = Progress("export")
+    try:
+        for chunk in c.export_subject(**who):
+            for line in chunk.lines:
+                out.write(line + "\n")
+            bar.update(len(chunk.lines), chunk.total_lines)
+    finally:
+        bar.close()
+        if out is not sys.stdout:
+            out.close()
+    if a.output != "-":
+        print(f"exported {bar.done} lines to {a.output}")
     return 0
 
 

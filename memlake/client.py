@@ -15,6 +15,8 @@ from memlake.v1 import admin_service_pb2_grpc as apb_grpc
 from memlake.v1 import ingest_service_pb2 as ipb
 from memlake.v1 import ingest_service_pb2_grpc as ipb_grpc
 from memlake.v1 import memory_pb2 as pb
+from memlake.v1 import privacy_service_pb2 as ppb
+from memlake.v1 import privacy_service_pb2_grpc as ppb_grpc
 from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
 from memlake.v1 import versioning_service_pb2 as vpb
@@ -555,3 +557,61 @@ class MemlakeClient:
             self.versioning.SetConflictPolicy,
             vpb.SetConflictPolicyRequest(policy=policy, actor=actor, reason=reason),
         )
+
+    # -- privacy (erasure and export) -----------------------------------------------------
+
+    @property
+    def privacy(self) -> ppb_grpc.PrivacyServiceStub:
+        """PrivacyService is hosted by the ingest process: the first address's channel."""
+        stub = self.__dict__.get("_privacy")
+        if stub is None:
+            stub = self.__dict__["_privacy"] = ppb_grpc.PrivacyServiceStub(
+                next(iter(self._channels.values()))
+            )
+        return stub
+
+    @staticmethod
+    def subject(user_id: str = "", agent_id: str = "", *, tenant: bool = False) -> ppb.Subject:
+        if sum(map(bool, (user_id, agent_id, tenant))) != 1:
+            raise ValueError("name exactly one of user_id, agent_id, tenant=True")
+        if tenant:
+            return ppb.Subject(tenant=True)
+        return ppb.Subject(user_id=user_id) if user_id else ppb.Subject(agent_id=agent_id)
+
+    def erase_subject(
+        self, user_id: str = "", agent_id: str = "", *, tenant: bool = False
+    ) -> ppb.ErasureReceipt:
+        """Erases everything held about one user, one agent, or the whole tenant."""
+        req = ppb.EraseSubjectRequest(subject=self.subject(user_id, agent_id, tenant=tenant))
+        return self._call(self.privacy.EraseSubject, req, timeout=max(self.timeout, 600)).receipt
+
+    def export_subject(
+        self, user_id: str = "", agent_id: str = "", *, tenant: bool = False, timeout: float = 3600
+    ) -> Iterator[ppb.ExportSubjectResponse]:
+        """Chunks of JSON lines (each chunk says how many lines the export has in all)."""
+        req = ppb.ExportSubjectRequest(subject=self.subject(user_id, agent_id, tenant=tenant))
+        try:
+            yield from self.privacy.ExportSubject(req, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+
+    def import_subject(
+        self, lines: Iterable[str], *, chunk: int = 500, timeout: float = 3600
+    ) -> ppb.ImportSubjectResponse:
+        """Writes the lines of an export into this client's tenant."""
+
+        def gen() -> Iterator[ppb.ImportSubjectRequest]:
+            buf: list[str] = []
+            for line in lines:
+                if line.strip():
+                    buf.append(line.rstrip("\n"))
+                if len(buf) >= chunk:
+                    yield ppb.ImportSubjectRequest(lines=buf)
+                    buf = []
+            if buf:
+                yield ppb.ImportSubjectRequest(lines=buf)
+
+        try:
+            return self.privacy.ImportSubject(gen(), timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None

@@ -13,6 +13,7 @@ FULL_NAME = retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"
 def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     s = rt.settings
     index = build_from_settings(s, rt.embedder.name, rt.embedder.dim, db=rt.db)
+    rt.index = index
     rt.local.subscribe(index.wake)
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()

@@ -3,7 +3,8 @@
 A partition holds the rows of one (tenant, user) or (tenant, agent) scope: vectors, BM25
 postings and the columns filters need, so a scoped query touches only its own rows and
 filters are exact (a mask applied before ranking, never after). Rows are append-only;
-a removed memory leaves a tombstone until the partition is compacted. Above a size
+a removed memory leaves a tombstone that holds no content (text, scope strings, document,
+vector and BM25 postings are dropped at once) until the partition is compacted. Above a size
 threshold a partition also keeps an HNSW graph (faiss) over its rows; a search uses it
 with the filter mask as an IDSelector, and falls back to exact search whenever the
 mask is small or the graph returns fewer hits than exist.
@@ -27,7 +28,7 @@ import numpy as np
 from sqlalchemy import select
 
 from memlake.v1 import memory_pb2 as pb
-from retrieval_service.lexical import BM25, has_time_expression
+from retrieval_service.lexical import BM25, has_time_expression, tokenize
 from shared import changelog
 from shared.convert import record_to_proto
 from shared.db.engine import Database
@@ -160,6 +161,7 @@ class Partition:
         self.bm25 = BM25()  # each row's own text
         self.bm25_window = BM25()  # a turn with the turns before it
         self.ann: faiss.IndexHNSWFlat | None = None
+        self.ann_stale = False  # the graph still holds a removed row's vector
         self._codes = {name: _Codes() for name in SCOPE_COLUMNS}
 
     # -- writes -----------------------------------------------------------------------------
@@ -263,6 +265,28 @@ class Partition:
         if nxt >= 0:  # the next turn no longer carries this one's words
             self.prev_row[nxt] = -1
             self._index_window(nxt)
+        self._scrub(row)
+
+    def _scrub(self, row: int) -> None:
+        """A tombstone keeps no content: its words leave the postings, its strings, vector
+        and id are blanked (so snapshots hold none of it), and a graph holding its vector
+        is rebuilt at the next compaction."""
+        terms = tokenize(self.texts[row])
+        t = int(self.turn[row])
+        if t >= 0 and self.turn_row.get((self.sessions[row], t)) == row:
+            del self.turn_row[(self.sessions[row], t)]
+        self.bm25.purge(terms)
+        self.bm25_window.purge(terms)
+        self.texts[row] = ""
+        self.vectors[row] = 0.0
+        self.ids[row] = 0
+        for name in SCOPE_COLUMNS:
+            column = getattr(self, name)
+            value, column[row] = column[row], ""
+            if value and value in self._codes[name].lookup and value not in column:
+                self._codes[name] = _Codes()  # rebuilt lazily without the gone value
+        if self.ann is not None:
+            self.ann_stale = True
 
     def remove(self, memory_id: int) -> bool:
         with self.lock:
@@ -278,7 +302,7 @@ class Partition:
         return self.ann is None and self.n_alive > self.ann_threshold
 
     def needs_compaction(self) -> bool:
-        return self.n > 1000 and self.n - self.n_alive > self.n // 4
+        return self.ann_stale or (self.n > 1000 and self.n - self.n_alive > self.n // 4)
 
     def build_ann(self) -> None:
         """Builds the HNSW graph from a copy of the rows, outside the lock, then swaps it in
@@ -334,6 +358,11 @@ class Partition:
         for r in range(n):
             if self.alive[r]:
                 self._index_row(r)
+            else:  # a snapshot written before tombstones were scrubbed
+                for name in STRINGS:
+                    getattr(self, name)[r] = ""
+                self.docs[r] = b""
+                self.vectors[r] = 0.0
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -519,6 +548,10 @@ class IndexManager:
         self.where: dict[int, tuple[str, str]] = {}
         self.applied_seq = 0
         self.snapshot_seq = -1
+        # A removal (Forget, erasure, expiry) was applied: snapshot soon, so the previous
+        # snapshot on disk stops holding the removed content.
+        self.removed_since_snapshot = False
+        self.erase_snapshot_delay_s = 1.0
         self.ready = False
         self._cond = threading.Condition()
         self._wake = threading.Event()
@@ -609,6 +642,10 @@ class IndexManager:
             seq = self.applied_seq
             if seq == self.snapshot_seq:
                 return False
+            self.removed_since_snapshot = False
+            # Leftovers of an interrupted snapshot may hold removed content.
+            for stale in root.parent.glob(f".{root.name}.*-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
             entries = []
             for i, (key, p) in enumerate(sorted(self.partitions.items())):
@@ -663,7 +700,11 @@ class IndexManager:
     def _remove(self, memory_id: int) -> None:
         key = self.where.pop(memory_id, None)
         if key is not None:
-            self.partitions[key].remove(memory_id)
+            p = self.partitions[key]
+            p.remove(memory_id)
+            if p.n_alive == 0:  # nothing left of the scope, not even its name
+                del self.partitions[key]
+            self.removed_since_snapshot = True
 
     def _compact(self) -> None:
         """Replaces partitions that are a quarter tombstones (under the apply lock)."""
@@ -731,7 +772,10 @@ class IndexManager:
                     last_snapshot = time.monotonic()
                 else:
                     self.catch_up()
-                if time.monotonic() - last_snapshot > self.snapshot_interval:
+                since = time.monotonic() - last_snapshot
+                if since > self.snapshot_interval or (
+                    self.removed_since_snapshot and since > self.erase_snapshot_delay_s
+                ):
                     self.save_snapshot()
                     last_snapshot = time.monotonic()
             except Exception:  # noqa: BLE001 - database hiccup: retry after a pause

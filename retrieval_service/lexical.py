@@ -1,7 +1,7 @@
 """Okapi BM25 with append-only numpy postings, and the query cues ranking uses.
 
-Documents get ids in their own dense space; a removed document stays in the postings and
-is masked out by `live` (a partition compaction rebuilds everything).
+Documents get ids in their own dense space; a removed document is masked out by `live`,
+and `purge` drops it from the postings of the terms it had (its owner passes them).
 Tokenizer, stop words and stemmer were chosen by measurement on LoCoMo (bench/locomo.py).
 """
 
@@ -119,6 +119,22 @@ class BM25:
             self.live[doc] = False
             self.n_live -= 1
             self.total_len -= float(self.doc_len[doc])
+
+    def purge(self, terms) -> None:
+        """Drops removed documents from these terms' postings, and terms left without any
+        (so a forgotten text's words leave the index, not only its scores)."""
+        for term in set(terms):
+            p = self.postings.get(term)
+            if p is None:
+                continue
+            docs, tfs = p.arrays()
+            keep = self.live[docs]
+            if keep.all():
+                continue
+            if not keep.any():
+                del self.postings[term]
+            else:
+                p.docs, p.tfs = docs[keep], tfs[keep]
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document id (0 where no term matches or removed), plus a

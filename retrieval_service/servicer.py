@@ -24,12 +24,17 @@ from shared.convert import (
 )
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
+from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound, OutOfRange
 from shared.tails import load_session_tail, session_tail_key
 from shared.tenancy import check_scope_tenant
 
 MAX_WAIT_S = 10.0
+
+
+def _not_expired():
+    return or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > utcnow())
 
 
 def _types(values, field: str) -> frozenset[int]:
@@ -85,6 +90,38 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 reason="INDEX_BEHIND",
             )
 
+    def _live(self, tenant: str, ids) -> set[int]:
+        """Which of these memories still exist and have not expired: one query. The index
+        may lag a Forget, an erasure or an expiry; what a read returns never does."""
+        ids = {int(i) for i in ids}
+        if not ids:
+            return set()
+        if self.db.unreachable:
+            # A known database outage (the health monitor's verdict): answer from the
+            # index alone rather than not at all. No Forget can commit meanwhile; one
+            # committed just before the outage and not yet applied by the index (normally
+            # under the 0.2 s tail poll) could show until the database is back.
+            return ids
+        return set(
+            self.db.scalars_now(
+                select(MemoryRecord.id).where(
+                    MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids), _not_expired()
+                )
+            )
+        )
+
+    def _search_live(self, tenant, qvec, query, f: Filters, top_k: int) -> list:
+        """The index's top_k, re-checked against the database; when some are gone, asks
+        the index for more so a search still returns top_k when that many exist."""
+        extra = 0
+        while True:
+            hits = search(self.index, tenant, qvec, query, f, top_k + extra, self.rank)
+            live = self._live(tenant, (h.memory_id for h in hits))
+            kept = [h for h in hits if h.memory_id in live]
+            if len(kept) >= top_k or len(hits) < top_k + extra or extra >= 4096:
+                return kept[:top_k]
+            extra = max(2 * extra, len(hits) - len(kept))
+
     # -- by id and listing (the database) ----------------------------------------------------
 
     def GetMemory(self, request, context):
@@ -94,7 +131,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         with self.db.read() as s:
             rec = s.scalar(
                 select(MemoryRecord).where(
-                    MemoryRecord.tenant == tenant, MemoryRecord.id == int(request.id)
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.id == int(request.id),
+                    _not_expired(),
                 )
             )
             if rec is None:
@@ -113,7 +152,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         types = _types(request.types, "types")
         start, end = _range(request.time_range, "time_range")
         when = func.coalesce(MemoryRecord.occur_time, MemoryRecord.create_time)
-        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant)
+        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant, _not_expired())
         sc = request.scope
         for col, val in (
             (MemoryRecord.user_id, sc.user_id),
@@ -176,7 +215,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         f = self._filters(request, tenant)
         self._wait(request.min_seq, context)
         qvec = self.embedder.embed_one(request.query)
-        hits = search(self.index, tenant, qvec, request.query, f, request.top_k or 10, self.rank)
+        hits = self._search_live(tenant, qvec, request.query, f, request.top_k or 10)
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
             r = resp.results.add(score=h.score, conflicted=h.conflicted)
@@ -226,6 +265,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             k = self.tail_first
             cands[len(bgs) : len(bgs)] = [Candidate(m, 0.0, "session_tail") for m in tail[:k]]
             cands += [Candidate(m, 0.0, "session_tail") for m in tail[k:]]
+        live = self._live(tenant, (c.memory.id for c in cands))
+        if any(int(c.memory.id) not in live for c in cands if c.reason == "session_tail"):
+            # A cached tail holding a forgotten turn (another process forgot it): reload.
+            safe(self.cache.delete, session_tail_key(tenant, f.user_id, f.agent_id, f.session_id))
+        cands = [c for c in cands if int(c.memory.id) in live]
         chosen, rendered, tokens = assemble(cands, budget)
         resp = rpb.GetContextResponse(
             rendered=rendered, token_count=tokens, index_seq=self.index.applied_seq

@@ -32,6 +32,10 @@ class Cache(ABC):
     def delete(self, key: str) -> None: ...
 
     @abstractmethod
+    def delete_tails(self, match: Callable[[str], bool]) -> int:
+        """Deletes every tail whose key match() accepts; returns how many (erasure)."""
+
+    @abstractmethod
     def publish_change(self, seq: int) -> None: ...
 
     @abstractmethod
@@ -87,6 +91,13 @@ class InProcessCache(Cache):
     def delete(self, key):
         with self._lock:
             self._tails.pop(key, None)
+
+    def delete_tails(self, match):
+        with self._lock:
+            gone = [k for k in self._tails if match(k)]
+            for k in gone:
+                del self._tails[k]
+            return len(gone)
 
     def publish_change(self, seq):
         with self._lock:
@@ -158,6 +169,17 @@ class RedisCache(Cache):
 
     def delete(self, key):
         self._redis.delete(self._k(key))
+
+    def delete_tails(self, match):
+        start = len(self._k(""))
+        gone = [
+            k
+            for k in self._redis.scan_iter(match=self._k("*"), count=1000)
+            if match(k.decode("utf-8", "replace")[start:])
+        ]
+        for i in range(0, len(gone), 500):
+            self._redis.delete(*gone[i : i + 500])
+        return len(gone)
 
     def publish_change(self, seq):
         self._redis.publish(self._prefix + CHANGES_CHANNEL, str(seq))

@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from shared.db.models import IdempotencyKey
-from shared.errors import AlreadyExists
+from shared.errors import AlreadyExists, FailedPrecondition
 
 
 @dataclass
@@ -25,7 +25,8 @@ def fingerprint(request: Message) -> str:
 
 
 def prior_response(s: Session, tenant: str, request_id: str, fp: str) -> bytes | None:
-    """The stored response for (tenant, request_id), or None if it was not seen before."""
+    """The stored response for (tenant, request_id), or None if it was not seen before.
+    An emptied response (what it wrote was forgotten) is FAILED_PRECONDITION."""
     prior = s.get(IdempotencyKey, (tenant, request_id))
     if prior is None:
         return None
@@ -33,5 +34,10 @@ def prior_response(s: Session, tenant: str, request_id: str, fp: str) -> bytes |
         raise AlreadyExists(
             f"request_id {request_id!r} was already used for a different request",
             reason="REQUEST_ID_REUSED",
+        )
+    if not prior.response:
+        raise FailedPrecondition(
+            f"request_id {request_id!r} wrote a memory that has since been forgotten",
+            reason="REQUEST_FORGOTTEN",
         )
     return prior.response

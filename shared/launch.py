@@ -26,6 +26,7 @@ def start(
     """which: "all", "ingest", "retrieval" or "versioning". port=0 picks a free port."""
     from admin_service.app import admin_spec
     from ingest_service.app import ingest_spec
+    from privacy_service.app import privacy_spec
     from retrieval_service.app import retrieval_spec
     from versioning_service.app import versioning_spec
 
@@ -39,6 +40,7 @@ def start(
     if which in ("all", "ingest"):
         spec, ingest_servicer = ingest_spec(rt, settings.resolved_versioning_addr())
         specs.append(spec)
+        specs.append(privacy_spec(rt))  # erasure and export live beside the writes
     if which in ("all", "retrieval"):
         specs.append(retrieval_spec(rt)[0])
     if which in ("all", "versioning"):

@@ -21,6 +21,7 @@ class Runtime:
     cache: Cache
     embedder: Embedder
     local: LocalNotifier = field(default_factory=LocalNotifier)
+    index: object | None = None  # the retrieval IndexManager, when this process hosts one
     keys: object = None  # shared.auth.store.KeyStore, set by launch
 
     def channel(self, addr: str):

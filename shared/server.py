@@ -220,6 +220,15 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         public = is_public(full)
 
         def wrapped(request_or_iterator, context):
+            g = guarded(request_or_iterator, context)
+            if streaming_response:
+                return g  # streamed as produced; errors map to a status mid-stream too
+            try:
+                return next(g)
+            finally:
+                g.close()  # runs the metrics and log below
+
+        def guarded(request_or_iterator, context):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
             code = grpc.StatusCode.OK
@@ -248,8 +257,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 with deadline.call_deadline(context.time_remaining()):
                     result = fn(request_or_iterator, context)
                     if streaming_response:
-                        result = list(result)  # simple; our streaming responses are small
-                return iter(result) if streaming_response else result
+                        yield from result
+                    else:
+                        yield result
             except Exception as exc:  # noqa: BLE001 - every exception becomes a status
                 set_code = _context_code(context)
                 if set_code not in (None, grpc.StatusCode.OK):

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = 30.0
     tail_poll_interval_s: float = 0.2
 
+    # Memories past their expire_time are never returned; this often (seconds) the ingest
+    # process also deletes them everywhere (0: never).
+    expiry_sweep_interval_s: float = 60.0
+
     # Hot tail of an active session kept in the cache.
     session_tail_size: int = 20
     session_tail_ttl_s: int = 24 * 3600

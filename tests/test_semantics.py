@@ -101,7 +101,9 @@ def test_importance_and_content_limits(client):
         client.remember(event("x", importance=2.0))
     with expect_error("INVALID_ARGUMENT", "memory.content"):
         client.remember(event("x" * 40000))
-    with expect_error("FAILED_PRECONDITION"):
-        m = pb.Memory(type=pb.MEMORY_TYPE_FACT, content="f", scope=scope("u1"))
-        m.fact.subject, m.fact.predicate, m.fact.value = "s", "p", "v"
-        client.forget(client.remember(m).memory.id)
+    # A FACT can be forgotten (it erases the fact key; see tests/test_erasure.py).
+    m = pb.Memory(type=pb.MEMORY_TYPE_FACT, content="f", scope=scope("u1"))
+    m.fact.subject, m.fact.predicate, m.fact.value = "s", "p", "v"
+    client.forget(client.remember(m).memory.id)
+    with expect_error("NOT_FOUND"):
+        client.get_fact("s", "p", scope=scope("u1"))

@@ -284,12 +284,20 @@ class FactStore:
         return ts.conflict_policy if ts is not None and ts.conflict_policy else self.default_policy
 
     @staticmethod
-    def _remember_response(s: Session, tenant: str, request_id: str, fp: str, data: bytes):
+    def _remember_response(
+        s: Session, tenant: str, request_id: str, fp: str, data: bytes, key: FactKey
+    ):
         try:
             with s.begin_nested():
                 s.add(
                     IdempotencyKey(
-                        tenant=tenant, request_id=request_id, fingerprint=fp, response=data
+                        tenant=tenant,
+                        request_id=request_id,
+                        fingerprint=fp,
+                        response=data,
+                        user_id=key.user_id,
+                        agent_id=key.agent_id,
+                        fact_key_id=key.id,
                     )
                 )
                 s.flush()
@@ -362,7 +370,9 @@ class FactStore:
                 out.append(self._assert_tx(s, tenant, f, policy, vec, request_id, fingerprint))
                 res = out[0]
                 if isinstance(res, AssertResult) and request_id and encode is not None:
-                    self._remember_response(s, tenant, request_id, fingerprint, encode(res))
+                    self._remember_response(
+                        s, tenant, request_id, fingerprint, encode(res), res.key
+                    )
             return out[0]
 
         res = self._retrying(once)
@@ -652,7 +662,7 @@ class FactStore:
                 seq = self._finish(tx)
                 out = (markers[0], key, seq)
                 if request_id and encode is not None:
-                    self._remember_response(s, tenant, request_id, fingerprint, encode(out))
+                    self._remember_response(s, tenant, request_id, fingerprint, encode(out), key)
                 return out
 
         res = self._retrying(once)

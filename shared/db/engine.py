@@ -35,7 +35,8 @@ class Guards:
 def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = None) -> Engine:
     """Postgres: a pooled engine whose sessions carry lock, statement and idle timeouts
     and TCP keepalives. SQLite: WAL, and with immediate=True every transaction takes the
-    write lock at BEGIN (read-then-write never fails on lock upgrade)."""
+    write lock at BEGIN (read-then-write never fails on lock upgrade). Both hide statement
+    parameters (memory content) from error messages and logs."""
     g = guards or Guards()
     if not url.startswith("sqlite"):
         ms = lambda s: int(s * 1000)  # noqa: E731
@@ -49,6 +50,7 @@ def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = Non
             pool_size=10,
             max_overflow=20,
             pool_timeout=g.pool_timeout_s,
+            hide_parameters=True,
             connect_args={
                 "options": options,
                 "connect_timeout": 2,  # the least libpq takes; the watchdog bounds the rest
@@ -67,9 +69,12 @@ def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = Non
             # run before anything watches it.
             dog.watch(dbapi_conn)
             try:
+                autocommit = dbapi_conn.autocommit
+                dbapi_conn.autocommit = True  # the ping leaves no transaction open
                 cur = dbapi_conn.cursor()
                 cur.execute("SELECT 1")
                 cur.close()
+                dbapi_conn.autocommit = autocommit
             except Exception as exc:
                 dog.unwatch(dbapi_conn)
                 raise DisconnectionError(str(exc)) from exc
@@ -83,7 +88,9 @@ def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = Non
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):
@@ -92,6 +99,8 @@ def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = Non
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
+        # Deleted rows are overwritten with zeros in the file (Forget and erasure).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -149,6 +158,34 @@ class Database:
             ),
             {"s": str(stmt), "l": str(lock)},
         )
+
+    def scalars_now(self, stmt) -> list:
+        """One read statement with the fewest round trips: on Postgres outside a
+        transaction (no BEGIN/COMMIT); on SQLite a plain read."""
+        if self.dialect != "postgresql":
+            with self.read() as s:
+                return list(s.scalars(stmt))
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            return list(conn.scalars(stmt))
+
+    def truncate_wal(self) -> bool:
+        """SQLite: copies the write-ahead log into the database file and empties it, so
+        the page images of deleted rows leave the WAL file too. Best effort: False when a
+        reader still needs the log (the next checkpoint does it). No-op elsewhere."""
+        if self.dialect != "sqlite":
+            return True
+        try:
+            raw = self.engine.raw_connection()  # outside any transaction
+            try:
+                cur = raw.cursor()
+                busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cur.close()
+            finally:
+                raw.close()
+        except Exception:  # noqa: BLE001 - best effort; the next checkpoint does it
+            return False
+        return busy == 0
 
     def upgrade(self) -> None:
         upgrade(self.engine)

@@ -113,6 +113,14 @@ class IdempotencyKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What the request wrote, so Forget and EraseSubject find its stored response
+    # (migration 0004; NULL on rows written before it).
+    user_id: Mapped[str | None] = mapped_column(SCOPE_ID)
+    agent_id: Mapped[str | None] = mapped_column(SCOPE_ID)
+    memory_id: Mapped[int | None] = mapped_column(BigId)
+    fact_key_id: Mapped[int | None] = mapped_column(BigId)
+
+    __table_args__ = (Index("ix_idempotency_keys_memory", "tenant", "memory_id"),)
 
 
 class FactKey(Base):
@@ -205,8 +213,8 @@ class SubjectAlias(Base):
 
 
 class AuditEvent(Base):
-    """Append-only log of fact changes: who, when, what, why. The database refuses UPDATE
-    and DELETE on it (migration 0002)."""
+    """Append-only log of fact changes: who, when, what, why. The database refuses DELETE,
+    and UPDATE except a redaction by a running erasure job (migration 0004)."""
 
     __tablename__ = "audit_events"
 
@@ -222,8 +230,29 @@ class AuditEvent(Base):
     fact_id: Mapped[int | None] = mapped_column(BigId)
     reason: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The erasure job that blanked this row's content (user, agent, key, reason, details).
+    redacted_by: Mapped[int | None] = mapped_column(BigId)
 
     __table_args__ = (Index("ix_audit_events_tenant", "tenant", "id"),)
+
+
+class ErasureJob(Base):
+    """One erasure (a subject, a forgotten fact, expired items). Written before the work and
+    marked done after it, so a rerun finishes an interrupted job. A done job keeps its
+    receipt but not whom it erased."""
+
+    __tablename__ = "erasure_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(TENANT)
+    kind: Mapped[str] = mapped_column(String(16))  # user | agent | tenant | fact
+    subject: Mapped[str] = mapped_column(String(512), default="")  # '' once done
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | done
+    receipt: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finish_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_erasure_jobs_state", "tenant", "state"),)
 
 
 class TenantSetting(Base):

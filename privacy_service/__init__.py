@@ -1,0 +1,1 @@
+"""PrivacyService: erase and export a subject. Hosted by the ingest process."""
