@@ -111,7 +111,11 @@ def test_database_outage(proxied, fault):
         assert _wait_health(suite.addr, "", health_pb2.HealthCheckResponse.NOT_SERVING, 5) < 5
         assert _health(suite.addr, "memlake.database") != SERVING
         assert _health(suite.addr, LIVENESS) == SERVING
-        # Searches need only the index: they keep answering, and retrieval stays ready.
+        # Searches need only the index: once the outage is known (two failed checks in a
+        # row), they keep answering, and retrieval stays ready.
+        end = time.monotonic() + 4
+        while time.monotonic() < end and not suite.runtime.db.unreachable:
+            time.sleep(0.1)
         for _ in range(5):
             hits = c.search("harbour crane", scope=scope("u1"))
             assert [h.memory.id for h in hits.results] == [r.memory.id]

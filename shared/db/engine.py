@@ -193,12 +193,15 @@ class Database:
     def ping(self) -> None:
         ping(self.read_engine)
 
-    # The health monitor's last verdict: while the database is known to be unreachable,
-    # callers that can do without it (cached credentials) do not wait for it.
+    # The health monitor's verdict: while the database is known to be unreachable (two
+    # checks in a row failed; one slow answer on a busy machine is not an outage), callers
+    # that can do without it (cached credentials, index-only search) do not wait for it.
     unreachable: bool = False
+    _failed_checks: int = 0
 
     def mark(self, ok: bool) -> None:
-        self.unreachable = not ok
+        self._failed_checks = 0 if ok else self._failed_checks + 1
+        self.unreachable = self._failed_checks >= 2
 
     def dispose(self) -> None:
         self.engine.dispose()
