@@ -17,12 +17,14 @@ import numpy as np
 
 from shared import deadline
 from shared.embedding import Embedder
+from shared.errors import DeadlineExceeded
 from shared.limits import retry_error
 
 
 @dataclass
 class _Job:
     texts: list[str]
+    until: float | None = None  # the caller's deadline (monotonic); past it, not embedded
     done: threading.Event = field(default_factory=threading.Event)
     out: np.ndarray | None = None
     error: BaseException | None = None
@@ -61,7 +63,7 @@ class MicroBatcher(Embedder):
                     wait,
                     "OVERLOADED",
                 )
-        job = _Job(list(texts))
+        job = _Job(list(texts), None if left is None else time.monotonic() + left)
         with self._cv:
             if self._queued + len(texts) > self.max_queue and self._q:
                 raise retry_error(
@@ -70,7 +72,8 @@ class MicroBatcher(Embedder):
             self._q.append(job)
             self._queued += len(texts)
             self._cv.notify()
-        job.done.wait()
+        if not job.done.wait(None if left is None else max(left, 0.0) + 0.05):
+            raise DeadlineExceeded("the deadline passed while queued for embedding")
         if job.error is not None:
             raise job.error
         assert job.out is not None
@@ -87,7 +90,16 @@ class MicroBatcher(Embedder):
                     jobs.append(j)
                     n += len(j.texts)
                 self._queued -= n
-                self._busy_until = time.monotonic() + n / self._rate
+                now = time.monotonic()
+                late = [j for j in jobs if j.until is not None and j.until <= now]
+                jobs = [j for j in jobs if j not in late]
+                n = sum(len(j.texts) for j in jobs)
+                self._busy_until = now + n / self._rate
+            for j in late:  # their callers have gone: no work done for them
+                j.error = DeadlineExceeded("the deadline passed while queued for embedding")
+                j.done.set()
+            if not jobs:
+                continue
             t0 = time.monotonic()
             try:
                 vecs = self.inner.embed([t for j in jobs for t in j.texts])

@@ -68,3 +68,17 @@ def test_a_queue_longer_than_the_deadline_is_refused_at_once():
     busy.join()
     with deadline.call_deadline(5.0):
         assert b.embed(["now there is room"]).shape == (1, slow.dim)
+
+
+def test_a_job_whose_caller_has_gone_is_not_embedded():
+    slow = Slow(per_call=0.3, per_text=0.0)
+    b = MicroBatcher(slow)
+    busy = threading.Thread(target=b.embed, args=(["occupies the worker"],))
+    busy.start()
+    time.sleep(0.05)
+    b._rate = 1e9  # admit it: the queue looks empty
+    with deadline.call_deadline(0.1), pytest.raises(Exception) as info:
+        b.embed(["too late"])
+    assert "deadline" in str(info.value).lower()
+    busy.join()
+    assert slow.calls == 1
