@@ -17,6 +17,7 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import strategies as st
 
 import memlake.v1
+from shared import validation
 
 F = FieldDescriptor
 # Codes a well-behaved server may answer with for arbitrary input.
@@ -87,8 +88,12 @@ def rpcs() -> list[Rpc]:
 
 
 _WORDS = ["", "u1", "a", "1", "42", "0", "user", "lives_in", "Oslo", "s1", "name", "x y z"]
+_plain = st.sampled_from(_WORDS)
 _text = st.one_of(
-    st.sampled_from(_WORDS),
+    _plain,
+    _plain,
+    _plain,
+    _plain,
     st.text(max_size=40),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=0, max_size=600),
     st.sampled_from(["\x00", "a\x00b", "²", "9223372036854775808", "-1", " 7", "1e400"]),
@@ -111,13 +116,23 @@ _INT_BOUNDS = {
 
 def _int(t):
     lo, hi = _INT_BOUNDS[t]
-    return st.one_of(st.integers(-3, 60), st.integers(lo, hi), st.sampled_from([lo, hi]))
+    small = st.integers(0, 60)
+    return st.one_of(
+        small, small, st.integers(-3, 60), st.integers(lo, hi), st.sampled_from([lo, hi])
+    )
 
 
-_timestamp = st.builds(
-    lambda s, n: timestamp_pb2.Timestamp(seconds=s, nanos=n),
-    st.one_of(st.integers(0, 4_000_000_000), st.integers(-(2**63), 2**63 - 1)),
-    st.one_of(st.just(0), st.integers(-(2**31), 2**31 - 1)),
+_plausible_ts = st.builds(
+    lambda s: timestamp_pb2.Timestamp(seconds=s), st.integers(1_500_000_000, 1_900_000_000)
+)
+_timestamp = st.one_of(
+    _plausible_ts,
+    _plausible_ts,
+    st.builds(
+        lambda s, n: timestamp_pb2.Timestamp(seconds=s, nanos=n),
+        st.one_of(st.integers(0, 4_000_000_000), st.integers(-(2**63), 2**63 - 1)),
+        st.one_of(st.just(0), st.integers(-(2**31), 2**31 - 1)),
+    ),
 )
 _number = st.floats(allow_nan=True, allow_infinity=True)
 _value = st.recursive(
@@ -134,19 +149,25 @@ _value = st.recursive(
 )
 
 
+_decimal = st.integers(1, 50).map(str)
+
+
 def _scalar(f: FieldDescriptor):
     t = f.type
     if t == F.TYPE_STRING:
+        if f.full_name in validation.DECIMAL_IDS:
+            return st.one_of(_decimal, _decimal, _decimal, _text)
         return _text
     if t == F.TYPE_BYTES:
         return st.binary(max_size=64)
     if t == F.TYPE_BOOL:
         return st.booleans()
     if t in (F.TYPE_FLOAT, F.TYPE_DOUBLE):
-        return st.one_of(st.floats(0, 1), _number)
+        unit = st.floats(0.05, 1)
+        return st.one_of(unit, unit, unit, _number)
     if t == F.TYPE_ENUM:
-        declared = [v.number for v in f.enum_type.values]
-        return st.one_of(st.sampled_from(declared), _int(F.TYPE_INT32))
+        declared = st.sampled_from([v.number for v in f.enum_type.values if v.number])
+        return st.one_of(declared, declared, declared, _int(F.TYPE_INT32))
     return _int(t)
 
 
