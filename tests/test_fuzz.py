@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.fuzzing import ALLOWED, garbage, requests, rpcs
 
-EXAMPLES = int(os.environ.get("MEMLAKE_FUZZ_EXAMPLES", "120"))  # per backend: 240 per RPC
+EXAMPLES = int(os.environ.get("MEMLAKE_FUZZ_EXAMPLES", "100"))  # per backend: 200 per RPC
 RPCS = rpcs()
 
 
