@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -21,6 +22,9 @@ from tests.faultkit import OwnRedis, kill_rounds
 from tests.helpers import event
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs the redis-server binary (own instance)"
+)
 
 
 @pytest.fixture
