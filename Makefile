@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf bench-locomo bench-context bench-smallscope bench-scale bench-facts bench-fuzz bench-load bench-faults clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
 
 $(STAMP): pyproject.toml
+	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install --progress-bar on -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,12 +23,25 @@ $(BUF):
 
 buf: $(BUF)
 
+## The TypeScript client's packages (from its committed package-lock.json).
+TS_DIR := clients/typescript
+TS_STAMP := $(TS_DIR)/node_modules/.stamp
+$(TS_STAMP): $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(TS_STAMP)
+
+ts: $(TS_STAMP)
+
+## Regenerate clients/typescript/src/gen from proto/ (buf + protoc-gen-es).
+ts-gen: ts
+	cd $(TS_DIR) && PATH="$$PWD/node_modules/.bin:$$PATH" buf generate --template buf.gen.yaml
+
 ## Start all three services in one process on the embedded default (Ctrl-C stops).
 run: install
 	$(VENV)/bin/memlake serve
 
 ## The whole suite: SQLite always; Postgres/Redis where they answer (skipped with a reason otherwise).
-test: install buf
+test: install buf ts
 	$(PY) -m pytest -q -rs
 
 lint: install buf
@@ -35,10 +49,27 @@ lint: install buf
 	$(VENV)/bin/ruff format --check .
 	$(BUF) lint
 
-## Regenerate the Python stubs from proto/ into memlake/v1 (never edit them by hand).
-proto: install
+## Regenerate everything made from proto/ (never edit it by hand): the Python stubs in
+## memlake/v1, the OpenAPI description, the TypeScript client's src/gen.
+proto: install ts
 	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. proto/memlake/v1/*.proto
 	touch memlake/v1/__init__.py
+	$(PY) -m shared.gateway.openapi > shared/gateway/openapi.json
+	cd $(TS_DIR) && PATH="$$PWD/node_modules/.bin:$$PATH" buf generate --template buf.gen.yaml
+
+## Random passwords for compose.yaml in .env (git-ignored; kept once written).
+compose-env:
+	@test -f .env && echo ".env exists; keeping it" || { umask 077; \
+	  printf 'POSTGRES_PASSWORD=%s\nREDIS_PASSWORD=%s\nMEMLAKE_BOOTSTRAP_KEY=mlk_bootstrap_%s\nMEMLAKE_INTERNAL_TOKEN=%s\n' \
+	    "$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+	    "$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+	    "$$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" \
+	    "$$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" > .env; \
+	  echo "wrote .env (the OPERATOR key is MEMLAKE_BOOTSTRAP_KEY)"; }
+
+## The dev overlay's generated Secrets' inputs (k8s/overlays/dev/*.env, git-ignored).
+k8s-dev-secrets:
+	k8s/overlays/dev/generate-secrets.sh
 
 DATA ?= ../shared/data/locomo10-dev.json
 AUDIT ?=
@@ -57,6 +88,9 @@ bench-smallscope: install
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json
+
+bench-interfaces: install
+	$(PY) bench/interfaces.py --out bench/out/interfaces.json
 
 bench-facts: install
 	$(PY) bench/facts.py --out bench/out/facts.json

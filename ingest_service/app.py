@@ -21,7 +21,9 @@ def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestS
         tail_ttl_s=s.session_tail_ttl_s,
         dense_window=s.dense_window,
     )
-    servicer = IngestServicer(domain, versioning_addr, rt.channel)
+    servicer = IngestServicer(
+        domain, versioning_addr, rt.channel, tracer_provider=rt.tracer_provider
+    )
     spec = ServiceSpec(
         FULL_NAME,
         lambda server: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(

@@ -20,6 +20,7 @@ from shared.db.models import MemoryRecord
 from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
 from shared.idempotency import Replay, fingerprint
 from shared.tenancy import TENANT_HEADER, check_scope_tenant
+from shared.tracing import traced_channel
 
 MAX_BATCH = 1000
 STREAM_CHUNK = 64
@@ -69,12 +70,19 @@ def _item_error(exc: MemlakeError) -> pb.ItemError:
 
 class IngestServicer(ipb_grpc.IngestServiceServicer):
     def __init__(
-        self, domain: IngestDomain, versioning_addr: str, channel=grpc.insecure_channel
+        self,
+        domain: IngestDomain,
+        versioning_addr: str,
+        channel=grpc.insecure_channel,
+        *,
+        tracer_provider=None,
     ) -> None:
         self.domain = domain
         self.versioning_addr = versioning_addr
+        self.tracer_provider = tracer_provider
         self._channel = channel
         self._vchannel: grpc.Channel | None = None
+        self._vstub: vpb_grpc.VersioningServiceStub | None = None
 
     def close(self) -> None:
         if self._vchannel is not None:
@@ -83,7 +91,11 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
     def _versioning(self) -> vpb_grpc.VersioningServiceStub:
         if self._vchannel is None:
             self._vchannel = self._channel(self.versioning_addr)
-        return vpb_grpc.VersioningServiceStub(self._vchannel)
+            # The trace context travels with the call: one trace for a FACT write.
+            self._vstub = vpb_grpc.VersioningServiceStub(
+                traced_channel(self._vchannel, self.tracer_provider)
+            )
+        return self._vstub
 
     def _tenant(self, context) -> str:
         return caller().tenant

@@ -27,12 +27,14 @@ from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import versioning_service_pb2 as vpb
 
 EPILOG = """\
-getting started:
-  memlake serve                         start all three services on 127.0.0.1:50051
-                                        (SQLite + local files in ./.memlake; Ctrl-C stops)
+getting started (in this order on a fresh server; each write prints the new memory's id):
+  memlake serve                         start all three services on 127.0.0.1:50051, and
+                                        HTTP/JSON on :8080 (SQLite + files in ./.memlake)
+  memlake remember "Asked for a shorter answer" --type event --user alice
   memlake remember "Prefers short answers" --type reflection --user alice \\
-      --key answer_style --confidence 0.8 --evidence 1
+      --key answer_style --confidence 0.8 --evidence 1     (1: the event's id)
   memlake remember "Alice's name is Alice Liddell" --type background --key name --user alice
+  memlake get --key name --user alice
   memlake search "how does alice like answers" --user alice
   memlake context --user alice --intent "plan a trip" --budget 500
   memlake fact assert alice lives_in Paris --user alice --valid-from 2020-01-01
@@ -41,12 +43,15 @@ getting started:
   memlake fact resolve 1 keep-one --keep 2 --reason "asked alice"
   memlake fact history alice lives_in --user alice
   memlake fact asof alice lives_in --user alice --valid-time 2021-06-01
+  memlake mcp --user alice              MCP server for an agent (stdio; --transport http)
   memlake export --user alice -o alice.jsonl   everything held about alice, as JSON lines
   memlake import alice.jsonl                    ... into another install or tenant
   memlake erase --user alice                    erase alice everywhere (prints a receipt)
 
-environment: MEMLAKE_ADDR (default 127.0.0.1:50051), MEMLAKE_TENANT; the server reads
-MEMLAKE_DATABASE_URL, MEMLAKE_REDIS_URL, MEMLAKE_DATA_DIR and the rest listed in README.md.
+where the server is: MEMLAKE_ADDR (default 127.0.0.1:50051) for `memlake serve` and for every
+client command alike; MEMLAKE_HTTP_PORT (8080) for HTTP/JSON; MEMLAKE_TENANT, MEMLAKE_API_KEY.
+The server also reads MEMLAKE_DATABASE_URL, MEMLAKE_REDIS_URL, MEMLAKE_DATA_DIR and the rest
+listed in README.md.
 """
 
 
@@ -102,10 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the services (default: all three in one process)")
-    s.add_argument("--service", choices=["all", "ingest", "retrieval", "versioning"], default="all")
+    s.add_argument(
+        "--service",
+        choices=["all", "ingest", "retrieval", "versioning", "gateway"],
+        default="all",
+        help="gateway: only the HTTP/JSON gateway, forwarding to the services",
+    )
+
+    h = sub.add_parser(
+        "health", help="exit 0 when the server at --addr reports SERVING (grpc.health.v1)"
+    )
+    h.add_argument("--service", default="", help="e.g. memlake.v1.IngestService (default: all)")
 
     d = sub.add_parser("db", help="database maintenance")
     d.add_argument("action", choices=["upgrade"])
+
+    m = sub.add_parser(
+        "mcp",
+        help="serve the Model Context Protocol (stdio or streamable HTTP) for one agent's scope",
+    )
+    m.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    m.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT for --transport http")
+    m.add_argument("--user", default=os.environ.get("MEMLAKE_USER", ""), help="user_id")
+    m.add_argument("--agent", default=os.environ.get("MEMLAKE_AGENT", ""), help="agent_id")
+    m.add_argument("--session", default=os.environ.get("MEMLAKE_SESSION", ""), help="session_id")
 
     ix = sub.add_parser("index", help="search index maintenance (run where retrieval runs)")
     ix.add_argument("action", choices=["rebuild"], help="rebuild every shard from the database")
@@ -154,8 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--importance", type=float, default=0.0)
     r.add_argument("--request-id", default="")
 
-    g = sub.add_parser("get", help="get a memory by id")
-    g.add_argument("id")
+    g = sub.add_parser(
+        "get", help="get a memory by id, or the current background/reflection/skill by key"
+    )
+    g.add_argument("id", nargs="?", default="")
+    g.add_argument("--key", help="BACKGROUND/REFLECTION key or SKILL name (with --type)")
+    g.add_argument("--type", choices=["background", "reflection", "skill"], default="background")
+    _scope_args(g)
 
     ls = sub.add_parser("list", help="list memories")
     _scope_args(ls)
@@ -290,12 +320,14 @@ def _iso(t, timespec: str = "auto") -> str:
     return t.ToDatetime().isoformat(timespec=timespec) + "Z"
 
 
-def _fact_line(f) -> str:
+def _fact_line(f, history: bool = False) -> str:
     vf = _iso(f.valid_from) if f.HasField("valid_from") else "-"
     vt = _iso(f.valid_to) if f.HasField("valid_to") else "open"
     rt = _iso(f.record_time, "microseconds")
     re_ = _iso(f.record_end_time, "microseconds") if f.HasField("record_end_time") else "open"
     status = pb.FactStatus.Name(f.status).removeprefix("FACT_STATUS_")
+    if history:  # a row's status is what it was while believed; say whether it still is
+        status = f"{status}, believed" if re_ == "open" else f"was {status}, no longer believed"
     pred = f.predicate or f"(free text, key {f.key})"
     by = ",".join(s.actor or s.kind for s in f.sources if s.actor or s.kind)
     return (
@@ -377,7 +409,7 @@ def _fact_cmd(c: MemlakeClient, a) -> int:
             print("conflicting:", _fact_line(f))
     elif a.fact_cmd == "history":
         for f in c.fact_history(a.subject, a.predicate, scope=sc):
-            print(_fact_line(f))
+            print(_fact_line(f, history=True))
     elif a.fact_cmd == "asof":
         f = c.fact_as_of(
             a.subject,
@@ -445,6 +477,21 @@ def run(a) -> int:
 
         serve(a.service)
         return 0
+    if a.cmd == "health":
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(a.addr) as ch:
+            try:
+                r = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=a.service), timeout=min(a.timeout, 5)
+                )
+            except grpc.RpcError as exc:
+                print(f"{a.addr}: {exc.code().name}", file=sys.stderr)
+                return 1
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+        print(f"{a.addr}: {status}")
+        return 0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1
     if a.cmd == "db":
         from shared.db.engine import Database
         from shared.settings import get_settings
@@ -454,6 +501,21 @@ def run(a) -> int:
         Database(settings.sqlalchemy_url()).upgrade()
         print("database at head")
         return 0
+    if a.cmd == "mcp":
+        from memlake.mcp_server import McpConfig, serve
+
+        host, _, port = a.listen.rpartition(":")
+        cfg = McpConfig(
+            addr=a.addr,
+            tenant=a.tenant,
+            api_key=getattr(a, "api_key", None) or "",
+            user=a.user,
+            agent=a.agent,
+            session=a.session,
+            timeout=a.timeout,
+        )
+        serve(cfg, a.transport, host or "127.0.0.1", int(port))
+        return 0
     if a.cmd == "index":
         from retrieval_service.index import rebuild
         from shared.embedding import make_embedder
@@ -461,6 +523,9 @@ def run(a) -> int:
 
         settings = get_settings()
         emb = make_embedder(settings.embedder)
+        print(
+            f"rebuilding the index from {settings.sqlalchemy_url().split('@')[-1]} ...", flush=True
+        )
         t0 = time.monotonic()
         idx = rebuild(settings, emb.name, emb.dim)
         st = idx.stats()
@@ -479,7 +544,13 @@ def run(a) -> int:
                 f"{pb.WriteOutcome.Name(r.outcome).removeprefix('WRITE_OUTCOME_')}"
             )
         elif a.cmd == "get":
-            _print(c.get(a.id), True)
+            if bool(a.id) == bool(a.key):
+                print(
+                    "usage: memlake get ID  or  memlake get --key KEY [--type T]", file=sys.stderr
+                )
+                return 2
+            m = c.get_by_key(a.type, a.key, scope=_scope(a)) if a.key else c.get(a.id)
+            _print(m, True)
         elif a.cmd == "list":
             n = 0
             for m in c.list_all(

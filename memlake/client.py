@@ -302,6 +302,14 @@ class MemlakeClient:
     def get(self, memory_id: str) -> pb.Memory:
         return self._call(self.retrieval.GetMemory, rpb.GetMemoryRequest(id=memory_id)).memory
 
+    def get_by_key(self, type_: int | str, key: str, *, scope: pb.Scope | None = None) -> pb.Memory:
+        """The current BACKGROUND/REFLECTION item by key or SKILL by name ("background", ...)."""
+        t = TYPES[type_] if isinstance(type_, str) else type_
+        return self._call(
+            self.retrieval.GetMemoryByKey,
+            rpb.GetMemoryByKeyRequest(type=t, scope=scope, key=key),
+        ).memory
+
     def list(
         self,
         *,

@@ -4,6 +4,7 @@ from memlake.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 from retrieval_service.index import IndexManager, build_from_settings
 from retrieval_service.ranking import rank_config_from
 from retrieval_service.servicer import RetrievalServicer
+from shared.metrics import INDEX as INDEX_METRICS
 from shared.runtime import Runtime
 from shared.server import ServiceSpec
 
@@ -17,6 +18,7 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     rt.local.subscribe(index.wake)
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()
+    INDEX_METRICS.track(index)
     servicer = RetrievalServicer(
         rt.db,
         index,

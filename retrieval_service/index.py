@@ -473,6 +473,14 @@ class Partition:
         with self.lock:
             return self._codes["speakers"].equal(self.speakers, name, self.n)[rows]
 
+    def asks(self, rows: np.ndarray) -> np.ndarray:
+        """Turns that ask a question someone answered (a later turn of the session exists):
+        the answer, not the question, is what a search for it wants."""
+        texts, nxt = self.texts, self.next_row
+        return np.fromiter(
+            (nxt[r] >= 0 and texts[r].rstrip().endswith("?") for r in rows), bool, len(rows)
+        )
+
     def doc(self, row: int) -> bytes:
         return self.docs[row]
 

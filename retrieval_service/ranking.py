@@ -25,6 +25,7 @@ class RankConfig:
     speaker_boost: float = 0.6  # turns spoken by the one participant the query names
     date_boost: float = 0.5  # items of a day the query writes out
     time_boost: float = 0.3  # items holding a time expression, for "when" questions
+    question_factor: float = 0.85  # a turn that asked what a later turn answered
     recency: float = 0.02  # EVENT and CONVERSATION: fresher is a little better
     importance: float = 0.02
     recency_half_life_s: float = 30 * 86400.0
@@ -39,6 +40,7 @@ def rank_config_from(settings) -> RankConfig:
         speaker_boost=settings.rank_speaker_boost,
         date_boost=settings.rank_date_boost,
         time_boost=settings.rank_time_boost,
+        question_factor=settings.rank_question_factor,
     )
 
 
@@ -110,6 +112,8 @@ def search(
     if len(named) == 1:
         name = named.pop()
         score *= 1 + cfg.speaker_boost * cat(lambda p, c: p.spoken_by(name, c.rows))
+    if cfg.question_factor != 1.0:
+        score = np.where(cat(lambda p, c: p.asks(c.rows)), score * cfg.question_factor, score)
     when = cat(lambda p, c: p.when[c.rows])
     imp = cat(lambda p, c: p.importance[c.rows]).astype(np.float64)
     conf = cat(lambda p, c: p.confidence[c.rows]).astype(np.float64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import and_, false, func, or_, select
 
 from memlake.v1 import memory_pb2 as pb
@@ -27,10 +29,12 @@ from shared.db.models import MemoryRecord
 from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound, OutOfRange
+from shared.metrics import CACHE_LOOKUPS
 from shared.tails import load_session_tail, session_tail_key
 from shared.tenancy import check_scope_tenant
 
 MAX_WAIT_S = 10.0
+KEYED_TYPES = (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION, pb.MEMORY_TYPE_SKILL)
 
 
 def _not_expired():
@@ -142,6 +146,35 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
             )
             return rpb.GetMemoryResponse(memory=record_to_proto(rec))
+
+    def GetMemoryByKey(self, request, context):
+        tenant = self._tenant(context)
+        check_scope_tenant(request.scope.tenant, tenant)
+        if request.type not in KEYED_TYPES:
+            raise InvalidArgument("type", "must be BACKGROUND, REFLECTION or SKILL")
+        key = request.key.strip()
+        if not key:
+            raise InvalidArgument("key", "is required")
+        now = datetime.now(UTC)
+        with self.db.read() as s:
+            rec = s.scalar(
+                select(MemoryRecord).where(
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.type == request.type,
+                    MemoryRecord.user_id == request.scope.user_id,
+                    MemoryRecord.agent_id == request.scope.agent_id,
+                    MemoryRecord.key == key,
+                    MemoryRecord.current.is_(True),
+                    or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > now),
+                )
+            )
+            if rec is None:
+                what = "name" if request.type == pb.MEMORY_TYPE_SKILL else "key"
+                raise NotFound(f"no current {pb.MemoryType.Name(request.type)} with {what} {key!r}")
+            caller().require(
+                READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
+            )
+            return rpb.GetMemoryByKeyResponse(memory=record_to_proto(rec))
 
     def ListMemories(self, request, context):
         tenant = self._tenant(context)
@@ -285,6 +318,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         """The last turns of the session from the cache; on a miss, from the database."""
         key = session_tail_key(tenant, f.user_id, f.agent_id, f.session_id)
         cached = safe(self.cache.get_tail, key)
+        CACHE_LOOKUPS.labels("session_tail", "miss" if cached is None else "hit").inc()
         if cached is not None:
             return [pb.Memory.FromString(b) for b in cached]
         tail = load_session_tail(

@@ -30,11 +30,14 @@ def start(
     from retrieval_service.app import retrieval_spec
     from versioning_service.app import versioning_spec
 
+    host = settings.host
     check_auth_setting(settings)
-    rt = runtime or build_runtime(settings)
-    authenticator, auditor = _auth(settings, rt)
     if port is None:
         port = getattr(settings, f"{'allinone' if which == 'all' else which}_port")
+        if which == "all" and settings.addr:
+            host, port = split_addr(settings.addr)
+    rt = runtime or build_runtime(settings, service=which)
+    authenticator, auditor = _auth(settings, rt)
     specs = []
     ingest_servicer = None
     if which in ("all", "ingest"):
@@ -59,7 +62,7 @@ def start(
     specs[-1].on_stop.append(limiter.close)
     running = create_server(
         specs,
-        f"{settings.host}:{port}",
+        f"{host}:{port}",
         max_workers=settings.max_workers,
         health_interval=settings.health_check_interval_s,
         log_requests=settings.log_requests,
@@ -72,6 +75,7 @@ def start(
             Dependency("memlake.cache", rt.check_cache, required=False),
         ],
         health_timeout=settings.health_check_timeout_s,
+        tracer_provider=rt.tracer_provider,
         authenticator=authenticator,
         auditor=auditor,
         server_credentials=server_credentials(settings),
@@ -82,20 +86,121 @@ def start(
     return running, rt
 
 
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit():
+        raise SystemExit(f"error: MEMLAKE_ADDR={addr!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class PortInUse(SystemExit):
+    def __init__(self, what: str, addr: str, variable: str) -> None:
+        super().__init__(
+            f"error: cannot serve {what} on {addr}: the address is in use or not available.\n"
+            f"Is memlake already running? Stop it, or choose another port with {variable}."
+        )
+
+
+def start_http(settings: Settings, which: str, grpc_port: int):
+    """The HTTP/JSON gateway: beside the all-in-one (to itself), or alone (to the services)."""
+    from pathlib import Path
+
+    from shared.gateway.server import Upstreams, start_gateway
+
+    def open_channel(addr: str):
+        """TLS to the services when they serve it; never a client certificate: each call is
+        authenticated by the caller's own key, passed on from the HTTP request."""
+        import grpc
+
+        if not settings.tls_cert_file:
+            return grpc.insecure_channel(addr)
+        root = Path(settings.tls_ca_file or settings.tls_cert_file).read_bytes()
+        opts = []
+        if settings.tls_server_name:
+            opts.append(("grpc.ssl_target_name_override", settings.tls_server_name))
+        return grpc.secure_channel(addr, grpc.ssl_channel_credentials(root), options=opts)
+
+    if which == "all":
+        up = Upstreams(f"127.0.0.1:{grpc_port}", open_channel=open_channel)
+    else:
+        up = Upstreams(
+            settings.gateway_upstream_addr,
+            {
+                "memlake.v1.RetrievalService": settings.gateway_retrieval_addr,
+                "memlake.v1.VersioningService": settings.gateway_versioning_addr,
+            },
+            open_channel=open_channel,
+        )
+    spec = Path(__file__).parent / "gateway" / "openapi.json"
+    try:
+        return start_gateway(
+            settings.host,
+            settings.http_port,
+            up,
+            spec.read_bytes() if spec.exists() else None,
+        )
+    except OSError:
+        raise PortInUse(
+            "HTTP", f"{settings.host}:{settings.http_port}", "MEMLAKE_HTTP_PORT"
+        ) from None
+
+
 def main(which: str) -> None:
     from shared.server import configure_logging
     from shared.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    running, _ = start(which, settings)
-    metrics_port = getattr(settings, f"{'allinone' if which == 'all' else which}_metrics_port")
-    mport = start_metrics(settings.metrics_host, metrics_port)
+    name = "allinone" if which == "all" else which
+    if which == "gateway":
+        httpd = start_http(settings, which, 0)
+        log.info("memlake HTTP gateway on http://%s:%d", settings.host, httpd.server_port)
+        import signal
+        import threading
+
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        signal.signal(signal.SIGINT, lambda *_: done.set())
+        done.wait()
+        httpd.shutdown()  # stops accepting; calls in flight finish on their own threads
+        log.info("stopped")
+        return
+    try:
+        running, _ = start(which, settings)
+    except RuntimeError as exc:
+        if "bind" not in str(exc).lower():
+            raise
+        addr = (
+            settings.addr
+            if which == "all" and settings.addr
+            else (f"{settings.host}:{getattr(settings, f'{name}_port')}")
+        )
+        variable = "MEMLAKE_ADDR" if which == "all" else f"MEMLAKE_{name.upper()}_PORT"
+        raise PortInUse("gRPC", addr, variable) from None
+    metrics_port = getattr(settings, f"{name}_metrics_port")
+    try:
+        mport = start_metrics(settings.metrics_host, metrics_port)
+    except OSError:
+        running.stop(0)
+        raise PortInUse(
+            "metrics",
+            f"{settings.metrics_host}:{metrics_port}",
+            f"MEMLAKE_{name.upper()}_METRICS_PORT",
+        ) from None
+    http = ""
+    if which == "all" and settings.http_port >= 0:
+        try:
+            httpd = start_http(settings, which, running.port)
+        except PortInUse:
+            running.stop(0)
+            raise
+        http = f", HTTP/JSON on http://{settings.host}:{httpd.server_port}"
     log.info(
-        "memlake %s serving on %s:%d, metrics on http://%s:%d/metrics, database %s",
+        "memlake %s serving gRPC on %s:%d%s, metrics on http://%s:%d/metrics, database %s",
         which,
-        settings.host,
+        settings.host if not (which == "all" and settings.addr) else split_addr(settings.addr)[0],
         running.port,
+        http,
         settings.metrics_host,
         mport,
         settings.sqlalchemy_url().split("@")[-1],

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from shared.cache import Cache, LocalNotifier, make_cache, safe
 from shared.db.engine import Database, Guards
 from shared.embedding import Embedder, make_embedder
+from shared.metrics import instrument_embedder
 from shared.settings import Settings
 
 log = logging.getLogger("memlake")
@@ -21,6 +22,8 @@ class Runtime:
     cache: Cache
     embedder: Embedder
     local: LocalNotifier = field(default_factory=LocalNotifier)
+    # An OpenTelemetry TracerProvider when tracing is on (shared/tracing.py), else None.
+    tracer_provider: object | None = None
     index: object | None = None  # the retrieval IndexManager, when this process hosts one
     keys: object = None  # shared.auth.store.KeyStore, set by launch
 
@@ -55,7 +58,9 @@ def guards_from(settings: Settings) -> Guards:
     )
 
 
-def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+def build_runtime(settings: Settings, *, migrate: bool = True, service: str = "all") -> Runtime:
+    from shared.tracing import provider_for
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.sqlalchemy_url(), guards_from(settings))
     if migrate:
@@ -64,5 +69,6 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         settings=settings,
         db=db,
         cache=make_cache(settings.redis_url, settings.resolved_redis_namespace()),
-        embedder=make_embedder(settings.embedder, settings.embed_threads),
+        embedder=instrument_embedder(make_embedder(settings.embedder, settings.embed_threads)),
+        tracer_provider=provider_for(settings, service),
     )

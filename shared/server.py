@@ -32,6 +32,7 @@ from shared.auth.identity import Authenticator, is_public, reset_caller, set_cal
 from shared.errors import InvalidArgument, MemlakeError
 from shared.limits import TenantLimiter
 from shared.tenancy import tenant_from_metadata
+from shared.tracing import annotate, server_interceptors
 
 log = logging.getLogger("memlake")
 
@@ -231,6 +232,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         def guarded(request_or_iterator, context):
             start = time.perf_counter()
             request_id = md.get("x-request-id") or uuid.uuid4().hex
+            annotate(request_id=request_id)
             code = grpc.StatusCode.OK
             ident = token = result = release = None
             valid = False  # only a request that passed validation reaches the audit
@@ -238,6 +240,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 if self.auth is not None and not public:
                     ident = self.auth.authenticate(md, context)
                     token = set_caller(ident)
+                    annotate(tenant=ident.tenant)  # from the credentials, never the request
                 if self.limiter is not None and ours and not public:
                     tenant = (
                         ident.tenant
@@ -503,6 +506,7 @@ def create_server(
     health_interval: float = 5.0,
     log_requests: bool = True,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    tracer_provider=None,
     authenticator: Authenticator | None = None,
     auditor: AccessAuditor | None = None,
     server_credentials: grpc.ServerCredentials | None = None,
@@ -514,8 +518,10 @@ def create_server(
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        # The tracing interceptor (when on) is outermost, so ours runs in its span.
         interceptors=[
-            ServiceInterceptor(log_requests, authenticator, auditor, limiter, default_tenant)
+            *server_interceptors(tracer_provider),
+            ServiceInterceptor(log_requests, authenticator, auditor, limiter, default_tenant),
         ],
         options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)],
     )

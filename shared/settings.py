@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     # databases never hear each other's changes; the services of one install agree.
     redis_namespace: str = ""
 
+    # host:port of the all-in-one server. Clients (`memlake`, the MCP server) read the same
+    # MEMLAKE_ADDR to find it; when set it overrides MEMLAKE_HOST/MEMLAKE_ALLINONE_PORT for
+    # `memlake serve`.
+    addr: str = ""
     host: str = "127.0.0.1"
     # All-in-one and ingest share 50051 (they are never run on one machine together
     # unless the ports are changed).
@@ -36,6 +40,14 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = 9464
     retrieval_metrics_port: int = 9465
     versioning_metrics_port: int = 9466
+    # HTTP/JSON (Connect protocol) for every RPC, served by the all-in-one beside gRPC and
+    # by `memlake serve --service gateway`; -1 turns it off.
+    http_port: int = 8080
+    # Where `memlake serve --service gateway` forwards calls: retrieval and versioning calls
+    # to their addresses, every other service (ingest, ...) to gateway_upstream_addr.
+    gateway_upstream_addr: str = "127.0.0.1:50051"
+    gateway_retrieval_addr: str = "127.0.0.1:50052"
+    gateway_versioning_addr: str = "127.0.0.1:50053"
     # Where ingest sends FACT items; empty means 127.0.0.1:<versioning_port>
     # (the all-in-one process points it at itself).
     versioning_addr: str = ""
@@ -96,6 +108,7 @@ class Settings(BaseSettings):
     rank_speaker_boost: float = 0.6
     rank_date_boost: float = 0.5
     rank_time_boost: float = 0.3
+    rank_question_factor: float = 0.85  # a turn that asked what a later turn answered
     rank_dense_next: float = 0.3  # neighbour smoothing
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document
@@ -112,6 +125,10 @@ class Settings(BaseSettings):
     # GetContext places this many of the active session's newest turns right after
     # BACKGROUND, before the items relevant to the intent, so they always fit the budget.
     context_tail_first: int = 3
+
+    # OpenTelemetry: an OTLP gRPC collector, e.g. http://otel-collector:4317; empty: no tracing.
+    otlp_endpoint: str = ""
+    otlp_insecure: bool = True
 
     max_workers: int = 16
     # One maximum gRPC message size (bytes) for every server, internal client and the SDK.

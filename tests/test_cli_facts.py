@@ -48,8 +48,13 @@ def test_fact_commands(suite, capsys):
     assert f"conflict {conflict_id} [VALUE, RESOLVED]" in out
     assert "KEEP_BOTH by reviewer" in out and "she moved" in out
     out = run("history", "zoe", "lives_in", *u)
-    assert "'Paris' [SUPERSEDED] valid 2020-01-01T00:00:00Z .. 2023-05-01T00:00:00Z" in out
-    assert f"#{berlin_id} zoe lives_in = 'Berlin' [CONFLICTED]" in out
+    # Each row says what its status was and whether it is still believed.
+    assert (
+        "'Paris' [SUPERSEDED, believed] valid 2020-01-01T00:00:00Z .. 2023-05-01T00:00:00Z" in out
+    )
+    assert f"#{berlin_id} zoe lives_in = 'Berlin' [was CONFLICTED, no longer believed]" in out
+    assert "'Paris' [was CURRENT, no longer believed]" in out
+    assert "'Berlin' [CURRENT, believed]" in out
     assert run("asof", "zoe", "lives_in", *u, "--valid-time", "2021-06-01").count("'Paris'") == 1
     assert "'Berlin' [CURRENT]" in run("asof", "zoe", "lives_in", *u)
     assert run("list", *u).count("\n") == 1

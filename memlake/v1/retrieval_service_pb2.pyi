@@ -19,6 +19,22 @@ class GetMemoryResponse(_message.Message):
     memory: _memory_pb2.Memory
     def __init__(self, memory: _Optional[_Union[_memory_pb2.Memory, _Mapping]] = ...) -> None: ...
 
+class GetMemoryByKeyRequest(_message.Message):
+    __slots__ = ("type", "scope", "key")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    type: _memory_pb2.MemoryType
+    scope: _memory_pb2.Scope
+    key: str
+    def __init__(self, type: _Optional[_Union[_memory_pb2.MemoryType, str]] = ..., scope: _Optional[_Union[_memory_pb2.Scope, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
+
+class GetMemoryByKeyResponse(_message.Message):
+    __slots__ = ("memory",)
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    memory: _memory_pb2.Memory
+    def __init__(self, memory: _Optional[_Union[_memory_pb2.Memory, _Mapping]] = ...) -> None: ...
+
 class ListMemoriesRequest(_message.Message):
     __slots__ = ("types", "scope", "time_range", "page_size", "page_token", "include_history")
     TYPES_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class RetrievalServiceStub:
                 request_serializer=memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryRequest.SerializeToString,
                 response_deserializer=memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryResponse.FromString,
                 _registered_method=True)
+        self.GetMemoryByKey = channel.unary_unary(
+                '/memlake.v1.RetrievalService/GetMemoryByKey',
+                request_serializer=memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryByKeyRequest.SerializeToString,
+                response_deserializer=memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryByKeyResponse.FromString,
+                _registered_method=True)
         self.ListMemories = channel.unary_unary(
                 '/memlake.v1.RetrievalService/ListMemories',
                 request_serializer=memlake_dot_v1_dot_retrieval__service__pb2.ListMemoriesRequest.SerializeToString,
@@ -63,6 +68,13 @@ class RetrievalServiceServicer:
 
     def GetMemory(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMemoryByKey(self, request, context):
+        """The current BACKGROUND item by key, REFLECTION by key or SKILL by name, in a scope.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -95,6 +107,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.GetMemory,
                     request_deserializer=memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryRequest.FromString,
                     response_serializer=memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryResponse.SerializeToString,
+            ),
+            'GetMemoryByKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMemoryByKey,
+                    request_deserializer=memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryByKeyRequest.FromString,
+                    response_serializer=memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryByKeyResponse.SerializeToString,
             ),
             'ListMemories': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMemories,
@@ -140,6 +157,33 @@ class RetrievalService:
             '/memlake.v1.RetrievalService/GetMemory',
             memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryRequest.SerializeToString,
             memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMemoryByKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memlake.v1.RetrievalService/GetMemoryByKey',
+            memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryByKeyRequest.SerializeToString,
+            memlake_dot_v1_dot_retrieval__service__pb2.GetMemoryByKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

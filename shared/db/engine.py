@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from shared import deadline
 from shared.db.watchdog import Watchdog
@@ -133,6 +135,7 @@ class Database:
         """One transaction; commits on success, rolls back on error."""
         deadline.check("the database write")
         with self._write() as session, session.begin():
+            _timed_connection(session, "write")
             self._bound(session)
             yield session
 
@@ -140,6 +143,7 @@ class Database:
     def read(self) -> Iterator[Session]:
         deadline.check("the database read")
         with self._read() as session, session.begin():
+            _timed_connection(session, "read")
             self._bound(session)
             yield session
 
@@ -191,7 +195,18 @@ class Database:
         upgrade(self.engine)
 
     def ping(self) -> None:
-        ping(self.read_engine)
+        """Postgres: on a connection of its own, so a busy pool (every connection taken by
+        calls) is not mistaken for an unreachable database."""
+        if self.dialect != "postgresql":
+            ping(self.read_engine)
+            return
+        if self._ping_engine is None:
+            self._ping_engine = create_engine(
+                self.url, poolclass=NullPool, connect_args={"connect_timeout": 2}
+            )
+        ping(self._ping_engine)
+
+    _ping_engine: Engine | None = None
 
     # The health monitor's verdict: while the database is known to be unreachable (two
     # checks in a row failed; one slow answer on a busy machine is not an outage), callers
@@ -204,6 +219,8 @@ class Database:
         self.unreachable = self._failed_checks >= 2
 
     def dispose(self) -> None:
+        if self._ping_engine is not None:
+            self._ping_engine.dispose()
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
@@ -217,6 +234,15 @@ def lock_key(session: Session, *parts: object) -> None:
         return
     key = "\x1f".join(str(p) for p in parts)
     session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
+def _timed_connection(session: Session, engine: str) -> None:
+    """Takes the session's connection now, timing the wait for the pool."""
+    from shared.metrics import DB_POOL_WAIT
+
+    t0 = time.perf_counter()
+    session.connection()
+    DB_POOL_WAIT.labels(engine).observe(time.perf_counter() - t0)
 
 
 def upgrade(engine: Engine) -> None:
