@@ -48,7 +48,9 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ERROR_DOMAIN = "memlake.dev"
-MAX_ERROR_CHARS = 1024
+# An error message goes out twice in the trailers (grpc-message and the rich status), and
+# clients refuse trailers over 8 KiB: keep it to this many UTF-8 bytes.
+MAX_ERROR_BYTES = 1024
 AUDIT_GRACE_S = 0.25
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -154,8 +156,9 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
             "",
             [],
         )
-    if len(msg) > MAX_ERROR_CHARS:  # never let an echoed value overflow the metadata
-        msg = msg[: MAX_ERROR_CHARS - 3] + "..."
+    raw = msg.encode()
+    if len(raw) > MAX_ERROR_BYTES:  # never let an echoed value overflow the metadata
+        msg = raw[: MAX_ERROR_BYTES - 3].decode(errors="ignore") + "..."
     details = []
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
     if fld:

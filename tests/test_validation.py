@@ -250,3 +250,15 @@ def test_every_rule_is_documented_in_the_protos():
         if not any(x in text for x in shown):
             missing.append(f"{name} ({limit})")
     assert not missing, "limits not written in the protos: " + ", ".join(missing)
+
+
+def test_an_echoed_value_never_overflows_the_trailers(client):
+    """Within its length limit, a value a message repeats (here a 4,000-emoji key id) must
+    not push the trailers past what clients accept (that was RESOURCE_EXHAUSTED)."""
+    from memlake.v1 import admin_service_pb2 as apb
+
+    with pytest.raises(MemlakeError) as info:
+        _call(
+            client, client.admin.RevokeApiKey, apb.RevokeApiKeyRequest(key_id="\U0001f600" * 4000)
+        )
+    assert info.value.code in ("NOT_FOUND", "INVALID_ARGUMENT", "PERMISSION_DENIED")
