@@ -29,7 +29,7 @@ from bench.common import Server, cpu_info, tenant_api_key, write_json  # noqa: E
 from memlake.client import MemlakeClient  # noqa: E402
 from tests.fuzzing import ALLOWED, garbage, requests, rpcs  # noqa: E402
 
-TIMEOUT = 5.0
+TIMEOUT = 10.0
 
 
 def _reason(exc: grpc.RpcError) -> str:
@@ -92,13 +92,15 @@ def main() -> int:
     counts: dict[str, collections.Counter] = {}
     total = len(targets) * (args.n + args.garbage)
     done, t0 = 0, time.monotonic()
-    key = tenant_api_key(server.addr, server.operator_key(), f"fuzz{uuid.uuid4().hex[:8]}")
-    client = MemlakeClient(server.addr, api_key=key)
-    channel = next(iter(client._channels.values()))
+    operator = server.operator_key()
     cfg = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))
     try:
         for rpc in targets:
             c = counts[rpc.name] = collections.Counter()
+            # A tenant per RPC: EraseSubject may erase its whole tenant (and its keys).
+            key = tenant_api_key(server.addr, operator, f"fuzz{uuid.uuid4().hex[:8]}")
+            client = MemlakeClient(server.addr, api_key=key)
+            channel = next(iter(client._channels.values()))
 
             def record(code: str, rpc=rpc, c=c) -> None:
                 nonlocal done
@@ -121,12 +123,12 @@ def main() -> int:
                 record("garbage:" + one(rpc, channel, req, client.metadata))  # noqa: B023
 
             junk()
+            client.close()
         sys.stderr.write("\n")
         with grpc.insecure_channel(server.addr) as ch:
             status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
         serving = status.status == health_pb2.HealthCheckResponse.SERVING
     finally:
-        client.close()
         server.stop()
     elapsed = time.monotonic() - t0
     totals: collections.Counter = collections.Counter()
