@@ -46,6 +46,7 @@ class Server:
                 f"MEMLAKE_{prefix}_PORT": str(self.port),
                 f"MEMLAKE_{prefix}_METRICS_PORT": str(self.metrics_port),
                 "MEMLAKE_LOG_REQUESTS": "false",
+                "MEMLAKE_HTTP_PORT": str(free_port()),  # the all-in-one's HTTP gateway
             }
         )
         full.update(env or {})

@@ -46,6 +46,7 @@ def server(tmp_path):
         MEMLAKE_EMBEDDER="hash",
         MEMLAKE_SHUTDOWN_GRACE_S=str(GRACE),
         MEMLAKE_AUTH_HASH_N="1024",
+        MEMLAKE_HTTP_PORT=str(_free_port()),
     )
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
