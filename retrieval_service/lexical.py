@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from collections import Counter
 from functools import lru_cache
 
@@ -66,20 +67,32 @@ def tokenize(text: str) -> list[str]:
     return [stem(t) for t in _TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
+_NO_DOCS = np.zeros(0, dtype=np.int32)
+_NO_TFS = np.zeros(0, dtype=np.float32)
+
+
 class _Postings:
-    __slots__ = ("docs", "tfs", "pending_docs", "pending_tfs")
+    """A term's postings: numpy arrays once scored, and the (doc, tf) pairs added since
+    in one compact int32 array (8 bytes a posting, where two lists of ints took ~70)."""
+
+    __slots__ = ("docs", "tfs", "pending")
 
     def __init__(self) -> None:
-        self.docs = np.zeros(0, dtype=np.int64)
-        self.tfs = np.zeros(0, dtype=np.float32)
-        self.pending_docs: list[int] = []
-        self.pending_tfs: list[int] = []
+        self.docs = _NO_DOCS
+        self.tfs = _NO_TFS
+        self.pending = array("i")  # doc, tf, doc, tf, ...
+
+    def add(self, doc: int, tf: int) -> None:
+        self.pending.append(doc)
+        self.pending.append(tf)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.pending_docs:
-            self.docs = np.concatenate([self.docs, np.asarray(self.pending_docs, np.int64)])
-            self.tfs = np.concatenate([self.tfs, np.asarray(self.pending_tfs, np.float32)])
-            self.pending_docs, self.pending_tfs = [], []
+        if self.pending:
+            pairs = np.frombuffer(self.pending, dtype=np.int32).reshape(-1, 2)
+            self.docs = np.concatenate([self.docs, pairs[:, 0]])
+            self.tfs = np.concatenate([self.tfs, pairs[:, 1].astype(np.float32)])
+            del pairs
+            self.pending = array("i")
         return self.docs, self.tfs
 
 
@@ -87,8 +100,8 @@ class BM25:
     def __init__(self, k1: float = BM25_K1, b: float = BM25_B) -> None:
         self.k1, self.b = k1, b
         self.postings: dict[str, _Postings] = {}
-        self.doc_len = np.zeros(64, dtype=np.float32)
-        self.live = np.zeros(64, dtype=bool)
+        self.doc_len = np.zeros(1, dtype=np.float32)
+        self.live = np.zeros(1, dtype=bool)
         self.n_docs = 0
         self.n_live = 0
         self.total_len = 0.0
@@ -105,8 +118,7 @@ class BM25:
             p = self.postings.get(term)
             if p is None:
                 p = self.postings[term] = _Postings()
-            p.pending_docs.append(doc)
-            p.pending_tfs.append(tf)
+            p.add(doc, tf)
         n = float(sum(counts.values()))
         self.doc_len[doc] = n
         self.live[doc] = True
@@ -136,14 +148,20 @@ class BM25:
             else:
                 p.docs, p.tfs = docs[keep], tfs[keep]
 
-    def scores(self, query: str) -> np.ndarray:
+    def scores(self, query: str, normalise: bool = False) -> np.ndarray:
         """BM25 score of every document id (0 where no term matches or removed), plus a
-        trailing 0 so that doc id -1 ("no document") reads as 0."""
+        trailing 0 so that doc id -1 ("no document") reads as 0.
+
+        normalise: divided by the most any document could score for this query (every
+        matching term at saturation, tf -> infinity: the sum of idf * (k1 + 1)), so in
+        [0, 1]. That bound does not depend on which documents are candidates, so a
+        normalised score compares across queries and search paths."""
         out = np.zeros(self.n_docs + 1, dtype=np.float32)
         if self.n_live == 0:
             return out
         avgdl = max(self.total_len / self.n_live, 1.0)
         k1, b = self.k1, self.b
+        bound = 0.0
         for term, qtf in Counter(tokenize(query)).items():
             p = self.postings.get(term)
             if p is None:
@@ -151,9 +169,12 @@ class BM25:
             docs, tf = p.arrays()
             df = max(int(self.live[docs].sum()), 1)
             idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
+            bound += idf * (k1 + 1)
             norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
             np.add.at(out, docs, idf * tf * (k1 + 1) / (tf + norm))
         out[: self.n_docs] *= self.live[: self.n_docs]
+        if normalise and bound > 0:
+            out /= bound
         return out
 
 
@@ -206,3 +227,16 @@ def query_days(text: str) -> set[int]:
 
 def first_names(text: str) -> set[str]:
     return set(_TOKEN.findall(text.lower()))
+
+
+def without_owner(query: str, owner: str) -> str:
+    """The query without the name of the scope's owner (a user or agent id written as a
+    word, possessive included): every memory of the scope is about its owner, so the name
+    tells them apart no better than noise ("who did alice meet" in alice's memories asks
+    "who did meet"), while it pulls towards the few memories that spell it out. Kept when
+    nothing else would be left."""
+    if not owner or not owner.strip():
+        return query
+    pattern = re.compile(r"(?<![\w-])" + re.escape(owner.strip()) + r"(?:'s|’s)?(?![\w-])", re.I)
+    stripped = " ".join(pattern.sub(" ", query).split())
+    return stripped if _TOKEN.search(stripped) else query

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from shared.db.models import ChangeLogEntry
+from shared.db.types import utcnow
 
 # Held in SHARE mode by every change-log writer from seq allocation to commit.
 WRITER_LOCK = 7311003
@@ -47,6 +48,23 @@ def writers(session: Session) -> frozenset[tuple[int, str]]:
     return frozenset((p, v) for p, v in session.execute(_HOLDERS, {"k": WRITER_LOCK}))
 
 
+def append_each(session: Session, tenant: str, memory_ids: list[int], op: str = "put") -> list[int]:
+    """append() for many distinct memories in one statement; returns each one's seq."""
+    if _pg(session):
+        session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": WRITER_LOCK})
+    now = utcnow()
+    t = ChangeLogEntry.__table__
+    got = dict(
+        session.connection()
+        .execute(
+            insert(t).returning(t.c.memory_id, t.c.seq),
+            [dict(tenant=tenant, memory_id=m, op=op, create_time=now) for m in memory_ids],
+        )
+        .all()
+    )
+    return [got[m] for m in memory_ids]  # memory ids are distinct: new rows
+
+
 def last_seq(session: Session) -> int:
     return session.scalar(select(func.coalesce(func.max(ChangeLogEntry.seq), 0))) or 0
 
@@ -74,7 +92,7 @@ def read_after(session: Session, seq: int, limit: int = 2000) -> list[ChangeLogE
     )
 
 
-def _contiguous(rows: list[ChangeLogEntry], after: int, settled: int) -> list[ChangeLogEntry]:
+def _contiguous(rows: list, after: int, settled: int) -> list:
     """The rows up to the first gap above `settled` (gaps at or below it are final)."""
     out, expected = [], after + 1
     for r in rows:
@@ -98,8 +116,11 @@ class ChangeCursor:
         self._settled = 0  # every gap at or below this seq is final
         self._wait: tuple[int, frozenset] | None = None  # (highest seq seen, writers)
 
-    def read(self, session: Session, after: int, limit: int = 2000) -> list[ChangeLogEntry]:
-        rows = read_after(session, after, limit)
+    def read(self, session: Session, after: int, limit: int = 2000, fetch=None) -> list:
+        """fetch(session, after, limit): read_after (default) or read_after_with_scope;
+        any rows with a .seq."""
+        fetch = fetch or read_after
+        rows = fetch(session, after, limit)
         if not rows or not _pg(session):
             return rows
         if self._wait is not None:
@@ -108,7 +129,7 @@ class ChangeCursor:
                 return _contiguous(rows, after, self._settled)
             self._wait = None
             self._settled = max(self._settled, upto)
-            rows = read_after(session, after, limit)
+            rows = fetch(session, after, limit)
         out = _contiguous(rows, after, self._settled)
         if len(out) < len(rows):  # a gap with later rows visible
             upto, held = rows[-1].seq, writers(session)
@@ -116,5 +137,5 @@ class ChangeCursor:
                 self._wait = (upto, held)
             else:  # every writer that could fill it has finished: read once more
                 self._settled = max(self._settled, upto)
-                out = _contiguous(read_after(session, after, limit), after, self._settled)
+                out = _contiguous(fetch(session, after, limit), after, self._settled)
         return out
