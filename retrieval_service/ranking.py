@@ -87,17 +87,18 @@ def search(
     want = max(top_k * 5, 50)
     scope = list(index.partitions_for(tenant, f.user_id, f.agent_id))
     words = first_names(query)
-    named = set().union(*(p.speaker_names() & words for p in scope)) if scope else set()
-    name = next(iter(named)) if len(named) == 1 else None
     days = query_days(query)
     temporal = is_temporal_query(query)
+    local = [p for p in scope if isinstance(p, Partition)]  # not a fan-out's merged view
+    named = set().union(*(p.speaker_names() & words for p in local)) if local else set()
+    focus_name = next(iter(named)) if len(named) == 1 else None
 
     def boosted(p: Partition) -> list:
         """Rows a cue multiplies: on the graph path each set gets its own nearest rows, so
         a boosted row below the overall top `want` is still scored."""
         out = []
-        if name is not None:
-            out.append(lambda n, p=p: p.spoken_by(name, np.arange(n)))
+        if focus_name is not None:
+            out.append(lambda n, p=p: p.spoken_by(focus_name, np.arange(n)))
         if days:
             out.append(lambda n, p=p: np.isin(p.day[:n], list(days)))
         if temporal:
@@ -106,7 +107,10 @@ def search(
 
     parts = []
     for p in scope:
-        c = p.candidates(f, now, qvec, query, want, boosted(p))
+        if isinstance(p, Partition):
+            c = p.candidates(f, now, qvec, query, want, boosted(p))
+        else:
+            c = p.candidates(f, now, qvec, query, want)
         if c is not None:
             parts.append((p, c))
     if not parts:
@@ -123,7 +127,9 @@ def search(
         score *= 1 + cfg.time_boost * cat(lambda p, c: p.has_time[c.rows])
     if days:
         score *= 1 + cfg.date_boost * np.isin(cat(lambda p, c: p.day[c.rows]), list(days))
-    if name is not None:
+    named = set().union(*(p.speaker_names() & words for p, _ in parts))
+    if len(named) == 1:
+        name = named.pop()
         score *= 1 + cfg.speaker_boost * cat(lambda p, c: p.spoken_by(name, c.rows))
     if cfg.question_factor != 1.0:
         score = np.where(cat(lambda p, c: p.asks(c.rows)), score * cfg.question_factor, score)

@@ -62,9 +62,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         tail_ttl_s: int = 86400,
         rank: RankConfig = DEFAULT,
         tail_first: int = 3,
+        router=None,
     ) -> None:
         self.tail_first = tail_first
         self.rank = rank
+        self.router = router  # routing.Router when partitions are spread over replicas
         self.db, self.index, self.embedder, self.cache = db, index, embedder, cache
         self.tail_size, self.tail_ttl_s = tail_size, tail_ttl_s
 
@@ -99,13 +101,21 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         )
 
     def _search_live(
-        self, tenant, qvec, query, f: Filters, top_k: int, min_score: float | None = None
+        self,
+        tenant,
+        qvec,
+        query,
+        f: Filters,
+        top_k: int,
+        context=None,
+        min_seq: int = 0,
+        min_score: float | None = None,
     ) -> list:
         """The index's top_k, re-checked against the database; when some are gone, asks
         the index for more so a search still returns top_k when that many exist."""
         extra = 0
         while True:
-            hits = search(self.index, tenant, qvec, query, f, top_k + extra, self.rank, min_score)
+            hits = self._search(context, min_seq, tenant, qvec, query, f, top_k + extra, min_score)
             live = self._live(tenant, (h.memory_id for h in hits))
             kept = [h for h in hits if h.memory_id in live]
             if len(kept) >= top_k or len(hits) < top_k + extra or extra >= 4096:
@@ -211,6 +221,21 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
 
     # -- search and context (the index) ------------------------------------------------------
 
+    def _forward(self, method: str, request, context, tenant: str, f: Filters):
+        if self.router is None:
+            return None
+        return self.router.forward(method, request, context, tenant, f)
+
+    def _search(
+        self, context, min_seq: int, tenant, qvec, query, f: Filters, top_k: int, min_score=None
+    ):
+        """ranking.search over this replica's index, or over every replica's partitions
+        for an unscoped query when partitions are spread over replicas."""
+        source = self.index
+        if self.router is not None and context is not None and self.router.fans_out(f):
+            source = self.router.view(context, min_seq)
+        return search(source, tenant, qvec, query, f, top_k, self.rank, min_score)
+
     def _filters(self, request, tenant: str) -> Filters:
         check_scope_tenant(request.scope.tenant, tenant)
         start, end = (
@@ -242,11 +267,16 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         if min_score is not None and not math.isfinite(min_score):
             raise InvalidArgument("min_score", "must be a finite number")
         f = self._filters(request, tenant)
+        forwarded = self._forward("SearchMemories", request, context, tenant, f)
+        if forwarded is not None:
+            return forwarded
         self._wait(request.min_seq, context)
         query = without_owner(request.query, f.user_id or f.agent_id)
         if not given:
             qvec = self.embedder.embed_one(query)
-        hits = self._search_live(tenant, qvec, query, f, request.top_k or 10, min_score)
+        hits = self._search_live(
+            tenant, qvec, query, f, request.top_k or 10, context, request.min_seq, min_score
+        )
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
             r = resp.results.add(score=h.score, conflicted=h.conflicted)
@@ -262,6 +292,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             raise InvalidArgument("token_budget", "must not be negative")
         budget = request.token_budget or 1000
         f = self._filters(request, tenant)
+        forwarded = self._forward("GetContext", request, context, tenant, f)
+        if forwarded is not None:
+            return forwarded
         self._wait(request.min_seq, context)
         cands: list[Candidate] = []
         intent = without_owner(request.intent, f.user_id or f.agent_id)
@@ -273,7 +306,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             agent_id=f.agent_id,
             access=f.access,
         )
-        bg_hits = search(self.index, tenant, qvec, intent, bg, 200, self.rank)
+        bg_hits = self._search(context, request.min_seq, tenant, qvec, intent, bg, 200)
         bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
         cands += [Candidate(m, 1.0, "background") for m in bgs]
         if request.intent.strip():
@@ -284,7 +317,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             rel = Filters(
                 types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id, access=f.access
             )
-            hits = search(self.index, tenant, qvec, intent, rel, 50, self.rank)
+            hits = self._search(context, request.min_seq, tenant, qvec, intent, rel, 50)
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
             who = caller()
