@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, percentile, write_json  # noqa: E402
+from bench.common import Server, percentile, tenant_api_key, write_json  # noqa: E402
 from memlake.client import MemlakeClient, scope, ts  # noqa: E402
 from memlake.v1 import ingest_service_pb2 as ipb  # noqa: E402
 from memlake.v1 import memory_pb2 as pb  # noqa: E402
@@ -77,7 +77,8 @@ def main(argv=None) -> int:
         server = Server(Path(tmp) / "data")
         try:
             server.wait_serving()
-            with MemlakeClient(server.addr, tenant="bench", timeout=600) as c:
+            key = tenant_api_key(server.addr, server.operator_key(), "bench")
+            with MemlakeClient(server.addr, api_key=key, timeout=600) as c:
                 cpu0 = cpu_seconds(server.proc.pid)
                 t = time.perf_counter()
                 resp = c.stream_remember(reqs)

@@ -450,10 +450,12 @@ class Partition:
         return d.astype(np.float32), lx.astype(np.float32)
 
     def candidates(
-        self, f: Filters, now: float, qvec: np.ndarray, query: str, want: int
+        self, f: Filters, now: float, qvec: np.ndarray, query: str, want: int, focus=()
     ) -> Candidates | None:
         """Exact over every row passing the filters unless the graph is in use; then the
-        graph's top rows plus the best lexical rows. Either way a row's scores are the same."""
+        graph's top rows, the graph's top rows of each `focus` set (functions of the row
+        count returning a mask: the rows a cue boosts) and the best lexical rows. Either
+        way a row's scores are the same."""
         with self.lock:
             m = self.mask(f, now)
             count = int(m.sum())
@@ -462,12 +464,13 @@ class Partition:
             exact = self.ann is None or count <= self.ann_threshold
             if not exact:
                 k = min(want, count)
-                bitmap = np.packbits(m, bitorder="little")
-                sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
-                params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(2 * k, 64))
-                _, labels = self.ann.search(qvec.reshape(1, -1), k, params=params)
-                dense_rows = labels[0][labels[0] >= 0]
+                dense_rows = self._graph(m, qvec, k)
                 exact = len(dense_rows) < k  # the graph missed some: answer exactly
+                for rows_of in focus:  # each boosted set's own nearest rows too
+                    sub = m & rows_of(self.n)
+                    ks = min(want, int(sub.sum()))
+                    if ks and not exact:
+                        dense_rows = np.union1d(dense_rows, self._graph(sub, qvec, ks))
             lex_all = self._lexical(query)  # once per query, for either path
             rows = np.nonzero(m)[0]
             if not exact:
@@ -482,6 +485,14 @@ class Partition:
             dense = self._dense(rows, qvec)
             dense, lex = self._smooth(m, rows, dense, lex_all, qvec)
             return Candidates(rows, dense, lex, exact)
+
+    def _graph(self, m: np.ndarray, qvec: np.ndarray, k: int) -> np.ndarray:
+        """The graph's k nearest rows among those m passes."""
+        bitmap = np.packbits(m, bitorder="little")
+        sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(2 * k, 64))
+        _, labels = self.ann.search(qvec.reshape(1, -1), k, params=params)
+        return labels[0][labels[0] >= 0]
 
     def _dense(self, rows: np.ndarray, qvec: np.ndarray) -> np.ndarray:
         """Inner products of rows with the query. Once a quarter of the rows pass, one

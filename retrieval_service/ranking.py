@@ -85,9 +85,32 @@ def search(
     """The top_k hits by score (those scoring at least min_score when given)."""
     now = time.time()
     want = max(top_k * 5, 50)
+    scope = list(index.partitions_for(tenant, f.user_id, f.agent_id))
+    words = first_names(query)
+    days = query_days(query)
+    temporal = is_temporal_query(query)
+    local = [p for p in scope if isinstance(p, Partition)]  # not a fan-out's merged view
+    named = set().union(*(p.speaker_names() & words for p in local)) if local else set()
+    focus_name = next(iter(named)) if len(named) == 1 else None
+
+    def boosted(p: Partition) -> list:
+        """Rows a cue multiplies: on the graph path each set gets its own nearest rows, so
+        a boosted row below the overall top `want` is still scored."""
+        out = []
+        if focus_name is not None:
+            out.append(lambda n, p=p: p.spoken_by(focus_name, np.arange(n)))
+        if days:
+            out.append(lambda n, p=p: np.isin(p.day[:n], list(days)))
+        if temporal:
+            out.append(lambda n, p=p: p.has_time[:n])
+        return out
+
     parts = []
-    for p in index.partitions_for(tenant, f.user_id, f.agent_id):
-        c = p.candidates(f, now, qvec, query, want)
+    for p in scope:
+        if isinstance(p, Partition):
+            c = p.candidates(f, now, qvec, query, want, boosted(p))
+        else:
+            c = p.candidates(f, now, qvec, query, want)
         if c is not None:
             parts.append((p, c))
     if not parts:
@@ -100,12 +123,10 @@ def search(
     lex = cat(lambda p, c: c.lexical)
     types = cat(lambda p, c: p.types[c.rows])
     score = cfg.alpha * dense.astype(np.float64) + (1 - cfg.alpha) * lex
-    if is_temporal_query(query):
+    if temporal:
         score *= 1 + cfg.time_boost * cat(lambda p, c: p.has_time[c.rows])
-    days = query_days(query)
     if days:
         score *= 1 + cfg.date_boost * np.isin(cat(lambda p, c: p.day[c.rows]), list(days))
-    words = first_names(query)
     named = set().union(*(p.speaker_names() & words for p, _ in parts))
     if len(named) == 1:
         name = named.pop()

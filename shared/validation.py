@@ -29,6 +29,8 @@ TS_MAX = 253402300799  # 9999-12-31T23:59:59Z
 _ID_RE = re.compile(r"[0-9]{1,19}")
 
 P = "memlake.v1."
+# Float fields where -inf / +inf mean "no bound" (the replicas' internal fan-out).
+OPEN_ENDED = {P + "SearchCandidatesRequest.start_time", P + "SearchCandidatesRequest.end_time"}
 # Most characters a string field may hold.
 MAX_CHARS: dict[str, int] = {
     P + "Memory.content": 32_000,
@@ -181,7 +183,7 @@ def _scalar_or_message(f, full: str, v, path: str, skip: bool, depth: int) -> No
         if f.enum_type.values_by_number.get(v) is None:
             raise InvalidArgument(path, f"{v} is not a value of {f.enum_type.name}")
     elif t in _FLOATS:
-        if not math.isfinite(v):
+        if not math.isfinite(v) and (math.isnan(v) or full not in OPEN_ENDED):
             raise InvalidArgument(path, "must be a finite number")
     elif t in _INTS:
         lo, hi = INT_RANGE.get(full, (-(2**63), 2**64))
