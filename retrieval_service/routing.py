@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 from sqlalchemy import select
 
+from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
 from memlake.v1 import shard_service_pb2 as spb
 from memlake.v1 import shard_service_pb2_grpc as spb_grpc
@@ -37,7 +38,7 @@ from retrieval_service.ownership import (
 from shared.auth.identity import caller
 from shared.convert import record_to_proto
 from shared.db.models import MemoryRecord
-from shared.errors import DeadlineExceeded
+from shared.errors import DeadlineExceeded, InvalidArgument
 
 log = logging.getLogger("memlake.routing")
 _OURS = (PARTITION_HEADER, OWNER_HEADER, FORWARDED_HEADER)
@@ -351,7 +352,16 @@ class ShardServicer(spb_grpc.ShardServiceServicer):
             include_history=request.include_history,
             access=caller().readable(),  # the caller's grants, checked here again
         )
+        if len(request.query_vector) != 4 * self.index.dim:
+            raise InvalidArgument(
+                "query_vector", f"must be {self.index.dim} float32 values (little-endian)"
+            )
+        for i, t in enumerate(request.types):
+            if t not in pb.MemoryType.values() or t == pb.MEMORY_TYPE_UNSPECIFIED:
+                raise InvalidArgument(f"types[{i}]", f"unknown memory type {t}")
         qvec = np.frombuffer(request.query_vector, dtype=np.float32)
+        if not np.isfinite(qvec).all():
+            raise InvalidArgument("query_vector", "must hold finite numbers")
         now = request.now or time.time()
         resp = spb.SearchCandidatesResponse(index_seq=self.index.applied_seq)
         local = list(self.index.partitions_for(tenant, request.user_id, request.agent_id))
