@@ -181,6 +181,7 @@ class _Abort(Exception):
     pass
 
 
+INTERNAL_SERVICES = {"memlake.v1.ShardService"}
 PER_ITEM_STREAMS = {"/memlake.v1.IngestService/StreamRemember"}
 
 
@@ -218,7 +219,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             kind, fn = "stream_stream", handler.stream_stream
         streaming_response = kind.endswith("_stream")
         streaming_request = kind.startswith("stream_")
-        ours = service.startswith("memlake.")
+        # Replica-to-replica calls (ShardService) carry internal values such as -inf
+        # time bounds: checked by their callers, not here, and not limited twice.
+        ours = service.startswith("memlake.") and service not in INTERNAL_SERVICES
         # Items of these streams are checked one by one by the servicer (per-item errors).
         per_item = full in PER_ITEM_STREAMS
         public = is_public(full)

@@ -168,7 +168,9 @@ def _message(msg: Message, prefix: str, skip: bool, depth: int) -> None:
             if skip and full in PER_ITEM:
                 continue
             for i, v in enumerate(value):
-                _scalar_or_message(f, full, v, f"{path}[{i}]", skip, depth)
+                # Numbers of a repeated field are named by the field (a vector's values).
+                item = path if f.type in _FLOATS else f"{path}[{i}]"
+                _scalar_or_message(f, full, v, item, skip, depth)
         else:
             _scalar_or_message(f, full, value, path, skip, depth)
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import memlake.v1
 from shared import validation
+from shared.server import INTERNAL_SERVICES
 
 F = FieldDescriptor
 # Codes a well-behaved server may answer with for arbitrary input.
@@ -74,6 +75,8 @@ def rpcs() -> list[Rpc]:
             continue
         fd = importlib.import_module(f"memlake.v1.{mod.name}").DESCRIPTOR
         for svc in fd.services_by_name.values():
+            if svc.full_name in INTERNAL_SERVICES:  # replica-to-replica, not for clients
+                continue
             for m in svc.methods:
                 out.append(
                     Rpc(
