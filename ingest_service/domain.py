@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from memlake.v1 import memory_pb2 as pb
 from shared import changelog
+from shared.auth.sql import granted_sql
 from shared.cache import Cache, safe
 from shared.convert import record_to_proto
 from shared.db.engine import Database
@@ -60,6 +61,9 @@ class MemoryIn:
     request_id: str = ""
     # Hash of the whole request, so a reused request_id with other content is refused.
     fingerprint: str = ""
+    # The writer's read grants (shared.auth): REFLECTION evidence must be among what it
+    # may read, else it looks absent. None: no restriction.
+    readable: tuple | None = None
 
 
 @dataclass
@@ -350,7 +354,9 @@ class IngestDomain:
         found = set(
             s.scalars(
                 select(MemoryRecord.id).where(
-                    MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids)
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.id.in_(ids),
+                    granted_sql(item.readable),
                 )
             )
         )

@@ -111,6 +111,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
                 check_scope_tenant(req.memory.scope.tenant, tenant, _join(p, "memory.scope.tenant"))
                 item = memory_in(req, _join(p, "memory"))
                 caller().require(WRITE, item.type, item.user_id, item.agent_id, item.session_id)
+                item.readable = caller().readable()
                 if item.type == pb.MEMORY_TYPE_FACT:
                     out[i] = self._assert_fact(tenant, req, item, context)
                 else:
@@ -226,7 +227,8 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
                     rec.user_id,
                     rec.agent_id,
                     rec.session_id,
-                    f"forget {memory_id}",
+                    f"forget memory {memory_id}",
+                    name_scope=False,
                 )
         seq = self.domain.forget(tenant, memory_id)
         return ipb.ForgetResponse(seq=seq)
