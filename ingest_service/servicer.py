@@ -14,6 +14,7 @@ from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared.auth.grants import WRITE
 from shared.auth.identity import caller
+from shared.auth.redact import reads_facts
 from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
 from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
@@ -164,7 +165,15 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
             raise _versioning_error(exc) from exc
         with self.domain.db.read() as s:
             rec = s.get(MemoryRecord, int(resp.fact.memory_id)) if resp.fact.memory_id else None
-        memory = record_to_proto(rec) if rec is not None else pb.Memory(type=pb.MEMORY_TYPE_FACT)
+        if rec is not None and (
+            resp.outcome != pb.WRITE_OUTCOME_DUPLICATE or reads_facts(item.user_id, item.agent_id)
+        ):
+            memory = record_to_proto(rec)
+        else:  # a DUPLICATE is a record someone else wrote: a writer gets its own request back
+            memory = pb.Memory(type=pb.MEMORY_TYPE_FACT)
+            if rec is not None:
+                memory.CopyFrom(req.memory)
+                memory.id, memory.scope.tenant = str(rec.id), tenant
         return ipb.RememberResponse(memory=memory, seq=resp.seq, outcome=resp.outcome)
 
     # -- RPCs -------------------------------------------------------------------------------

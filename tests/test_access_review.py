@@ -97,6 +97,27 @@ def test_write_only_fact_writes_and_replays_return_no_stored_value(suite, client
     rw.close()
 
 
+def test_a_duplicate_fact_shows_a_write_only_key_nobody_elses_source(suite, client):
+    actor = f"actor{uuid.uuid4().hex[:8]}"
+
+    def fact() -> pb.Memory:
+        m = pb.Memory(type=FACT, content="dave drinks tea", scope=scope("u1"))
+        m.fact.subject, m.fact.predicate, m.fact.value = "dave", "drinks", "tea"
+        return m
+
+    first = fact()
+    first.source.actor = actor
+    client.remember(first)
+    wo = member(suite, client, users=["u1"], types=["fact"], write=True)
+    r = wo.remember(fact())
+    assert r.outcome == pb.WRITE_OUTCOME_DUPLICATE and r.memory.id
+    assert actor not in str(r)
+    again = wo.assert_fact("dave", "drinks", "tea", scope=scope("u1"))
+    assert again.outcome == pb.WRITE_OUTCOME_DUPLICATE and actor not in str(again)
+    assert actor in str(client.remember(fact()))  # the admin may read it
+    wo.close()
+
+
 def test_resolving_a_conflict_with_a_write_only_key_shows_no_values(suite, client):
     sc = scope("u1")
     a, b = f"oslo{uuid.uuid4().hex[:6]}", f"rome{uuid.uuid4().hex[:6]}"
