@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-facts bench-interfaces clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-shards bench-facts bench-interfaces clean
 
 $(STAMP): pyproject.toml
 	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
@@ -88,6 +88,12 @@ bench-smallscope: install
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json
+
+## Index operations at many partitions (snapshots, apply pauses, write-to-searchable,
+## start-up and shutdown, bytes per memory). TIER: 1k, 10k, 100k, 100x1k or 100x10k.
+TIER ?= 10k
+bench-shards: install
+	$(PY) bench/shards.py --tier $(TIER) --out bench/out/shards-$(TIER).json
 
 bench-interfaces: install
 	$(PY) bench/interfaces.py --out bench/out/interfaces.json

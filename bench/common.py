@@ -34,6 +34,7 @@ class Server:
             MEMLAKE_DATA_DIR=str(data_dir),
             MEMLAKE_ALLINONE_PORT=str(self.port),
             MEMLAKE_ALLINONE_METRICS_PORT=str(self.metrics_port),
+            MEMLAKE_HTTP_PORT=str(free_port()),
             MEMLAKE_LOG_REQUESTS="false",
         )
         full.update(env or {})

@@ -320,7 +320,7 @@ def bm25_bytes(b) -> int:
     bm = sys.getsizeof(b.postings) + b.doc_len.nbytes + b.live.nbytes
     for term, ps in b.postings.items():
         bm += sys.getsizeof(term) + sys.getsizeof(ps) + ps.docs.nbytes + ps.tfs.nbytes
-        bm += sys.getsizeof(ps.pending_docs) + sys.getsizeof(ps.pending_tfs)
+        bm += sys.getsizeof(ps.pending)
     return bm
 
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from memlake.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
+from memlake.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc, shard_service_pb2_grpc
 from retrieval_service.index import IndexManager, build_from_settings
 from retrieval_service.ranking import rank_config_from
+from retrieval_service.routing import Router, ShardServicer
 from retrieval_service.servicer import RetrievalServicer
 from shared.metrics import INDEX as INDEX_METRICS
 from shared.runtime import Runtime
@@ -19,6 +20,7 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     unsubscribe = rt.cache.subscribe_changes(index.wake) if s.redis_url else (lambda: None)
     index.start()
     INDEX_METRICS.track(index)
+    router = Router(index.ring, index, rt.db) if index.ring.sharded else None
     servicer = RetrievalServicer(
         rt.db,
         index,
@@ -28,13 +30,17 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
         tail_ttl_s=s.session_tail_ttl_s,
         rank=rank_config_from(s),
         tail_first=s.context_tail_first,
+        router=router,
     )
+
+    def register(server) -> None:
+        retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server)
+        shard_service_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(servicer), server)
+
     spec = ServiceSpec(
         FULL_NAME,
-        lambda server: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(
-            servicer, server
-        ),
+        register,
         checks=[rt.check_db, rt.check_cache, index.check_ready],
-        on_stop=[unsubscribe, index.stop],
+        on_stop=[unsubscribe, index.stop] + ([router.close] if router else []),
     )
     return spec, index

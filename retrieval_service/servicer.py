@@ -60,9 +60,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         tail_ttl_s: int = 86400,
         rank: RankConfig = DEFAULT,
         tail_first: int = 3,
+        router=None,
     ) -> None:
         self.tail_first = tail_first
         self.rank = rank
+        self.router = router  # routing.Router when partitions are spread over replicas
         self.db, self.index, self.embedder, self.cache = db, index, embedder, cache
         self.tail_size, self.tail_ttl_s = tail_size, tail_ttl_s
 
@@ -96,12 +98,14 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             )
         )
 
-    def _search_live(self, tenant, qvec, query, f: Filters, top_k: int) -> list:
+    def _search_live(
+        self, tenant, qvec, query, f: Filters, top_k: int, context=None, min_seq: int = 0
+    ) -> list:
         """The index's top_k, re-checked against the database; when some are gone, asks
         the index for more so a search still returns top_k when that many exist."""
         extra = 0
         while True:
-            hits = search(self.index, tenant, qvec, query, f, top_k + extra, self.rank)
+            hits = self._search(context, min_seq, tenant, qvec, query, f, top_k + extra)
             live = self._live(tenant, (h.memory_id for h in hits))
             kept = [h for h in hits if h.memory_id in live]
             if len(kept) >= top_k or len(hits) < top_k + extra or extra >= 4096:
@@ -216,6 +220,19 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
 
     # -- search and context (the index) ------------------------------------------------------
 
+    def _forward(self, method: str, request, context, tenant: str, f: Filters):
+        if self.router is None:
+            return None
+        return self.router.forward(method, request, context, tenant, f)
+
+    def _search(self, context, min_seq: int, tenant, qvec, query, f: Filters, top_k: int):
+        """ranking.search over this replica's index, or over every replica's partitions
+        for an unscoped query when partitions are spread over replicas."""
+        source = self.index
+        if self.router is not None and context is not None and self.router.fans_out(f):
+            source = self.router.view(context, min_seq)
+        return search(source, tenant, qvec, query, f, top_k, self.rank)
+
     def _filters(self, request, tenant: str) -> Filters:
         check_scope_tenant(request.scope.tenant, tenant)
         start, end = (
@@ -241,9 +258,14 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         if not 0 <= request.top_k <= 200:
             raise InvalidArgument("top_k", "must be within [0, 200]")
         f = self._filters(request, tenant)
+        forwarded = self._forward("SearchMemories", request, context, tenant, f)
+        if forwarded is not None:
+            return forwarded
         self._wait(request.min_seq, context)
         qvec = self.embedder.embed_one(request.query)
-        hits = self._search_live(tenant, qvec, request.query, f, request.top_k or 10)
+        hits = self._search_live(
+            tenant, qvec, request.query, f, request.top_k or 10, context, request.min_seq
+        )
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
             r = resp.results.add(score=h.score, conflicted=h.conflicted)
@@ -259,6 +281,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             raise InvalidArgument("token_budget", "must not be negative")
         budget = request.token_budget or 1000
         f = self._filters(request, tenant)
+        forwarded = self._forward("GetContext", request, context, tenant, f)
+        if forwarded is not None:
+            return forwarded
         self._wait(request.min_seq, context)
         cands: list[Candidate] = []
         qvec = self.embedder.embed_one(request.intent or "profile")
@@ -269,7 +294,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             agent_id=f.agent_id,
             access=f.access,
         )
-        bg_hits = search(self.index, tenant, qvec, request.intent, bg, 200, self.rank)
+        bg_hits = self._search(context, request.min_seq, tenant, qvec, request.intent, bg, 200)
         bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
         cands += [Candidate(m, 1.0, "background") for m in bgs]
         if request.intent.strip():
@@ -280,7 +305,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             rel = Filters(
                 types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id, access=f.access
             )
-            hits = search(self.index, tenant, qvec, request.intent, rel, 50, self.rank)
+            hits = self._search(context, request.min_seq, tenant, qvec, request.intent, rel, 50)
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
             who = caller()

@@ -35,3 +35,27 @@ def read_after(session: Session, seq: int, limit: int = 2000) -> list[ChangeLogE
             .limit(limit)
         )
     )
+
+
+def read_after_with_scope(session: Session, seq: int, limit: int = 2000, upto: int | None = None):
+    """Like read_after, with each row's (tenant, user_id, agent_id) from the memory it
+    names (None for a memory that no longer exists), so a reader can skip rows of scopes
+    it does not hold before loading any memory. Rows: (seq, op, memory_id, tenant, user,
+    agent)."""
+    from shared.db.models import MemoryRecord
+
+    q = (
+        select(
+            ChangeLogEntry.seq,
+            ChangeLogEntry.op,
+            ChangeLogEntry.memory_id,
+            MemoryRecord.tenant,
+            MemoryRecord.user_id,
+            MemoryRecord.agent_id,
+        )
+        .outerjoin(MemoryRecord, MemoryRecord.id == ChangeLogEntry.memory_id)
+        .where(ChangeLogEntry.seq > seq)
+    )
+    if upto is not None:
+        q = q.where(ChangeLogEntry.seq <= upto)
+    return list(session.execute(q.order_by(ChangeLogEntry.seq).limit(limit)))

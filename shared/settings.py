@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document
     snapshot_interval_s: float = 30.0
+    # Retrieval replicas (retrieval_service/ownership.py): partitions are owned by one
+    # replica each. Either replica_peers (comma-separated addresses, by ordinal) or
+    # replica_count with replica_peer_template ("{ordinal}" is replaced). The ordinal is
+    # replica_ordinal, or when -1 the suffix of pod_name (a StatefulSet pod's name).
+    replica_count: int = 1
+    replica_ordinal: int = -1
+    pod_name: str = ""
+    replica_peers: str = ""
+    replica_peer_template: str = ""
+    # A partition this replica does not own but had to serve (its owner unreachable, or
+    # a forwarded call during an ownership move) is dropped after this long unused.
+    borrowed_idle_s: float = 120.0
     tail_poll_interval_s: float = 0.2
 
     # Memories past their expire_time are never returned; this often (seconds) the ingest

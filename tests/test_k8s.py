@@ -330,3 +330,48 @@ def test_compose_file(tmp_path):
     # Without the generated .env it refuses to run rather than run without passwords.
     p = config({k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"})
     assert p.returncode != 0 and "make compose-env" in p.stderr
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_retrieval_statefulset_spreads_partitions_over_its_pods(rendered, overlay):
+    """Rendered: the pods take their ordinal from their name, hash over as many replicas as
+    the StatefulSet runs, and reach each other through a headless Service that selects
+    them; every ordinal builds a ring whose peers are those pods' DNS names."""
+    from retrieval_service.ownership import ring_from_settings
+    from shared.settings import Settings
+
+    docs = rendered[overlay]
+    sts = next(
+        d
+        for d in docs
+        if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "memlake-retrieval"
+    )
+    c = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "retrieval")
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MEMLAKE_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    count = sts["spec"]["replicas"]
+    assert int(env["MEMLAKE_REPLICA_COUNT"]["value"]) == count
+    headless = next(
+        d
+        for d in docs
+        if d["kind"] == "Service" and d["metadata"]["name"] == sts["spec"]["serviceName"]
+    )
+    assert headless["spec"]["clusterIP"] == "None"
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert headless["spec"]["selector"].items() <= labels.items()
+    port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+    template = env["MEMLAKE_REPLICA_PEER_TEMPLATE"]["value"]
+    name = sts["metadata"]["name"]
+    for ordinal in range(count):
+        ring = ring_from_settings(
+            Settings(
+                pod_name=f"{name}-{ordinal}",
+                replica_count=count,
+                replica_peer_template=template,
+            )
+        )
+        assert ring.ordinal == ordinal and ring.count == count
+        if count > 1:
+            assert (
+                ring.address(ordinal) == f"{name}-{ordinal}.{headless['metadata']['name']}:{port}"
+            )

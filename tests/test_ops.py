@@ -128,7 +128,7 @@ def test_process_sigterm_drains_and_restart_keeps_data(tmp_path):
         MEMLAKE_EMBEDDER="hash",
         MEMLAKE_ALLINONE_PORT=str(port),
         MEMLAKE_ALLINONE_METRICS_PORT=str(mport),
-        MEMLAKE_HTTP_PORT=str(_free_port()),  # 8080 may be taken on a shared machine
+        MEMLAKE_HTTP_PORT=str(_free_port()),
         MEMLAKE_LOG_REQUESTS="true",
     )
     env.pop("MEMLAKE_DATABASE_URL", None)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
+from shared.gateway.registry import INTERNAL_SERVICES
 from shared.gateway.server import HTTP_STATUS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,6 +153,8 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict:
         schemas[f"{prefix}.{e.name}"] = schema
 
     for fd in ours:
+        if fd.service and all(f"{fd.package}.{v.name}" in INTERNAL_SERVICES for v in fd.service):
+            continue  # an internal service's file: neither its paths nor its messages
         comments = _comments(fd)
         for i, m in enumerate(fd.message_type):
             add_message(m, fd.package, (4, i), comments)

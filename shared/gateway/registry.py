@@ -30,6 +30,10 @@ class Method:
         return not (self.desc.client_streaming or self.desc.server_streaming)
 
 
+# Between the service's own replicas only; never offered over HTTP.
+INTERNAL_SERVICES = frozenset({"memlake.v1.ShardService"})
+
+
 def file_descriptors() -> list[descriptor.FileDescriptor]:
     out = []
     for info in pkgutil.iter_modules(memlake.v1.__path__):
@@ -45,6 +49,8 @@ def methods() -> dict[str, Method]:
     out: dict[str, Method] = {}
     for fd in file_descriptors():
         for svc in fd.services_by_name.values():
+            if svc.full_name in INTERNAL_SERVICES:
+                continue
             for m in svc.methods:
                 meth = Method(
                     svc.full_name,
