@@ -211,6 +211,33 @@ def test_request_ids_are_per_tenant(suite, client):
         assert different.memory.content == "other words"
 
 
+def test_shard_candidates_name_no_speaker_outside_the_grant(suite, client):
+    """ShardService answers any key (peers call it with the caller's key): a key granted
+    one session gets the speaker names of that session only, not of its whole partition."""
+    import numpy as np
+
+    from memlake.v1 import shard_service_pb2 as spb
+    from memlake.v1 import shard_service_pb2_grpc as spb_grpc
+    from tests.helpers import turn
+
+    seq = client.remember(turn("zebra crossing at noon", session="s1", speaker="Alice")).seq
+    seq = max(seq, client.remember(turn("zebra secret plan", session="s2", speaker="Mallory")).seq)
+    k = member(suite, client, users=["u1"], sessions=["s1"], read=True)
+    req = spb.SearchCandidatesRequest(
+        query="zebra",
+        query_vector=np.zeros(suite.runtime.embedder.dim, np.float32).tobytes(),
+        want=50,
+        start_time=float("-inf"),
+        end_time=float("inf"),
+        min_seq=seq,
+    )
+    with grpc.insecure_channel(suite.addr) as ch:
+        resp = spb_grpc.ShardServiceStub(ch).SearchCandidates(req, metadata=k.metadata, timeout=20)
+    names = {n for p in resp.partitions for n in p.speaker_names}
+    assert "alice" in names and "mallory" not in names, names
+    k.close()
+
+
 # -- the gateway and the MCP server ----------------------------------------------------------
 
 
