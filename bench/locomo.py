@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -212,7 +213,42 @@ def _questions(client, data, audit, ids) -> dict:
     }
 
 
+def raw_embedder(data, source_uri: str, embedder: str) -> dict:
+    """The model alone on the texts ingest embeds (every turn's index text), in length-sorted
+    batches of 32, in this process while the server idles: on one worker, and on one per core
+    (the server's default). The bar bulk ingest is held to (issue 8: at least 0.8 of it)."""
+    if embedder == "hash":
+        return {}
+    from shared.convert import ts_to_dt
+    from shared.minilm import MiniLMEmbedder
+    from shared.text import index_text
+
+    texts = []
+    for ci, sample in enumerate(data):
+        for _, req in turn_memories(sample, f"c{ci}", source_uri):
+            m = req.memory
+            texts.append(
+                index_text(m.type, m.content, {"speaker": m.conversation.speaker},
+                           ts_to_dt(m.occur_time))
+            )  # fmt: skip
+    out = {}
+    for workers in (1, os.cpu_count() or 1):
+        e = MiniLMEmbedder(workers=workers)
+        e._embed(texts[:64])  # warm up
+        t = time.perf_counter()
+        e._embed(texts)
+        out[f"workers_{workers}"] = round(len(texts) / (time.perf_counter() - t), 1)
+    return out
+
+
 def _bench(client, args, data, audit) -> dict:
+    from shared.cpu import cpu_info
+
+    info = cpu_info()
+    print(f"CPU {info['model']}; {info['cores']} cores; flags {' '.join(info['flags'])}")
+    raw = raw_embedder(data, Path(args.data).name, args.embedder)
+    if raw:
+        print(f"  embedder alone (texts/s by workers): {raw}", flush=True)
     ids, max_seq, ingest_s, n_turns = _ingest(client, args, data)
     # Readable: the first search waits until the index has applied every write.
     client.search("warm up", scope=scope("x"), min_seq=max_seq, timeout=600)
@@ -224,6 +260,11 @@ def _bench(client, args, data, audit) -> dict:
         **_questions(client, data, audit, ids),
         "ingest_per_s": round(n_turns / ingest_s, 1),
         "ingest_s": round(ingest_s, 2),
+        "embedder_alone_per_s": raw,
+        "ingest_vs_embedder": (
+            round(n_turns / ingest_s / max(raw.values()), 2) if raw and not args.addr else None
+        ),
+        "cpu": info,
         "embedder": args.embedder or "server default",
         "addr": args.addr or "own all-in-one process",
     }
@@ -252,6 +293,13 @@ def print_table(r: dict) -> None:
         f"ingest {r['ingest_per_s']} turns/s ({r['ingest_s']} s); search over gRPC "
         f"p50 {s['p50']} ms, p95 {s['p95']} ms, p99 {s['p99']} ms"
     )
+    if r.get("embedder_alone_per_s"):
+        print(
+            f"embedder alone in this run: {r['embedder_alone_per_s']} texts/s; "
+            f"ingest / best of those: {r['ingest_vs_embedder']}"
+        )
+    c = r.get("cpu") or {}
+    print(f"CPU {c.get('model')}, flags {' '.join(c.get('flags', []))}, path {c.get('chosen')}")
 
 
 def main(argv=None) -> int:

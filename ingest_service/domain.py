@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select
+import numpy as np
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +26,7 @@ from shared.db.types import utcnow
 from shared.embedding import Embedder, to_bytes
 from shared.errors import (
     Aborted,
+    AlreadyExists,
     InvalidArgument,
     MemlakeError,
     NotFound,
@@ -32,9 +35,12 @@ from shared.idempotency import Replay, prior_response
 from shared.privacy import stores
 from shared.privacy.erase import Eraser
 from shared.tails import load_session_tail, session_tail_key
-from shared.text import index_text, window_text
+from shared.text import index_text
 
 log = logging.getLogger("memlake.ingest")
+CONV = pb.MEMORY_TYPE_CONVERSATION
+# Types whose write is a plain append (no key to look up, no version to replace).
+APPEND_TYPES = (pb.MEMORY_TYPE_EVENT, pb.MEMORY_TYPE_CONVERSATION)
 
 MAX_CONTENT_CHARS = 32_000
 KEYED = {
@@ -64,6 +70,8 @@ class MemoryIn:
     # The writer's read grants (shared.auth): REFLECTION evidence must be among what it
     # may read, else it looks absent. None: no restriction.
     readable: tuple | None = None
+    # A client-supplied embedding (checked and normalised); the content is then not embedded.
+    vector: np.ndarray | None = None
 
 
 @dataclass
@@ -71,6 +79,7 @@ class WriteResult:
     record: MemoryRecord
     seq: int
     outcome: int
+    response: Any = None  # the servicer's protobuf response, built once
 
 
 def validate(item: MemoryIn, prefix: str = "memory") -> None:
@@ -129,6 +138,25 @@ def validate(item: MemoryIn, prefix: str = "memory") -> None:
             raise InvalidArgument(f"{prefix}.fact.subject", "is required for FACT")
         if not str(a.get("value", "")).strip():
             raise InvalidArgument(f"{prefix}.fact.value", "is required for FACT")
+
+
+def mix_window(
+    own: tuple[np.ndarray, float], previous: list[tuple[np.ndarray, float]]
+) -> np.ndarray:
+    """A turn's dense vector: the mean of its own embedding and its window's. The window's
+    is the normalised mean of the own embeddings of the previous turns and itself, each
+    weighted by its length in words (as mean pooling over the window's text would weigh
+    them). Its inner product with a query is the mean of the two cosines."""
+    if not previous:
+        return own[0]
+    vecs, weights = zip(*previous, own, strict=True)
+    window = np.average(np.asarray(vecs), axis=0, weights=np.asarray(weights))
+    window /= max(float(np.linalg.norm(window)), 1e-12)
+    return ((own[0] + window) / 2).astype(np.float32)
+
+
+def _words(text: str) -> float:
+    return float(max(len(text.split()), 1))
 
 
 def _session(item: MemoryIn) -> tuple[str, str, str]:
@@ -193,6 +221,7 @@ class IngestDomain:
         vec_of = self._vectors(tenant, items, todo)
         replays: dict[int, bytes] = {}
         with self.db.write() as s:
+            todo = self._append_bulk(s, tenant, items, todo, vec_of, results, replays, encode)
             for i in todo:
                 item = items[i]
                 try:
@@ -240,35 +269,189 @@ class IngestDomain:
             self._update_tails(tenant, [r for r in results if isinstance(r, WriteResult)])
         return results  # type: ignore[return-value]
 
+    def _append_bulk(
+        self, s: Session, tenant: str, items, todo, vec_of, results, replays, encode
+    ) -> list[int]:
+        """Writes the plain appends of a batch (EVENT and CONVERSATION items, each
+        request_id once) in a few statements instead of a savepoint and a flush each;
+        returns the items left for the item-by-item path (keyed types, a request_id
+        repeated within the batch, or all of them when a concurrent write got in the way).
+        Validation has already passed, so these items cannot fail one by one."""
+        seen: set[str] = set()
+        bulk, rest = [], []
+        for i in todo:
+            rid = items[i].request_id
+            if items[i].type in APPEND_TYPES and not (rid and rid in seen):
+                bulk.append(i)
+                seen.add(rid)
+            else:
+                rest.append(i)
+        if len(bulk) < 2:
+            return todo
+        try:
+            with s.begin_nested():
+                done = self._write_appends(s, tenant, items, bulk, vec_of, encode)
+        except IntegrityError:
+            return todo  # a concurrent retry with a request_id: sort it out item by item
+        for i, res in done.items():
+            if isinstance(res, Replay):
+                replays[i] = res.data
+            else:
+                results[i] = res
+        return rest
+
+    def _write_appends(self, s: Session, tenant: str, items, bulk, vec_of, encode) -> dict:
+        out: dict[int, WriteResult | Replay | MemlakeError] = {}
+        rids = [items[i].request_id for i in bulk if items[i].request_id]
+        prior = {}
+        for c in range(0, len(rids), 500):
+            for k in s.scalars(
+                select(IdempotencyKey).where(
+                    IdempotencyKey.tenant == tenant,
+                    IdempotencyKey.request_id.in_(rids[c : c + 500]),
+                )
+            ):
+                prior[k.request_id] = k
+        new = []
+        for i in bulk:
+            k = prior.get(items[i].request_id) if items[i].request_id else None
+            if k is None:
+                new.append(i)
+            elif k.fingerprint != items[i].fingerprint:
+                out[i] = AlreadyExists(
+                    f"request_id {items[i].request_id!r} was already used for a different request",
+                    reason="REQUEST_ID_REUSED",
+                )
+            else:
+                out[i] = Replay(k.response)
+        if not new:
+            return out
+        next_turn = {}
+        for key in {_session(items[i]) for i in new if items[i].type == CONV}:
+            last = s.scalar(
+                select(func.max(MemoryRecord.turn_index)).where(
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.user_id == key[0],
+                    MemoryRecord.agent_id == key[1],
+                    MemoryRecord.session_id == key[2],
+                    MemoryRecord.turn_index.is_not(None),
+                )
+            )
+            next_turn[key] = 0 if last is None else last + 1
+        now = utcnow()
+        rows = []
+        for i in new:
+            item = items[i]
+            turn = None
+            if item.type == CONV:
+                turn = next_turn[_session(item)]
+                next_turn[_session(item)] = turn + 1
+            rows.append(
+                dict(
+                    tenant=tenant,
+                    type=item.type,
+                    user_id=item.user_id,
+                    agent_id=item.agent_id,
+                    session_id=item.session_id,
+                    content=item.content,
+                    attributes=item.attributes,
+                    importance=item.importance or 0.5,
+                    source=item.source,
+                    create_time=now,
+                    update_time=now,
+                    occur_time=item.occur_time or (now if item.type == CONV else None),
+                    expire_time=item.expire_time,
+                    etag=uuid.uuid4().hex[:16],
+                    embedding=to_bytes(vec_of[i]),
+                    embed_model=self.embedder.name,
+                    current=True,
+                    revision=1,
+                    turn_index=turn,
+                    conflicted=False,
+                )
+            )
+        # Core statements (not the ORM's bulk path); ids matched back by the unique etag.
+        table = MemoryRecord.__table__
+        conn = s.connection()
+        got = dict(conn.execute(insert(table).returning(table.c.etag, table.c.id), rows).all())
+        ids = [got[r["etag"]] for r in rows]
+        seqs = changelog.append_each(s, tenant, ids)
+        keys = []
+        for i, row, mid, seq in zip(new, rows, ids, seqs, strict=True):
+            rec = SimpleNamespace(id=mid, key=None, fact_status=None, **row)
+            res = WriteResult(rec, seq, pb.WRITE_OUTCOME_CREATED)  # type: ignore[arg-type]
+            out[i] = res
+            if items[i].request_id:
+                keys.append(
+                    dict(
+                        tenant=tenant,
+                        request_id=items[i].request_id,
+                        fingerprint=items[i].fingerprint,
+                        response=encode(res),
+                        create_time=now,
+                        user_id=items[i].user_id,
+                        agent_id=items[i].agent_id,
+                        memory_id=mid,
+                    )
+                )
+        if keys:
+            conn.execute(insert(IdempotencyKey.__table__), keys)
+        return out
+
+    def embed_ahead(self, items: list[MemoryIn]) -> None:
+        """Embeds the items' own texts now, so the embedder's cache holds them when they
+        are written (StreamRemember embeds the next chunk while it writes this one)."""
+        texts = []
+        for item in items:
+            if item.type == pb.MEMORY_TYPE_CONVERSATION and item.occur_time is None:
+                continue  # its date is the write time: not known yet
+            texts.append(_text(item))
+        if texts:
+            self.embedder.embed(texts)
+
     def _vectors(self, tenant: str, items: list[MemoryIn], todo: list[int]) -> dict:
-        """One embedding batch. A turn's vector is the mean of its own embedding and that
-        of its window (the turns before it in the session), so an inner product with a
-        query is the mean of the two cosines."""
-        conv = [i for i in todo if items[i].type == pb.MEMORY_TYPE_CONVERSATION]
+        """One embedding batch of each item's own text. A turn's vector is then the mean
+        of its own embedding and its window's: the normalised mean of the own embeddings
+        of the turn and the `dense_window` turns before it in the session (turns written
+        earlier are embedded again from their text, which the embedder's cache usually
+        holds). The window costs no model run: every turn is embedded once."""
+        given = {i: items[i].vector for i in todo if items[i].vector is not None}
+        embed = [i for i in todo if i not in given]
+        conv = [i for i in embed if items[i].type == pb.MEMORY_TYPE_CONVERSATION]
         if not self.dense_window:
             conv = []
         history = self._recent_turns(tenant, {_session(items[i]) for i in conv})
-        windows = []
+        earlier = [t for turns in history.values() for t in turns]
+        texts = [_text(items[i]) for i in embed]
+        vecs = self.embedder.embed(texts + earlier)
+        out = {i: vecs[n] for n, i in enumerate(embed)}
+        mine = {i: (vecs[n], _words(texts[n])) for n, i in enumerate(embed)}
+        out.update(given)  # used as they are
+        own: dict[tuple[str, str, str], list[tuple[np.ndarray, float]]] = {}
+        n = len(embed)
+        for key, turns in history.items():
+            own[key] = [(vecs[n + j], _words(t)) for j, t in enumerate(turns)]
+            n += len(turns)
         for i in conv:
-            prev = history.setdefault(_session(items[i]), [])
-            windows.append(
-                window_text(prev, items[i].content, items[i].attributes, self.dense_window)
-            )
-            prev.append((items[i].content, items[i].attributes))
-        vecs = self.embedder.embed([_text(items[i]) for i in todo] + windows)
-        out = {i: vecs[n] for n, i in enumerate(todo)}
-        for j, i in enumerate(conv):
-            out[i] = (out[i] + vecs[len(todo) + j]) / 2
+            prev = own.setdefault(_session(items[i]), [])
+            out[i] = mix_window(mine[i], prev[len(prev) - self.dense_window :])
+            prev.append(mine[i])
         return out
 
     def _recent_turns(self, tenant: str, sessions: set[tuple[str, str, str]]) -> dict:
-        out: dict[tuple[str, str, str], list] = {}
+        """The index texts of the last `dense_window` turns of each session, in order."""
+        out: dict[tuple[str, str, str], list[str]] = {}
         if not sessions:
             return out
         with self.db.read() as s:
             for user, agent, session in sessions:
                 rows = s.execute(
-                    select(MemoryRecord.content, MemoryRecord.attributes)
+                    select(
+                        MemoryRecord.type,
+                        MemoryRecord.content,
+                        MemoryRecord.attributes,
+                        MemoryRecord.occur_time,
+                    )
                     .where(
                         MemoryRecord.tenant == tenant,
                         MemoryRecord.user_id == user,
@@ -279,7 +462,9 @@ class IngestDomain:
                     .order_by(MemoryRecord.turn_index.desc())
                     .limit(self.dense_window)
                 ).all()
-                out[(user, agent, session)] = [(c, a or {}) for c, a in reversed(rows)]
+                out[(user, agent, session)] = [
+                    index_text(t, c, a or {}, when) for t, c, a, when in reversed(rows)
+                ]
         return out
 
     def _write_one(self, s: Session, tenant: str, item: MemoryIn, vec) -> WriteResult:
@@ -387,21 +572,25 @@ class IngestDomain:
         if not after or not self.dense_window:
             return 0
         before = s.execute(
-            select(MemoryRecord.content, MemoryRecord.attributes)
+            select(
+                MemoryRecord.type,
+                MemoryRecord.content,
+                MemoryRecord.attributes,
+                MemoryRecord.occur_time,
+            )
             .where(*same, MemoryRecord.turn_index < gone.turn_index)
             .order_by(MemoryRecord.turn_index.desc())
             .limit(self.dense_window)
         ).all()
-        prev = [(c, a or {}) for c, a in reversed(before)]
-        texts, windows = [], []
-        for r in after:
-            texts.append(index_text(r.type, r.content, r.attributes, r.occur_time))
-            windows.append(window_text(prev, r.content, r.attributes, self.dense_window))
-            prev.append((r.content, r.attributes or {}))
-        vecs = self.embedder.embed(texts + windows)
+        earlier = [index_text(t, c, a or {}, when) for t, c, a, when in reversed(before)]
+        texts = [index_text(r.type, r.content, r.attributes, r.occur_time) for r in after]
+        vecs = self.embedder.embed(earlier + texts)
+        prev = [(vecs[j], _words(t)) for j, t in enumerate(earlier)]
         for j, r in enumerate(after):
-            r.embedding = to_bytes((vecs[j] + vecs[len(after) + j]) / 2)
+            v = (vecs[len(earlier) + j], _words(texts[j]))
+            r.embedding = to_bytes(mix_window(v, prev[len(prev) - self.dense_window :]))
             r.etag = uuid.uuid4().hex[:16]
+            prev.append(v)
         s.flush()
         return changelog.append(s, tenant, [r.id for r in after])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -17,20 +19,30 @@ from shared.auth.identity import caller
 from shared.auth.redact import reads_facts
 from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
+from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, MemlakeError, error_for_code
 from shared.idempotency import Replay, fingerprint
 from shared.tenancy import TENANT_HEADER, check_scope_tenant
 from shared.tracing import traced_channel
+from shared.vectors import client_vector
 
 MAX_BATCH = 1000
-STREAM_CHUNK = 64
+STREAM_CHUNK = 256  # items written per transaction (and embedded per call)
 
 
-def memory_in(req, prefix: str) -> MemoryIn:
-    """RememberRequest/StreamRememberRequest -> MemoryIn (shape checks only)."""
+def memory_in(req, prefix: str, embedder: Embedder | None = None) -> MemoryIn:
+    """RememberRequest/StreamRememberRequest -> MemoryIn (shape checks only; a client
+    vector is checked against `embedder`'s model and dimension)."""
     m = req.memory
     if not req.HasField("memory"):
         raise InvalidArgument(prefix, "is required")
+    vector = None
+    if m.HasField("vector"):
+        if m.type == pb.MEMORY_TYPE_FACT:
+            raise InvalidArgument(f"{prefix}.vector", "is not accepted for FACT items")
+        if embedder is None:
+            raise InvalidArgument(f"{prefix}.vector", "is not accepted here")
+        vector = client_vector(m.vector, f"{prefix}.vector", embedder.name, embedder.dim)
     which = m.WhichOneof("attributes")
     expected = ATTR_FIELD.get(m.type)
     if which and expected and which != expected:
@@ -55,6 +67,7 @@ def memory_in(req, prefix: str) -> MemoryIn:
         expire_time=ts_to_dt(m.expire_time, has=m.HasField("expire_time")),
         request_id=req.request_id,
         fingerprint=fingerprint(req),
+        vector=vector,
     )
 
 
@@ -82,9 +95,11 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
         self.tracer_provider = tracer_provider
         self._channel = channel
         self._vchannel: grpc.Channel | None = None
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="embed-ahead")
         self._vstub: vpb_grpc.VersioningServiceStub | None = None
 
     def close(self) -> None:
+        self._ahead.shutdown(wait=True)
         if self._vchannel is not None:
             self._vchannel.close()
 
@@ -110,7 +125,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
             p = prefix.format(i=offset + i)
             try:
                 check_scope_tenant(req.memory.scope.tenant, tenant, _join(p, "memory.scope.tenant"))
-                item = memory_in(req, _join(p, "memory"))
+                item = memory_in(req, _join(p, "memory"), self.domain.embedder)
                 caller().require(WRITE, item.type, item.user_id, item.agent_id, item.session_id)
                 item.readable = caller().readable()
                 if item.type == pb.MEMORY_TYPE_FACT:
@@ -194,31 +209,51 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
     def StreamRemember(self, request_iterator, context):
         tenant = self._tenant(context)
         resp = ipb.StreamRememberResponse()
-        chunk: list = []
         offset = 0
 
-        def flush():
-            nonlocal offset
+        def chunks():
+            chunk: list = []
+            for req in request_iterator:
+                chunk.append(req)
+                if len(chunk) >= STREAM_CHUNK:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+        # While a chunk is written, the next one is embedded (into the embedder's cache),
+        # so the model keeps running while the database works.
+        stream = chunks()
+        chunk = next(stream, None)
+        while chunk is not None:
+            following = next(stream, None)
+            ahead = self._ahead.submit(self._embed_ahead, following) if following else None
             results = self._remember(tenant, chunk, context, "item[{i}]", offset)
             _batch_response(resp, results, offset)
             offset += len(chunk)
-            chunk.clear()
-
-        for req in request_iterator:
-            chunk.append(req)
-            if len(chunk) >= STREAM_CHUNK:
-                flush()
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
-                    raise DeadlineExceeded(
-                        f"deadline passed after {offset} items; those are stored, "
-                        "resend the rest (request_ids make resending safe)"
-                    )
-        if chunk:
-            flush()
+            if ahead is not None:
+                ahead.result()
+            chunk = following
+            remaining = context.time_remaining()
+            if chunk is not None and remaining is not None and remaining <= 0:
+                raise DeadlineExceeded(
+                    f"deadline passed after {offset} items; those are stored, "
+                    "resend the rest (request_ids make resending safe)"
+                )
         resp.accepted = sum(1 for r in resp.results if not r.HasField("error"))
         resp.failed = len(resp.results) - resp.accepted
         return resp
+
+    def _embed_ahead(self, reqs: list) -> None:
+        items = []
+        for req in reqs:
+            try:
+                item = memory_in(req, "memory", self.domain.embedder)
+            except MemlakeError:
+                continue  # answered when its chunk is written
+            if item.vector is None and item.type != pb.MEMORY_TYPE_FACT:
+                items.append(item)
+        self.domain.embed_ahead(items)
 
     def Forget(self, request, context):
         tenant = self._tenant(context)
@@ -270,9 +305,11 @@ def _versioning_error(exc: grpc.RpcError) -> MemlakeError:
 
 
 def _response(res: WriteResult) -> ipb.RememberResponse:
-    return ipb.RememberResponse(
-        memory=record_to_proto(res.record), seq=res.seq, outcome=res.outcome
-    )
+    if res.response is None:  # built once: for the request_id record and for the caller
+        res.response = ipb.RememberResponse(
+            memory=record_to_proto(res.record), seq=res.seq, outcome=res.outcome
+        )
+    return res.response
 
 
 def _encode(res: WriteResult) -> bytes:

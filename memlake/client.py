@@ -337,7 +337,11 @@ class MemlakeClient:
         time_range: pb.TimeRange | None = None,
         include_history: bool = False,
         timeout: float | None = None,
+        vector: pb.Vector | None = None,
+        min_score: float | None = None,
     ) -> rpb.SearchMemoriesResponse:
+        """`vector`: the query's embedding from the server's model (then the server does
+        not embed `query`); `min_score`: drop results scoring below it."""
         return self._call(
             self.retrieval.SearchMemories,
             rpb.SearchMemoriesRequest(
@@ -348,6 +352,8 @@ class MemlakeClient:
                 min_seq=min_seq,
                 time_range=time_range,
                 include_history=include_history,
+                vector=vector,
+                min_score=min_score,
             ),
             timeout,
         )

@@ -148,14 +148,20 @@ class BM25:
             else:
                 p.docs, p.tfs = docs[keep], tfs[keep]
 
-    def scores(self, query: str) -> np.ndarray:
+    def scores(self, query: str, normalise: bool = False) -> np.ndarray:
         """BM25 score of every document id (0 where no term matches or removed), plus a
-        trailing 0 so that doc id -1 ("no document") reads as 0."""
+        trailing 0 so that doc id -1 ("no document") reads as 0.
+
+        normalise: divided by the most any document could score for this query (every
+        matching term at saturation, tf -> infinity: the sum of idf * (k1 + 1)), so in
+        [0, 1]. That bound does not depend on which documents are candidates, so a
+        normalised score compares across queries and search paths."""
         out = np.zeros(self.n_docs + 1, dtype=np.float32)
         if self.n_live == 0:
             return out
         avgdl = max(self.total_len / self.n_live, 1.0)
         k1, b = self.k1, self.b
+        bound = 0.0
         for term, qtf in Counter(tokenize(query)).items():
             p = self.postings.get(term)
             if p is None:
@@ -163,9 +169,12 @@ class BM25:
             docs, tf = p.arrays()
             df = max(int(self.live[docs].sum()), 1)
             idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
+            bound += idf * (k1 + 1)
             norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
             np.add.at(out, docs, idf * tf * (k1 + 1) / (tf + norm))
         out[: self.n_docs] *= self.live[: self.n_docs]
+        if normalise and bound > 0:
+            out /= bound
         return out
 
 
@@ -218,3 +227,16 @@ def query_days(text: str) -> set[int]:
 
 def first_names(text: str) -> set[str]:
     return set(_TOKEN.findall(text.lower()))
+
+
+def without_owner(query: str, owner: str) -> str:
+    """The query without the name of the scope's owner (a user or agent id written as a
+    word, possessive included): every memory of the scope is about its owner, so the name
+    tells them apart no better than noise ("who did alice meet" in alice's memories asks
+    "who did meet"), while it pulls towards the few memories that spell it out. Kept when
+    nothing else would be left."""
+    if not owner or not owner.strip():
+        return query
+    pattern = re.compile(r"(?<![\w-])" + re.escape(owner.strip()) + r"(?:'s|’s)?(?![\w-])", re.I)
+    stripped = " ".join(pattern.sub(" ", query).split())
+    return stripped if _TOKEN.search(stripped) else query

@@ -1,9 +1,14 @@
 """Hybrid ranking: dense similarity and BM25 (each smoothed over a turn's neighbours in
-the partition), min-max normalised over the candidates and fused; then multiplicative
-cues (the speaker a question names, a date it writes out, a time expression for "when"
-questions); then small recency and importance terms where the type calls for them.
+the partition), fused; then multiplicative cues (the speaker a question names, a date it
+writes out, a time expression for "when" questions); then small recency and importance
+terms where the type calls for them.
 
-What a score means: higher is more relevant; scores compare results of one query only.
+What a score means: each channel is normalised on its own, never against the other
+candidates: dense is the cosine with the query, lexical is BM25 divided by the most the
+query could score in that partition (0..1). So the same item scores the same whichever
+search path found it (exact or graph) and whatever else was found, and scores compare
+across queries: a minimum score is a meaningful cut-off. Higher is more relevant; before
+cues, a score is alpha * cosine + (1 - alpha) * lexical.
 The weights were chosen on LoCoMo (bench/locomo.py; see README for the figures).
 """
 
@@ -21,7 +26,7 @@ from retrieval_service.lexical import first_names, is_temporal_query, query_days
 
 @dataclass(frozen=True)
 class RankConfig:
-    alpha: float = 0.6  # weight of the dense score in the fusion
+    alpha: float = 0.5  # weight of the dense score in the fusion
     speaker_boost: float = 0.6  # turns spoken by the one participant the query names
     date_boost: float = 0.5  # items of a day the query writes out
     time_boost: float = 0.3  # items holding a time expression, for "when" questions
@@ -67,15 +72,6 @@ class Hit:
         return pb.Memory.FromString(self.partition.doc(self.row))
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    """Scales a channel to [0, 1] over the candidates. (Anchoring at a fixed rank instead
-    made exact and graph paths agree more but cost LoCoMo recall@5 0.761 -> 0.704.)"""
-    lo, hi = float(x.min()), float(x.max())
-    if hi > lo:
-        return (x - lo) / (hi - lo)
-    return np.full_like(x, 1.0 if hi > 0 else 0.0)  # one candidate, or all tied
-
-
 def search(
     index: IndexManager,
     tenant: str,
@@ -84,7 +80,9 @@ def search(
     f: Filters,
     top_k: int,
     cfg: RankConfig = DEFAULT,
+    min_score: float | None = None,
 ) -> list[Hit]:
+    """The top_k hits by score (those scoring at least min_score when given)."""
     now = time.time()
     want = max(top_k * 5, 50)
     parts = []
@@ -101,7 +99,7 @@ def search(
     dense = cat(lambda p, c: c.dense)
     lex = cat(lambda p, c: c.lexical)
     types = cat(lambda p, c: p.types[c.rows])
-    score = cfg.alpha * _minmax(dense) + (1 - cfg.alpha) * _minmax(lex)
+    score = cfg.alpha * dense.astype(np.float64) + (1 - cfg.alpha) * lex
     if is_temporal_query(query):
         score *= 1 + cfg.time_boost * cat(lambda p, c: p.has_time[c.rows])
     days = query_days(query)
@@ -124,7 +122,12 @@ def search(
     reflect = types == pb.MEMORY_TYPE_REFLECTION
     score = np.where(reflect, score * (0.5 + 0.5 * conf), score)
 
+    if min_score is not None:
+        score = np.where(score >= min_score, score, -np.inf)
+        top_k = min(top_k, int(np.count_nonzero(score >= min_score)))
     k = min(top_k, len(score))
+    if k == 0:
+        return []
     if k < len(score):  # everything tied with the k-th score, then a deterministic cut
         kth = np.partition(-score, k - 1)[k - 1]
         top = np.nonzero(-score <= kth)[0]

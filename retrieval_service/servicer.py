@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, func, or_, select
@@ -11,6 +12,7 @@ from memlake.v1 import retrieval_service_pb2 as rpb
 from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
 from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
+from retrieval_service.lexical import without_owner
 from retrieval_service.ranking import DEFAULT, RankConfig, search
 from shared.auth.grants import READ
 from shared.auth.identity import caller
@@ -25,6 +27,7 @@ from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
 from shared.metrics import CACHE_LOOKUPS
 from shared.tails import load_session_tail, session_tail_key
 from shared.tenancy import check_scope_tenant
+from shared.vectors import client_vector
 
 MAX_WAIT_S = 10.0
 KEYED_TYPES = (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION, pb.MEMORY_TYPE_SKILL)
@@ -99,13 +102,21 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         )
 
     def _search_live(
-        self, tenant, qvec, query, f: Filters, top_k: int, context=None, min_seq: int = 0
+        self,
+        tenant,
+        qvec,
+        query,
+        f: Filters,
+        top_k: int,
+        context=None,
+        min_seq: int = 0,
+        min_score: float | None = None,
     ) -> list:
         """The index's top_k, re-checked against the database; when some are gone, asks
         the index for more so a search still returns top_k when that many exist."""
         extra = 0
         while True:
-            hits = self._search(context, min_seq, tenant, qvec, query, f, top_k + extra)
+            hits = self._search(context, min_seq, tenant, qvec, query, f, top_k + extra, min_score)
             live = self._live(tenant, (h.memory_id for h in hits))
             kept = [h for h in hits if h.memory_id in live]
             if len(kept) >= top_k or len(hits) < top_k + extra or extra >= 4096:
@@ -225,13 +236,15 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             return None
         return self.router.forward(method, request, context, tenant, f)
 
-    def _search(self, context, min_seq: int, tenant, qvec, query, f: Filters, top_k: int):
+    def _search(
+        self, context, min_seq: int, tenant, qvec, query, f: Filters, top_k: int, min_score=None
+    ):
         """ranking.search over this replica's index, or over every replica's partitions
         for an unscoped query when partitions are spread over replicas."""
         source = self.index
         if self.router is not None and context is not None and self.router.fans_out(f):
             source = self.router.view(context, min_seq)
-        return search(source, tenant, qvec, query, f, top_k, self.rank)
+        return search(source, tenant, qvec, query, f, top_k, self.rank, min_score)
 
     def _filters(self, request, tenant: str) -> Filters:
         check_scope_tenant(request.scope.tenant, tenant)
@@ -253,18 +266,26 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
 
     def SearchMemories(self, request, context):
         tenant = self._tenant(context)
-        if not request.query.strip():
+        given = request.HasField("vector")
+        if not given and not request.query.strip():
             raise InvalidArgument("query", "must not be empty")
         if not 0 <= request.top_k <= 200:
             raise InvalidArgument("top_k", "must be within [0, 200]")
+        if given:
+            qvec = client_vector(request.vector, "vector", self.embedder.name, self.embedder.dim)
+        min_score = request.min_score if request.HasField("min_score") else None
+        if min_score is not None and not math.isfinite(min_score):
+            raise InvalidArgument("min_score", "must be a finite number")
         f = self._filters(request, tenant)
         forwarded = self._forward("SearchMemories", request, context, tenant, f)
         if forwarded is not None:
             return forwarded
         self._wait(request.min_seq, context)
-        qvec = self.embedder.embed_one(request.query)
+        query = without_owner(request.query, f.user_id or f.agent_id)
+        if not given:
+            qvec = self.embedder.embed_one(query)
         hits = self._search_live(
-            tenant, qvec, request.query, f, request.top_k or 10, context, request.min_seq
+            tenant, qvec, query, f, request.top_k or 10, context, request.min_seq, min_score
         )
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
         for h in hits:
@@ -286,7 +307,8 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             return forwarded
         self._wait(request.min_seq, context)
         cands: list[Candidate] = []
-        qvec = self.embedder.embed_one(request.intent or "profile")
+        intent = without_owner(request.intent, f.user_id or f.agent_id)
+        qvec = self.embedder.embed_one(intent or "profile")
         # BACKGROUND first: every current item of the user/agent, in key order.
         bg = Filters(
             types=frozenset([pb.MEMORY_TYPE_BACKGROUND]),
@@ -294,7 +316,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             agent_id=f.agent_id,
             access=f.access,
         )
-        bg_hits = self._search(context, request.min_seq, tenant, qvec, request.intent, bg, 200)
+        bg_hits = self._search(context, request.min_seq, tenant, qvec, intent, bg, 200)
         bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
         cands += [Candidate(m, 1.0, "background") for m in bgs]
         if request.intent.strip():
@@ -305,7 +327,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             rel = Filters(
                 types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id, access=f.access
             )
-            hits = self._search(context, request.min_seq, tenant, qvec, request.intent, rel, 50)
+            hits = self._search(context, request.min_seq, tenant, qvec, intent, rel, 50)
             cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
         if f.session_id:
             who = caller()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from shared.db.models import ChangeLogEntry
+from shared.db.types import utcnow
 
 # Held from the change-log insert to commit, so on Postgres rows commit in seq order and
 # a tailer reading "seq > last" never skips a row that commits late.
@@ -20,6 +21,23 @@ def append(session: Session, tenant: str, memory_ids: list[int], op: str = "put"
     session.add_all(rows)
     session.flush()
     return max(r.seq for r in rows)
+
+
+def append_each(session: Session, tenant: str, memory_ids: list[int], op: str = "put") -> list[int]:
+    """append() for many distinct memories in one statement; returns each one's seq."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEQ_LOCK})
+    now = utcnow()
+    t = ChangeLogEntry.__table__
+    got = dict(
+        session.connection()
+        .execute(
+            insert(t).returning(t.c.memory_id, t.c.seq),
+            [dict(tenant=tenant, memory_id=m, op=op, create_time=now) for m in memory_ids],
+        )
+        .all()
+    )
+    return [got[m] for m in memory_ids]  # memory ids are distinct: new rows
 
 
 def last_seq(session: Session) -> int:

@@ -88,13 +88,19 @@ class HashEmbedder(Embedder):
         return out / norms
 
 
-def make_embedder(kind: str, threads: int = 1) -> Embedder:
+def make_embedder(
+    kind: str, threads: int = 1, workers: int = 1, precision: str = "auto"
+) -> Embedder:
+    """workers 0 means one per core."""
     if kind == "hash":
         return HashEmbedder()
     if kind == "minilm":
+        import os
+
         from shared.minilm import MiniLMEmbedder
 
-        return CachedEmbedder(MiniLMEmbedder(threads=threads))
+        workers = workers or os.cpu_count() or 1
+        return CachedEmbedder(MiniLMEmbedder(threads=threads, workers=workers, precision=precision))
     raise ValueError(f"unknown MEMLAKE_EMBEDDER {kind!r}; use 'minilm' or 'hash'")
 
 

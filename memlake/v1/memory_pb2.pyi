@@ -174,7 +174,7 @@ class SkillAttributes(_message.Message):
     def __init__(self, name: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[str]] = ..., outcome_notes: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class Memory(_message.Message):
-    __slots__ = ("id", "type", "scope", "content", "background", "fact", "event", "conversation", "reflection", "skill", "importance", "source", "create_time", "occur_time", "expire_time", "etag", "current")
+    __slots__ = ("id", "type", "scope", "content", "background", "fact", "event", "conversation", "reflection", "skill", "importance", "source", "create_time", "occur_time", "expire_time", "etag", "current", "vector")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,7 @@ class Memory(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: MemoryType
     scope: Scope
@@ -209,7 +210,16 @@ class Memory(_message.Message):
     expire_time: _timestamp_pb2.Timestamp
     etag: str
     current: bool
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[MemoryType, str]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., content: _Optional[str] = ..., background: _Optional[_Union[BackgroundAttributes, _Mapping]] = ..., fact: _Optional[_Union[FactAttributes, _Mapping]] = ..., event: _Optional[_Union[EventAttributes, _Mapping]] = ..., conversation: _Optional[_Union[ConversationAttributes, _Mapping]] = ..., reflection: _Optional[_Union[ReflectionAttributes, _Mapping]] = ..., skill: _Optional[_Union[SkillAttributes, _Mapping]] = ..., importance: _Optional[float] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., current: _Optional[bool] = ...) -> None: ...
+    vector: Vector
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[MemoryType, str]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., content: _Optional[str] = ..., background: _Optional[_Union[BackgroundAttributes, _Mapping]] = ..., fact: _Optional[_Union[FactAttributes, _Mapping]] = ..., event: _Optional[_Union[EventAttributes, _Mapping]] = ..., conversation: _Optional[_Union[ConversationAttributes, _Mapping]] = ..., reflection: _Optional[_Union[ReflectionAttributes, _Mapping]] = ..., skill: _Optional[_Union[SkillAttributes, _Mapping]] = ..., importance: _Optional[float] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., current: _Optional[bool] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
+
+class Vector(_message.Message):
+    __slots__ = ("model", "values")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, model: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ItemError(_message.Message):
     __slots__ = ("code", "message", "field")

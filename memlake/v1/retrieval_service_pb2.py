@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from memlake.v1 import memory_pb2 as memlake_dot_v1_dot_memory__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"memlake/v1/retrieval_service.proto\x12\nmemlake.v1\x1a\x17memlake/v1/memory.proto\"\x1e\n\x10GetMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x11GetMemoryResponse\x12\"\n\x06memory\x18\x01 \x01(\x0b\x32\x12.memlake.v1.Memory\"l\n\x15GetMemoryByKeyRequest\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.memlake.v1.MemoryType\x12 \n\x05scope\x18\x02 \x01(\x0b\x32\x11.memlake.v1.Scope\x12\x0b\n\x03key\x18\x03 \x01(\t\"<\n\x16GetMemoryByKeyResponse\x12\"\n\x06memory\x18\x01 \x01(\x0b\x32\x12.memlake.v1.Memory\"\xc9\x01\n\x13ListMemoriesRequest\x12%\n\x05types\x18\x01 \x03(\x0e\x32\x16.memlake.v1.MemoryType\x12 \n\x05scope\x18\x02 \x01(\x0b\x32\x11.memlake.v1.Scope\x12)\n\ntime_range\x18\x03 \x01(\x0b\x32\x15.memlake.v1.TimeRange\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x17\n\x0finclude_history\x18\x06 \x01(\x08\"U\n\x14ListMemoriesResponse\x12$\n\x08memories\x18\x01 \x03(\x0b\x32\x12.memlake.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd3\x01\n\x15SearchMemoriesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12%\n\x05types\x18\x02 \x03(\x0e\x32\x16.memlake.v1.MemoryType\x12 \n\x05scope\x18\x03 \x01(\x0b\x32\x11.memlake.v1.Scope\x12)\n\ntime_range\x18\x04 \x01(\x0b\x32\x15.memlake.v1.TimeRange\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x0f\n\x07min_seq\x18\x06 \x01(\x03\x12\x17\n\x0finclude_history\x18\x07 \x01(\x08\"e\n\nScoreParts\x12\r\n\x05\x64\x65nse\x18\x01 \x01(\x02\x12\x0f\n\x07lexical\x18\x02 \x01(\x02\x12\x0f\n\x07recency\x18\x03 \x01(\x02\x12\x12\n\nimportance\x18\x04 \x01(\x02\x12\x12\n\nconfidence\x18\x05 \x01(\x02\"|\n\x0cSearchResult\x12\"\n\x06memory\x18\x01 \x01(\x0b\x32\x12.memlake.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\x12%\n\x05parts\x18\x03 \x01(\x0b\x32\x16.memlake.v1.ScoreParts\x12\x12\n\nconflicted\x18\x04 \x01(\x08\"V\n\x16SearchMemoriesResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.memlake.v1.SearchResult\x12\x11\n\tindex_seq\x18\x02 \x01(\x03\"\x93\x01\n\x11GetContextRequest\x12 \n\x05scope\x18\x01 \x01(\x0b\x32\x11.memlake.v1.Scope\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x14\n\x0ctoken_budget\x18\x03 \x01(\x05\x12%\n\x05types\x18\x04 \x03(\x0e\x32\x16.memlake.v1.MemoryType\x12\x0f\n\x07min_seq\x18\x05 \x01(\x03\"t\n\x0b\x43ontextItem\x12\"\n\x06memory\x18\x01 \x01(\x0b\x32\x12.memlake.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nconflicted\x18\x05 \x01(\x08\"v\n\x12GetContextResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.memlake.v1.ContextItem\x12\x10\n\x08rendered\x18\x02 \x01(\t\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\x12\x11\n\tindex_seq\x18\x04 \x01(\x03\x32\xae\x03\n\x10RetrievalService\x12H\n\tGetMemory\x12\x1c.memlake.v1.GetMemoryRequest\x1a\x1d.memlake.v1.GetMemoryResponse\x12W\n\x0eGetMemoryByKey\x12!.memlake.v1.GetMemoryByKeyRequest\x1a\".memlake.v1.GetMemoryByKeyResponse\x12Q\n\x0cListMemories\x12\x1f.memlake.v1.ListMemoriesRequest\x1a .memlake.v1.ListMemoriesResponse\x12W\n\x0eSearchMemories\x12!.memlake.v1.SearchMemoriesRequest\x1a\".memlake.v1.SearchMemoriesResponse\x12K\n\nGetContext\x12\x1d.memlake.v1.GetContextRequest\x1a\x1e.memlake.v1.GetContextResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"memlake/v1/retrieval_service.proto\x12\nmemlake.v1\x1a\x17memlake/v1/memory.proto\"\x1e\n\x10GetMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x11GetMemoryResponse\x12\"\n\x06memory\x18\x01 \x01(\x0b\x32\x12.memlake.v1.Memory\"l\n\x15GetMemoryByKeyRequest\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.memlake.v1.MemoryType\x12 \n\x05scope\x18\x02 \x01(\x0b\x32\x11.memlake.v1.Scope\x12\x0b\n\x03key\x18\x03 \x01(\t\"<\n\x16GetMemoryByKeyResponse\x12\"\n\x06memory\x18\x01 \x01(\x0b\x32\x12.memlake.v1.Memory\"\xc9\x01\n\x13ListMemoriesRequest\x12%\n\x05types\x18\x01 \x03(\x0e\x32\x16.memlake.v1.MemoryType\x12 \n\x05scope\x18\x02 \x01(\x0b\x32\x11.memlake.v1.Scope\x12)\n\ntime_range\x18\x03 \x01(\x0b\x32\x15.memlake.v1.TimeRange\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x17\n\x0finclude_history\x18\x06 \x01(\x08\"U\n\x14ListMemoriesResponse\x12$\n\x08memories\x18\x01 \x03(\x0b\x32\x12.memlake.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9d\x02\n\x15SearchMemoriesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12%\n\x05types\x18\x02 \x03(\x0e\x32\x16.memlake.v1.MemoryType\x12 \n\x05scope\x18\x03 \x01(\x0b\x32\x11.memlake.v1.Scope\x12)\n\ntime_range\x18\x04 \x01(\x0b\x32\x15.memlake.v1.TimeRange\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x0f\n\x07min_seq\x18\x06 \x01(\x03\x12\x17\n\x0finclude_history\x18\x07 \x01(\x08\x12\"\n\x06vector\x18\x08 \x01(\x0b\x32\x12.memlake.v1.Vector\x12\x16\n\tmin_score\x18\t \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"e\n\nScoreParts\x12\r\n\x05\x64\x65nse\x18\x01 \x01(\x02\x12\x0f\n\x07lexical\x18\x02 \x01(\x02\x12\x0f\n\x07recency\x18\x03 \x01(\x02\x12\x12\n\nimportance\x18\x04 \x01(\x02\x12\x12\n\nconfidence\x18\x05 \x01(\x02\"|\n\x0cSearchResult\x12\"\n\x06memory\x18\x01 \x01(\x0b\x32\x12.memlake.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\x12%\n\x05parts\x18\x03 \x01(\x0b\x32\x16.memlake.v1.ScoreParts\x12\x12\n\nconflicted\x18\x04 \x01(\x08\"V\n\x16SearchMemoriesResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.memlake.v1.SearchResult\x12\x11\n\tindex_seq\x18\x02 \x01(\x03\"\x93\x01\n\x11GetContextRequest\x12 \n\x05scope\x18\x01 \x01(\x0b\x32\x11.memlake.v1.Scope\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x14\n\x0ctoken_budget\x18\x03 \x01(\x05\x12%\n\x05types\x18\x04 \x03(\x0e\x32\x16.memlake.v1.MemoryType\x12\x0f\n\x07min_seq\x18\x05 \x01(\x03\"t\n\x0b\x43ontextItem\x12\"\n\x06memory\x18\x01 \x01(\x0b\x32\x12.memlake.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nconflicted\x18\x05 \x01(\x08\"v\n\x12GetContextResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.memlake.v1.ContextItem\x12\x10\n\x08rendered\x18\x02 \x01(\t\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\x12\x11\n\tindex_seq\x18\x04 \x01(\x03\x32\xae\x03\n\x10RetrievalService\x12H\n\tGetMemory\x12\x1c.memlake.v1.GetMemoryRequest\x1a\x1d.memlake.v1.GetMemoryResponse\x12W\n\x0eGetMemoryByKey\x12!.memlake.v1.GetMemoryByKeyRequest\x1a\".memlake.v1.GetMemoryByKeyResponse\x12Q\n\x0cListMemories\x12\x1f.memlake.v1.ListMemoriesRequest\x1a .memlake.v1.ListMemoriesResponse\x12W\n\x0eSearchMemories\x12!.memlake.v1.SearchMemoriesRequest\x1a\".memlake.v1.SearchMemoriesResponse\x12K\n\nGetContext\x12\x1d.memlake.v1.GetContextRequest\x1a\x1e.memlake.v1.GetContextResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMEMORIESRESPONSE']._serialized_start=540
   _globals['_LISTMEMORIESRESPONSE']._serialized_end=625
   _globals['_SEARCHMEMORIESREQUEST']._serialized_start=628
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=839
-  _globals['_SCOREPARTS']._serialized_start=841
-  _globals['_SCOREPARTS']._serialized_end=942
-  _globals['_SEARCHRESULT']._serialized_start=944
-  _globals['_SEARCHRESULT']._serialized_end=1068
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1070
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1156
-  _globals['_GETCONTEXTREQUEST']._serialized_start=1159
-  _globals['_GETCONTEXTREQUEST']._serialized_end=1306
-  _globals['_CONTEXTITEM']._serialized_start=1308
-  _globals['_CONTEXTITEM']._serialized_end=1424
-  _globals['_GETCONTEXTRESPONSE']._serialized_start=1426
-  _globals['_GETCONTEXTRESPONSE']._serialized_end=1544
-  _globals['_RETRIEVALSERVICE']._serialized_start=1547
-  _globals['_RETRIEVALSERVICE']._serialized_end=1977
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=913
+  _globals['_SCOREPARTS']._serialized_start=915
+  _globals['_SCOREPARTS']._serialized_end=1016
+  _globals['_SEARCHRESULT']._serialized_start=1018
+  _globals['_SEARCHRESULT']._serialized_end=1142
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1144
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1230
+  _globals['_GETCONTEXTREQUEST']._serialized_start=1233
+  _globals['_GETCONTEXTREQUEST']._serialized_end=1380
+  _globals['_CONTEXTITEM']._serialized_start=1382
+  _globals['_CONTEXTITEM']._serialized_end=1498
+  _globals['_GETCONTEXTRESPONSE']._serialized_start=1500
+  _globals['_GETCONTEXTRESPONSE']._serialized_end=1618
+  _globals['_RETRIEVALSERVICE']._serialized_start=1621
+  _globals['_RETRIEVALSERVICE']._serialized_end=2051
 # @@protoc_insertion_point(module_scope)

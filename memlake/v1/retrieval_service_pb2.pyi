@@ -60,7 +60,7 @@ class ListMemoriesResponse(_message.Message):
     def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.Memory, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SearchMemoriesRequest(_message.Message):
-    __slots__ = ("query", "types", "scope", "time_range", "top_k", "min_seq", "include_history")
+    __slots__ = ("query", "types", "scope", "time_range", "top_k", "min_seq", "include_history", "vector", "min_score")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TYPES_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,8 @@ class SearchMemoriesRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQ_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     query: str
     types: _containers.RepeatedScalarFieldContainer[_memory_pb2.MemoryType]
     scope: _memory_pb2.Scope
@@ -75,7 +77,9 @@ class SearchMemoriesRequest(_message.Message):
     top_k: int
     min_seq: int
     include_history: bool
-    def __init__(self, query: _Optional[str] = ..., types: _Optional[_Iterable[_Union[_memory_pb2.MemoryType, str]]] = ..., scope: _Optional[_Union[_memory_pb2.Scope, _Mapping]] = ..., time_range: _Optional[_Union[_memory_pb2.TimeRange, _Mapping]] = ..., top_k: _Optional[int] = ..., min_seq: _Optional[int] = ..., include_history: _Optional[bool] = ...) -> None: ...
+    vector: _memory_pb2.Vector
+    min_score: float
+    def __init__(self, query: _Optional[str] = ..., types: _Optional[_Iterable[_Union[_memory_pb2.MemoryType, str]]] = ..., scope: _Optional[_Union[_memory_pb2.Scope, _Mapping]] = ..., time_range: _Optional[_Union[_memory_pb2.TimeRange, _Mapping]] = ..., top_k: _Optional[int] = ..., min_seq: _Optional[int] = ..., include_history: _Optional[bool] = ..., vector: _Optional[_Union[_memory_pb2.Vector, _Mapping]] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class ScoreParts(_message.Message):
     __slots__ = ("dense", "lexical", "recency", "importance", "confidence")
