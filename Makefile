@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-shards bench-facts bench-interfaces clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-shards bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
 
 $(STAMP): pyproject.toml
 	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
@@ -100,6 +100,28 @@ bench-interfaces: install
 
 bench-facts: install
 	$(PY) bench/facts.py --out bench/out/facts.json
+
+## Fuzz every RPC: N generated requests and GARBAGE raw bodies each (0 UNKNOWN/INTERNAL/hangs).
+N ?= 10000
+GARBAGE ?= 1000
+DATABASE_URL ?=
+REDIS_URL ?=
+bench-fuzz: install
+	$(PY) bench/fuzz.py --n $(N) --garbage $(GARBAGE) --out bench/out/fuzz$(if $(DATABASE_URL),-postgres).json \
+		$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
+
+## N clients mixing Remember/Search/GetContext/AssertFact for SECONDS (MODE allinone|services|both).
+CLIENTS ?= 16
+SECONDS ?= 20
+MODE ?= allinone
+bench-load: install
+	$(PY) bench/load.py --clients $(CLIENTS) --seconds $(SECONDS) --mode $(MODE) --out bench/out/load-$(MODE).json \
+		$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
+
+## kill -9 of each service during writes, ROUNDS rounds (Postgres; starts its own Redis).
+ROUNDS ?= 20
+bench-faults: install
+	$(PY) bench/faults.py --rounds $(ROUNDS) --out bench/out/faults.json $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache *.egg-info

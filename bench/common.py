@@ -25,29 +25,54 @@ def free_port() -> int:
 class Server:
     """`memlake serve` in a child process on a temporary data folder and a free port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        service: str = "all",
+        port: int | None = None,
+    ) -> None:
+        """service: "all" or one of "ingest", "retrieval", "versioning" (then pass the
+        database and Redis URLs in env, and MEMLAKE_VERSIONING_ADDR to ingest)."""
+        self.port, self.metrics_port = port or free_port(), free_port()
+        self.service = service
+        prefix = "ALLINONE" if service == "all" else service.upper()
         full = dict(os.environ)
         for k in ("MEMLAKE_DATABASE_URL", "MEMLAKE_REDIS_URL"):
             full.pop(k, None)
         full.update(
-            MEMLAKE_DATA_DIR=str(data_dir),
-            MEMLAKE_ALLINONE_PORT=str(self.port),
-            MEMLAKE_ALLINONE_METRICS_PORT=str(self.metrics_port),
-            MEMLAKE_HTTP_PORT=str(free_port()),
-            MEMLAKE_LOG_REQUESTS="false",
+            {
+                "MEMLAKE_DATA_DIR": str(data_dir),
+                f"MEMLAKE_{prefix}_PORT": str(self.port),
+                f"MEMLAKE_{prefix}_METRICS_PORT": str(self.metrics_port),
+                "MEMLAKE_LOG_REQUESTS": "false",
+                "MEMLAKE_HTTP_PORT": str(free_port()),  # the all-in-one's HTTP gateway
+            }
         )
         full.update(env or {})
-        self.log = open(data_dir.parent / f"{data_dir.name}-server.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "memlake", "serve"],
+        self.env = full
+        self.data_dir = data_dir
+        self.log = open(data_dir.parent / f"{data_dir.name}-{service}-server.log", "a")
+        self.proc = self._spawn()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.key_file = data_dir / "admin.key"
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "memlake", "serve", "--service", self.service],
             cwd=ROOT,
-            env=full,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self.addr = f"127.0.0.1:{self.port}"
-        self.key_file = data_dir / "admin.key"
+
+    def kill9(self) -> None:
+        """SIGKILL: no drain, no final snapshot (a crash)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        self.proc = self._spawn()
 
     def operator_key(self) -> str:
         return self.key_file.read_text().strip()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from ingest_service.domain import IngestDomain
 from ingest_service.servicer import IngestServicer
 from memlake.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from shared.batching import MicroBatcher
 from shared.runtime import Runtime
 from shared.server import ServiceSpec
 
@@ -13,7 +14,7 @@ def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestS
     s = rt.settings
     domain = IngestDomain(
         rt.db,
-        rt.embedder,
+        MicroBatcher(rt.embedder),  # concurrent writes share embedding batches
         rt.cache,
         rt.notify,
         tail_size=s.session_tail_size,
@@ -28,7 +29,7 @@ def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestS
         lambda server: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(
             servicer, server
         ),
-        checks=[rt.check_db, rt.check_cache],
+        checks=[rt.check_db],
         on_stop=[servicer.close],
     )
     return spec, servicer

@@ -20,7 +20,7 @@ from shared import changelog
 from shared.auth.sql import granted_sql
 from shared.cache import Cache, safe
 from shared.convert import record_to_proto
-from shared.db.engine import Database
+from shared.db.engine import Database, lock_key
 from shared.db.models import ChangeLogEntry, IdempotencyKey, MemoryRecord
 from shared.db.types import utcnow
 from shared.embedding import Embedder, to_bytes
@@ -70,6 +70,8 @@ class MemoryIn:
     # The writer's read grants (shared.auth): REFLECTION evidence must be among what it
     # may read, else it looks absent. None: no restriction.
     readable: tuple | None = None
+    # occur_time was not given: the turn takes its write time, so time order = turn order.
+    auto_time: bool = False
     # A client-supplied embedding (checked and normalised); the content is then not embedded.
     vector: np.ndarray | None = None
 
@@ -212,7 +214,8 @@ class IngestDomain:
                 if item.type == pb.MEMORY_TYPE_FACT:
                     raise InvalidArgument("memory.type", "FACT items go through AssertFact")
                 if item.type == pb.MEMORY_TYPE_CONVERSATION and item.occur_time is None:
-                    item.occur_time = utcnow()
+                    item.occur_time = utcnow()  # for the embedded text; reset at write
+                    item.auto_time = True
                 todo.append(i)
             except MemlakeError as exc:
                 results[i] = exc
@@ -258,9 +261,8 @@ class IngestDomain:
                     if prior is not None:
                         replays[i] = prior
                     else:
-                        results[i] = Aborted(
-                            f"a concurrent write conflicted with this one; retry ({exc.orig})"
-                        )
+                        log.warning("write conflict: %s", type(exc.orig).__name__)
+                        results[i] = Aborted("a concurrent write conflicted with this one; retry")
         for i, data in replays.items():
             results[i] = Replay(data)  # type: ignore[assignment]
         top = max((r.seq for r in results if isinstance(r, WriteResult)), default=0)
@@ -493,6 +495,7 @@ class IngestDomain:
         changed = []
         if item.type in KEYED:
             rec.key = str(item.attributes[KEYED[item.type]]).strip()
+            lock_key(s, tenant, item.type, item.user_id, item.agent_id, rec.key)
             if item.type == pb.MEMORY_TYPE_REFLECTION:
                 self._check_evidence(s, tenant, item)
             prev = s.scalar(
@@ -517,6 +520,8 @@ class IngestDomain:
                 changed.append(prev)
                 outcome = pb.WRITE_OUTCOME_UPDATED
         elif item.type == pb.MEMORY_TYPE_CONVERSATION:
+            # One writer per session at a time: turn numbers follow commit order.
+            lock_key(s, tenant, "turn", item.user_id, item.agent_id, item.session_id)
             last = s.scalar(
                 select(func.max(MemoryRecord.turn_index)).where(
                     MemoryRecord.tenant == tenant,
@@ -527,6 +532,8 @@ class IngestDomain:
                 )
             )
             rec.turn_index = 0 if last is None else last + 1
+            if item.auto_time:  # now that this writer holds the session (SQLite: the db)
+                rec.occur_time = utcnow()
             if rec.occur_time is None:
                 rec.occur_time = now
         s.add(rec)

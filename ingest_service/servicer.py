@@ -14,6 +14,7 @@ from memlake.v1 import ingest_service_pb2_grpc as ipb_grpc
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
+from shared import validation
 from shared.auth.grants import WRITE
 from shared.auth.identity import caller
 from shared.auth.redact import reads_facts
@@ -124,6 +125,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
         for i, req in enumerate(reqs):
             p = prefix.format(i=offset + i)
             try:
+                validation.check(req, p)
                 check_scope_tenant(req.memory.scope.tenant, tenant, _join(p, "memory.scope.tenant"))
                 item = memory_in(req, _join(p, "memory"), self.domain.embedder)
                 caller().require(WRITE, item.type, item.user_id, item.agent_id, item.session_id)
@@ -260,7 +262,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
         if not request.id:
             raise InvalidArgument("id", "is required")
         if not request.id.isdigit():
-            raise InvalidArgument("id", f"{request.id!r} is not a memory id")
+            raise InvalidArgument("id", "is not a memory id")
         memory_id = int(request.id)
         with self.domain.db.read() as s:
             rec = s.get(MemoryRecord, memory_id)

@@ -45,6 +45,13 @@ CONFLICT_STATUSES = {
 }
 
 
+# The servers' message-size limit (MEMLAKE_MAX_MESSAGE_BYTES default), both ways.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+]
+
+
 class MemlakeError(Exception):
     """A failed call: code is the gRPC status code name, field the offending field."""
 
@@ -128,13 +135,13 @@ def find_api_key() -> str:
 
 def _channel(addr: str, tls: bool, ca_file: str, cert_file: str, key_file: str) -> grpc.Channel:
     if not (tls or ca_file or cert_file):
-        return grpc.insecure_channel(addr)
+        return grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)
 
     def read(p: str) -> bytes | None:
         return Path(p).read_bytes() if p else None
 
     creds = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
-    return grpc.secure_channel(addr, creds)
+    return grpc.secure_channel(addr, creds, options=_CHANNEL_OPTIONS)
 
 
 class MemlakeClient:

@@ -23,6 +23,6 @@ def privacy_spec(rt: Runtime) -> ServiceSpec:
         lambda server: privacy_service_pb2_grpc.add_PrivacyServiceServicer_to_server(
             servicer, server
         ),
-        checks=[rt.check_db, rt.check_cache],
+        checks=[rt.check_db],  # the cache only degrades (health "memlake.cache")
         on_stop=[sweeper.stop],
     )

@@ -40,7 +40,9 @@ def retrieval_spec(rt: Runtime) -> tuple[ServiceSpec, IndexManager]:
     spec = ServiceSpec(
         FULL_NAME,
         register,
-        checks=[rt.check_db, rt.check_cache, index.check_ready],
+        # Ready when its index is: searches need only the index, so they keep
+        # answering while the database is away (the "" status reports that).
+        checks=[index.check_ready],
         on_stop=[unsubscribe, index.stop] + ([router.close] if router else []),
     )
     return spec, index

@@ -611,6 +611,7 @@ class IndexManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._apply_lock = threading.Lock()
+        self._cursor = changelog.ChangeCursor()  # never passes a row still in flight
         self._thread: threading.Thread | None = None
         faiss.omp_set_num_threads(1)  # single queries: threads only add overhead here
 
@@ -625,7 +626,7 @@ class IndexManager:
             self.partitions, self.where = {}, {}
             self._stored, self._manifest_parts = {}, {}
             with self.db.read() as s:
-                start_seq = changelog.last_seq(s)
+                start_seq = changelog.stable_last_seq(s)
             last_id = 0
             while True:
                 with self.db.read() as s:
@@ -760,7 +761,7 @@ class IndexManager:
         if not keys:
             return 0
         with self.db.read() as s:
-            seq0 = changelog.last_seq(s)
+            seq0 = changelog.stable_last_seq(s)  # nothing at or below it still in flight
         built: dict[tuple[str, str], Partition] = {}
         for key in keys:
             p = self._new_partition()
@@ -910,7 +911,9 @@ class IndexManager:
                 with self.db.read() as s:
                     # Each row with its memory's scope: rows of partitions another replica
                     # owns are skipped without loading their memories.
-                    entries = changelog.read_after_with_scope(s, self.applied_seq)
+                    entries = self._cursor.read(
+                        s, self.applied_seq, fetch=changelog.read_after_with_scope
+                    )
                     recs = self._records_for(s, entries, self._holds)
                 if not entries:
                     break

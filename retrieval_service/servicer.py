@@ -14,16 +14,24 @@ from retrieval_service.context import Candidate, assemble
 from retrieval_service.index import Filters, IndexManager
 from retrieval_service.lexical import without_owner
 from retrieval_service.ranking import DEFAULT, RankConfig, search
+from shared import changelog
 from shared.auth.grants import READ
 from shared.auth.identity import caller
 from shared.auth.sql import granted_sql
 from shared.cache import Cache, safe
-from shared.convert import decode_page_token, encode_page_token, record_to_proto, ts_to_dt
+from shared.convert import (
+    decode_page_token,
+    encode_page_token,
+    record_to_proto,
+    token_int,
+    token_time,
+    ts_to_dt,
+)
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
 from shared.db.types import utcnow
 from shared.embedding import Embedder
-from shared.errors import DeadlineExceeded, InvalidArgument, NotFound
+from shared.errors import DeadlineExceeded, InvalidArgument, NotFound, OutOfRange
 from shared.metrics import CACHE_LOOKUPS
 from shared.tails import load_session_tail, session_tail_key
 from shared.tenancy import check_scope_tenant
@@ -79,6 +87,11 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             raise InvalidArgument("min_seq", "must not be negative")
         if not min_seq and self.index.ready:
             return
+        if min_seq > self.index.applied_seq:
+            with self.db.read() as s:
+                top = changelog.last_seq(s)
+            if min_seq > top:  # no write has returned this seq: waiting would not help
+                raise OutOfRange(f"no write has sequence number {min_seq} yet (last {top})")
         remaining = context.time_remaining()
         timeout = min(remaining, MAX_WAIT_S) if remaining is not None else MAX_WAIT_S
         if not self.index.wait_for(min_seq, max(timeout - 0.01, 0)):
@@ -93,6 +106,12 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         ids = {int(i) for i in ids}
         if not ids:
             return set()
+        if self.db.unreachable:
+            # A known database outage (the health monitor's verdict): answer from the
+            # index alone rather than not at all. No Forget can commit meanwhile; one
+            # committed just before the outage and not yet applied by the index (normally
+            # under the 0.2 s tail poll) could show until the database is back.
+            return ids
         return set(
             self.db.scalars_now(
                 select(MemoryRecord.id).where(
@@ -128,7 +147,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
     def GetMemory(self, request, context):
         tenant = self._tenant(context)
         if not request.id.isdigit():
-            raise InvalidArgument("id", f"{request.id!r} is not a memory id")
+            raise InvalidArgument("id", "is not a memory id")
         with self.db.read() as s:
             rec = s.scalar(
                 select(MemoryRecord).where(
@@ -211,11 +230,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             q = q.where(when < ts_to_dt(request.time_range.end_time))
         if request.page_token:
             tok = decode_page_token(request.page_token)
-            try:
-                t_after = datetime.fromisoformat(tok["t"])
-                id_after = int(tok["id"])
-            except (KeyError, ValueError, TypeError) as exc:
-                raise InvalidArgument("page_token", "not a token this service issued") from exc
+            t_after, id_after = token_time(tok, "t"), token_int(tok, "id")
             q = q.where(or_(when > t_after, and_(when == t_after, MemoryRecord.id > id_after)))
         q = q.order_by(when, MemoryRecord.id).limit(size + 1)
         with self.db.read() as s:

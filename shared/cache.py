@@ -216,8 +216,12 @@ class RedisCache(Cache):
         self._redis.close()
 
 
-def make_cache(redis_url: str) -> Cache:
-    return RedisCache(redis_url) if redis_url else InProcessCache()
+def make_cache(redis_url: str, namespace: str = "") -> Cache:
+    """namespace keeps installs that share one Redis apart: keys and pub/sub channels
+    (channels are global across Redis databases) are prefixed with it."""
+    if not redis_url:
+        return InProcessCache()
+    return RedisCache(redis_url, prefix=f"memlake:{namespace}:" if namespace else "memlake:")
 
 
 def safe(fn: Callable, *args, default=None):

@@ -76,12 +76,43 @@ def encode_page_token(payload: dict[str, Any]) -> str:
 
 
 def decode_page_token(token: str) -> dict[str, Any]:
+    """A page token's fields: a flat JSON object of strings and integers in [0, 2^63).
+    Anything else (floats, booleans, nesting, a bad encoding) is INVALID_ARGUMENT."""
+    from shared.errors import InvalidArgument
+
+    bad = InvalidArgument("page_token", "not a token this service issued")
+    if len(token) > 1024:
+        raise bad
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, RecursionError, UnicodeError) as exc:
+        raise bad from exc
+    if not isinstance(data, dict):
+        raise bad
+    for v in data.values():
+        ok_int = type(v) is int and 0 <= v < 2**63
+        if not (ok_int or (isinstance(v, str) and len(v) <= 64)):
+            raise bad
+    return data
+
+
+def token_time(tok: dict[str, Any], key: str) -> datetime:
+    """A timezone-aware datetime stored in a page token."""
     from shared.errors import InvalidArgument
 
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(data, dict):
-            raise ValueError
-        return data
-    except (ValueError, json.JSONDecodeError) as exc:
+        t = datetime.fromisoformat(tok[key])
+    except (KeyError, ValueError, TypeError) as exc:
         raise InvalidArgument("page_token", "not a token this service issued") from exc
+    if t.tzinfo is None:
+        raise InvalidArgument("page_token", "not a token this service issued")
+    return t
+
+
+def token_int(tok: dict[str, Any], key: str) -> int:
+    from shared.errors import InvalidArgument
+
+    v = tok.get(key)
+    if type(v) is not int:
+        raise InvalidArgument("page_token", "not a token this service issued")
+    return v

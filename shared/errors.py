@@ -59,6 +59,16 @@ class DeadlineExceeded(MemlakeError):
     reason = "DEADLINE_EXCEEDED"
 
 
+class OutOfRange(MemlakeError):
+    code_name = "OUT_OF_RANGE"
+    reason = "OUT_OF_RANGE"
+
+
+class ResourceExhausted(MemlakeError):
+    code_name = "RESOURCE_EXHAUSTED"
+    reason = "RESOURCE_EXHAUSTED"
+
+
 class Aborted(MemlakeError):
     code_name = "ABORTED"
     reason = "CONCURRENT_MODIFICATION"

@@ -12,8 +12,9 @@ from shared.auth.audit import AccessAuditor
 from shared.auth.identity import Authenticator
 from shared.auth.store import KeyStore
 from shared.auth.tls import server_credentials
+from shared.limits import TenantLimiter
 from shared.runtime import Runtime, build_runtime
-from shared.server import RunningServer, create_server, serve_forever, start_metrics
+from shared.server import Dependency, RunningServer, create_server, serve_forever, start_metrics
 from shared.settings import Settings
 
 log = logging.getLogger("memlake")
@@ -51,12 +52,29 @@ def start(
         specs.append(admin_spec(rt))
     if not specs:
         raise ValueError(f"unknown service {which!r}")
+    limiter = TenantLimiter(
+        settings.rate_limit_per_s,
+        settings.rate_limit_burst,
+        settings.max_concurrent_per_tenant,
+        redis_url=settings.redis_url,
+        namespace=settings.resolved_redis_namespace(),
+    )
+    specs[-1].on_stop.append(limiter.close)
     running = create_server(
         specs,
         f"{host}:{port}",
         max_workers=settings.max_workers,
         health_interval=settings.health_check_interval_s,
         log_requests=settings.log_requests,
+        max_message_bytes=settings.max_message_bytes,
+        limiter=limiter,
+        default_tenant=settings.default_tenant,
+        dependencies=[
+            Dependency("memlake.database", rt.check_db, required=True, on_result=rt.db.mark),
+            # Redis is a cache: its loss degrades (slower), it does not make us unready.
+            Dependency("memlake.cache", rt.check_cache, required=False),
+        ],
+        health_timeout=settings.health_check_timeout_s,
         tracer_provider=rt.tracer_provider,
         authenticator=authenticator,
         auditor=auditor,

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from shared.cache import Cache, LocalNotifier, make_cache, safe
-from shared.db.engine import Database
+from shared.db.engine import Database, Guards
 from shared.embedding import Embedder, make_embedder
 from shared.metrics import instrument_embedder
 from shared.settings import Settings
@@ -49,17 +49,26 @@ class Runtime:
         self.db.dispose()
 
 
+def guards_from(settings: Settings) -> Guards:
+    return Guards(
+        lock_timeout_s=settings.db_lock_timeout_s,
+        statement_timeout_s=settings.db_statement_timeout_s,
+        idle_in_transaction_s=settings.db_idle_in_transaction_timeout_s,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
+
+
 def build_runtime(settings: Settings, *, migrate: bool = True, service: str = "all") -> Runtime:
     from shared.tracing import provider_for
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.sqlalchemy_url())
+    db = Database(settings.sqlalchemy_url(), guards_from(settings))
     if migrate:
         db.upgrade()
     return Runtime(
         settings=settings,
         db=db,
-        cache=make_cache(settings.redis_url),
+        cache=make_cache(settings.redis_url, settings.resolved_redis_namespace()),
         embedder=instrument_embedder(
             make_embedder(
                 settings.embedder,

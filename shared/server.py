@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,9 +26,12 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from shared import deadline, validation
 from shared.auth.audit import AccessAuditor
 from shared.auth.identity import Authenticator, is_public, reset_caller, set_caller
-from shared.errors import MemlakeError
+from shared.errors import InvalidArgument, MemlakeError
+from shared.limits import TenantLimiter
+from shared.tenancy import tenant_from_metadata
 from shared.tracing import annotate, server_interceptors
 
 log = logging.getLogger("memlake")
@@ -44,6 +48,51 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ERROR_DOMAIN = "memlake.dev"
+# An error message goes out twice in the trailers (grpc-message and the rich status), and
+# clients refuse trailers over 8 KiB: keep it to this many UTF-8 bytes.
+MAX_ERROR_BYTES = 1024
+AUDIT_GRACE_S = 0.25
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """The one message-size limit, for servers and for the channels services open."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class _Undecodable:
+    """A request body that did not parse; the handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument("request", f"the body is not a valid {self.type_name}")
+
+
+def _safe_deserializer(deserialize, type_name: str):
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception:  # noqa: BLE001 - any parse failure is the caller's bad input
+            return _Undecodable(type_name)
+
+    return parse
+
+
+def _checked_stream(requests, validate: bool):
+    for req in requests:
+        if isinstance(req, _Undecodable):
+            raise req.error()
+        if validate:
+            validation.check(req)
+        yield req
 
 
 class JsonFormatter(logging.Formatter):
@@ -71,9 +120,26 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if isinstance(exc, MemlakeError):
         code = grpc.StatusCode[exc.code_name]
         msg, reason, fld, extra = exc.message, exc.reason, exc.field, exc.details
+    elif sqlstate == "55P03":  # lock_timeout: another transaction holds this item
+        code, msg, reason, fld, extra = (
+            grpc.StatusCode.ABORTED,
+            "another write holds this item; retry",
+            "LOCK_TIMEOUT",
+            "",
+            [],
+        )
+    elif sqlstate == "57014" and (deadline.remaining() or 1.0) <= 0.05:
+        code, msg, reason, fld, extra = (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "the deadline passed while the database was working",
+            "DEADLINE_EXCEEDED",
+            "",
+            [],
+        )
     elif _is_db_unavailable(exc):
         code, msg, reason, fld, extra = (
             grpc.StatusCode.UNAVAILABLE,
@@ -90,6 +156,9 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
             "",
             [],
         )
+    raw = msg.encode()
+    if len(raw) > MAX_ERROR_BYTES:  # never let an echoed value overflow the metadata
+        msg = raw[: MAX_ERROR_BYTES - 3].decode(errors="ignore") + "..."
     details = []
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
     if fld:
@@ -112,6 +181,9 @@ class _Abort(Exception):
     pass
 
 
+PER_ITEM_STREAMS = {"/memlake.v1.IngestService/StreamRemember"}
+
+
 class ServiceInterceptor(grpc.ServerInterceptor):
     """Wraps every RPC kind: request id, error translation, metrics, one log line."""
 
@@ -120,10 +192,14 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         log_requests: bool = True,
         authenticator: Authenticator | None = None,
         auditor: AccessAuditor | None = None,
+        limiter: TenantLimiter | None = None,
+        default_tenant: str = "default",
     ) -> None:
         self.log_requests = log_requests
         self.auth = authenticator
         self.auditor = auditor
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
+        self.default_tenant = default_tenant
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -141,6 +217,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         else:
             kind, fn = "stream_stream", handler.stream_stream
         streaming_response = kind.endswith("_stream")
+        streaming_request = kind.startswith("stream_")
+        ours = service.startswith("memlake.")
+        # Items of these streams are checked one by one by the servicer (per-item errors).
+        per_item = full in PER_ITEM_STREAMS
         public = is_public(full)
 
         def wrapped(request_or_iterator, context):
@@ -157,17 +237,35 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             request_id = md.get("x-request-id") or uuid.uuid4().hex
             annotate(request_id=request_id)
             code = grpc.StatusCode.OK
-            ident = token = result = None
+            ident = token = result = release = None
+            valid = False  # only a request that passed validation reaches the audit
             try:
                 if self.auth is not None and not public:
                     ident = self.auth.authenticate(md, context)
                     token = set_caller(ident)
                     annotate(tenant=ident.tenant)  # from the credentials, never the request
-                result = fn(request_or_iterator, context)
-                if streaming_response:
-                    yield from result
-                else:
-                    yield result
+                if self.limiter is not None and ours and not public:
+                    tenant = (
+                        ident.tenant
+                        if ident is not None
+                        else tenant_from_metadata(md.items(), self.default_tenant)
+                    )
+                    release = self.limiter.admit(tenant)
+                if streaming_request:
+                    request_or_iterator = _checked_stream(
+                        request_or_iterator, ours and not per_item
+                    )
+                elif isinstance(request_or_iterator, _Undecodable):
+                    raise request_or_iterator.error()
+                elif ours:
+                    validation.check(request_or_iterator, skip_per_item=True)
+                valid = True
+                with deadline.call_deadline(context.time_remaining()):
+                    result = fn(request_or_iterator, context)
+                    if streaming_response:
+                        yield from result
+                    else:
+                        yield result
             except Exception as exc:  # noqa: BLE001 - every exception becomes a status
                 set_code = _context_code(context)
                 if set_code not in (None, grpc.StatusCode.OK):
@@ -178,20 +276,28 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 code, status = _status_for(exc)
                 context.abort_with_status(rpc_status.to_status(status))
             finally:
+                if release is not None:
+                    release()
                 if token is not None:
                     reset_caller(token)
                 elapsed = time.perf_counter() - start
                 code_name = code.name
                 if ident is not None and self.auditor is not None:
-                    self.auditor.record(
-                        ident,
-                        full,
-                        code_name,
-                        request_or_iterator if kind.startswith("unary") else None,
-                        result if kind.endswith("unary") else None,
-                        request_id,
-                        _peer(context),
-                    )
+                    # Bounded like the call (plus AUDIT_GRACE_S), so a database outage
+                    # cannot hold this thread after the caller has gone.
+                    left = context.time_remaining()
+                    with deadline.call_deadline(
+                        None if left is None else max(left, 0.0) + AUDIT_GRACE_S
+                    ):
+                        self.auditor.record(
+                            ident,
+                            full,
+                            code_name,
+                            request_or_iterator if valid and kind.startswith("unary") else None,
+                            result if kind.endswith("unary") else None,
+                            request_id,
+                            _peer(context),
+                        )
                 REQUESTS.labels(service, method, code_name).inc()
                 LATENCY.labels(service, method, code_name).observe(elapsed)
                 if self.log_requests:
@@ -213,7 +319,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         factory = getattr(grpc, f"{kind}_rpc_method_handler")
         return factory(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe_deserializer(handler.request_deserializer, method),
             response_serializer=handler.response_serializer,
         )
 
@@ -249,43 +355,104 @@ class ServiceSpec:
     on_stop: list[Callable[[], None]] = field(default_factory=list)
 
 
-class HealthMonitor:
-    """Re-runs each service's checks periodically and publishes the result."""
+LIVENESS = "memlake.liveness"  # SERVING while the process can answer at all
 
-    def __init__(self, servicer: health.HealthServicer, specs: list[ServiceSpec], interval: float):
+
+@dataclass
+class Dependency:
+    """A health entry of its own (e.g. "memlake.database"). `required`: the overall
+    status "" is NOT_SERVING while it fails; otherwise its failure only degrades."""
+
+    name: str
+    check: Callable[[], None]
+    required: bool = True
+    on_result: Callable[[bool], None] | None = None  # told each verdict
+
+
+class HealthMonitor:
+    """Re-runs the checks periodically and publishes: LIVENESS (always SERVING: the
+    process answers; for liveness probes), each dependency, each service (readiness: its
+    own checks), and "" (every service and every required dependency). A check that does
+    not answer within `timeout` counts as failed, so a database that hangs rather than
+    refuses turns readiness NOT_SERVING within interval + timeout seconds."""
+
+    def __init__(
+        self,
+        servicer: health.HealthServicer,
+        specs: list[ServiceSpec],
+        interval: float,
+        dependencies: list[Dependency] | None = None,
+        timeout: float = 2.0,
+    ):
         self.servicer = servicer
         self.specs = specs
+        self.deps = dependencies or []
         self.interval = interval
+        self.timeout = timeout
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        self._running: dict[Callable, threading.Thread] = {}
         for spec in specs:
             servicer.set(spec.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for dep in self.deps:
+            servicer.set(dep.name, health_pb2.HealthCheckResponse.NOT_SERVING)
         servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+
+    def _run_check(self, check: Callable[[], None]) -> str | None:
+        """None when the check passed within the timeout, else why not."""
+        prev = self._running.get(check)
+        if prev is not None and prev.is_alive():
+            return "the previous check has not returned"
+        out: list = []
+
+        def run():
+            try:
+                check()
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                out.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+        t = threading.Thread(target=run, name="health-check", daemon=True)
+        self._running[check] = t
+        t.start()
+        t.join(self.timeout)
+        if t.is_alive():
+            return f"no answer within {self.timeout:g} s"
+        return out[0] if out else "no result"
 
     def check_once(self) -> bool:
-        all_ok = True
-        for spec in self.specs:
-            ok = True
-            for check in spec.checks:
-                try:
-                    check()
-                except Exception as exc:  # noqa: BLE001 - any failure means not ready
-                    ok = False
-                    log.warning("health check failed for %s: %s", spec.full_name, exc)
-                    break
-            status = (
+        results: dict[Callable, str | None] = {}
+
+        def result(check):
+            if check not in results:
+                results[check] = self._run_check(check)
+            return results[check]
+
+        def publish(name: str, ok: bool) -> None:
+            self.servicer.set(
+                name,
                 health_pb2.HealthCheckResponse.SERVING
                 if ok
-                else health_pb2.HealthCheckResponse.NOT_SERVING
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
-            self.servicer.set(spec.full_name, status)
-            all_ok = all_ok and ok
-        self.servicer.set(
-            "",
-            health_pb2.HealthCheckResponse.SERVING
-            if all_ok
-            else health_pb2.HealthCheckResponse.NOT_SERVING,
-        )
+
+        all_ok = True
+        for dep in self.deps:
+            why = result(dep.check)
+            if why is not None:
+                log.warning("health: %s failing: %s", dep.name, why)
+            if dep.on_result is not None:
+                dep.on_result(why is None)
+            publish(dep.name, why is None)
+            all_ok = all_ok and (why is None or not dep.required)
+        for spec in self.specs:
+            why = next((w for w in map(result, spec.checks) if w is not None), None)
+            if why is not None:
+                log.warning("health check failed for %s: %s", spec.full_name, why)
+            publish(spec.full_name, why is None)
+            all_ok = all_ok and why is None
+        publish("", all_ok)
         return all_ok
 
     def start(self) -> None:
@@ -312,10 +479,20 @@ class RunningServer:
     specs: list[ServiceSpec]
 
     def stop(self, grace: float) -> None:
-        """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish."""
+        """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish. Returns
+        within `grace` whatever clients do: calls still running when the drain share of
+        it ends are cancelled, and stop hooks (index snapshot, closing pools) get the rest."""
+        end = time.monotonic() + grace
         self.monitor.stop()
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        self.server.stop(max(grace - min(1.0, grace / 4), 0)).wait()
+        hooks = threading.Thread(target=self._run_on_stop, name="on-stop", daemon=True)
+        hooks.start()
+        hooks.join(max(end - time.monotonic(), 0))
+        if hooks.is_alive():
+            log.warning("stop hooks still running when the grace ended; not waiting for them")
+
+    def _run_on_stop(self) -> None:
         for spec in self.specs:
             for fn in spec.on_stop:
                 try:
@@ -331,10 +508,15 @@ def create_server(
     max_workers: int = 16,
     health_interval: float = 5.0,
     log_requests: bool = True,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     tracer_provider=None,
     authenticator: Authenticator | None = None,
     auditor: AccessAuditor | None = None,
     server_credentials: grpc.ServerCredentials | None = None,
+    limiter: TenantLimiter | None = None,
+    default_tenant: str = "default",
+    dependencies: list[Dependency] | None = None,
+    health_timeout: float = 2.0,
 ) -> RunningServer:
     """Builds and starts a server on address (port 0 picks a free port)."""
     server = grpc.server(
@@ -342,12 +524,9 @@ def create_server(
         # The tracing interceptor (when on) is outermost, so ours runs in its span.
         interceptors=[
             *server_interceptors(tracer_provider),
-            ServiceInterceptor(log_requests, authenticator, auditor),
+            ServiceInterceptor(log_requests, authenticator, auditor, limiter, default_tenant),
         ],
-        options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)],
     )
     for spec in specs:
         spec.register(server)
@@ -364,7 +543,9 @@ def create_server(
         port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
-    monitor = HealthMonitor(health_servicer, specs, health_interval)
+    monitor = HealthMonitor(
+        health_servicer, specs, health_interval, dependencies, timeout=health_timeout
+    )
     server.start()
     monitor.start()
     return RunningServer(server, port, health_servicer, monitor, specs)
@@ -387,11 +568,24 @@ def serve_forever(running: RunningServer, grace: float) -> None:
     signal.signal(signal.SIGTERM, _handle)
     signal.signal(signal.SIGINT, _handle)
     done.wait()
+    # A handler stuck in a call that ignores cancellation would keep the interpreter from
+    # exiting (it joins worker threads): end the process anyway when the grace is over.
+    watchdog = threading.Timer(grace, _hard_exit)
+    watchdog.daemon = True
+    watchdog.start()
     running.stop(grace)
     log.info("stopped")
 
 
+def _hard_exit() -> None:
+    log.warning("threads still busy after the shutdown grace; exiting now")
+    logging.shutdown()
+    os._exit(0)
+
+
 __all__ = [
+    "Dependency",
+    "LIVENESS",
     "ServiceSpec",
     "RunningServer",
     "create_server",

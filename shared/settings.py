@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Empty: in-process cache. Otherwise e.g. redis://127.0.0.1:6379/0
     redis_url: str = ""
+    # Prefix of this install's Redis keys and pub/sub channels (channels are global across
+    # Redis databases). Empty: derived from the database URL, so installs on different
+    # databases never hear each other's changes; the services of one install agree.
+    redis_namespace: str = ""
 
     # host:port of the all-in-one server. Clients (`memlake`, the MCP server) read the same
     # MEMLAKE_ADDR to find it; when set it overrides MEMLAKE_HOST/MEMLAKE_ALLINONE_PORT for
@@ -147,8 +152,29 @@ class Settings(BaseSettings):
     otlp_insecure: bool = True
 
     max_workers: int = 16
+    # One maximum gRPC message size (bytes) for every server, internal client and the SDK.
+    max_message_bytes: int = 16 * 1024 * 1024
+
+    # Per-tenant limits, each answered RESOURCE_EXHAUSTED with a RetryInfo; 0 turns one off.
+    # The rate is a token bucket (in Redis when redis_url is set, shared by every replica;
+    # in-process otherwise) refilled at rate_limit_per_s up to rate_limit_burst tokens
+    # (0: one second's worth). Calls in flight are counted per process.
+    rate_limit_per_s: float = 0.0
+    rate_limit_burst: int = 0
+    max_concurrent_per_tenant: int = 0
+
+    # Postgres guards (seconds). A write waits at most db_lock_timeout_s for a row or key
+    # lock; a statement runs at most the call's remaining deadline, or
+    # db_statement_timeout_s without one; a transaction left idle is ended by the server.
+    db_lock_timeout_s: float = 2.0
+    db_statement_timeout_s: float = 30.0
+    db_idle_in_transaction_timeout_s: float = 10.0
+    # How long a call waits for a pooled connection before UNAVAILABLE.
+    db_pool_timeout_s: float = 5.0
     shutdown_grace_s: float = 10.0
-    health_check_interval_s: float = 5.0
+    health_check_interval_s: float = 2.0
+    # A dependency check without an answer in this time counts as failed.
+    health_check_timeout_s: float = 2.0
     log_level: str = "INFO"
     log_requests: bool = True
 
@@ -156,6 +182,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'memlake.db').resolve()}"
+
+    def resolved_redis_namespace(self) -> str:
+        if self.redis_namespace:
+            return self.redis_namespace
+        url = self.sqlalchemy_url()
+        if "@" in url:  # no password in the hash input, only where the data lives
+            url = url.split("://", 1)[0] + "://" + url.rsplit("@", 1)[1]
+        return hashlib.sha256(url.encode()).hexdigest()[:12]
 
     def resolved_versioning_addr(self) -> str:
         return self.versioning_addr or f"127.0.0.1:{self.versioning_port}"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.server import LIVENESS
+
 yaml = pytest.importorskip("yaml")
 K8S = Path(__file__).resolve().parent.parent / "k8s"
 
@@ -40,6 +42,9 @@ def test_workloads_are_hardened_and_probed():
                 assert c["readinessProbe"]["grpc"]["port"] == grpc_port
                 assert c["readinessProbe"]["grpc"]["service"].startswith("memlake.v1.")
                 seen.add(c["readinessProbe"]["grpc"]["service"])
+                # Liveness asks only whether the process answers: a database outage
+                # makes pods unready, it must not restart them all.
+                assert c["livenessProbe"]["grpc"] == {"port": grpc_port, "service": LIVENESS}
     assert seen == {
         "memlake.v1.IngestService",
         "memlake.v1.RetrievalService",

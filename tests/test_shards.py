@@ -68,7 +68,7 @@ class Replica:
             MEMLAKE_REDIS_URL=s.redis_url,
             MEMLAKE_EMBEDDER="hash",
             MEMLAKE_RETRIEVAL_PORT=str(self.port),
-            MEMLAKE_RETRIEVAL_METRICS_PORT=str(_free_port()),
+            MEMLAKE_RETRIEVAL_METRICS_PORT="0",  # the OS picks: no race for a free port
             MEMLAKE_REPLICA_PEERS=",".join(f"127.0.0.1:{p}" for p in self.ports[:count]),
             MEMLAKE_REPLICA_ORDINAL=str(self.ordinal),
             MEMLAKE_TAIL_POLL_INTERVAL_S="0.05",

@@ -8,9 +8,9 @@ from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared.auth.grants import READ, WRITE
 from shared.auth.identity import caller
 from shared.auth.redact import blank_fact, reads_facts, writer_error
-from shared.convert import decode_page_token, encode_page_token, msg_to_dict, ts_to_dt
+from shared.convert import decode_page_token, encode_page_token, msg_to_dict, token_int, ts_to_dt
 from shared.db.models import FactConflict
-from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from shared.errors import AlreadyExists, FailedPrecondition
 from shared.idempotency import Replay, fingerprint
 from shared.tenancy import check_scope_tenant
 from versioning_service.convert import audit_to_proto, conflict_to_proto, fact_to_proto
@@ -20,10 +20,7 @@ from versioning_service.facts import AssertResult, FactIn, FactStore, page_limit
 def _after(token: str) -> int:
     if not token:
         return 0
-    after = decode_page_token(token).get("after")
-    if not isinstance(after, int) or after < 0:
-        raise InvalidArgument("page_token", "not a token this service issued")
-    return after
+    return token_int(decode_page_token(token), "after")
 
 
 def _next_token(after: int | None) -> str:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared.auth import keys
 from shared.auth.grants import ADMIN, MEMBER, OPERATOR, Grant, Identity
@@ -31,6 +32,11 @@ from shared.tenancy import check_tenant_name
 log = logging.getLogger("memlake.auth")
 
 BOOTSTRAP_KEY_ID = "bootstrap"
+
+
+# How long a verified key keeps working from the cache while the database is unreachable.
+STALE_S = 300.0
+_STALE = object()
 
 
 @dataclass
@@ -82,9 +88,24 @@ class KeyStore:
         now = time.monotonic()
         entry = self._cache.get(key_id)
         fresh = entry is not None and now - entry.fetched < self.cache_ttl_s
-        if not (fresh and hmac.compare_digest(entry.digest, digest)):
-            with self.db.read() as s:
-                rec = s.get(ApiKeyRecord, key_id)
+        rec = None
+        matches = entry is not None and hmac.compare_digest(entry.digest, digest)
+        if not fresh and matches and self.db.unreachable and now - entry.fetched < STALE_S:
+            rec = _STALE  # known outage: do not wait for the database at all
+        elif not (fresh and matches):
+            try:
+                with self.db.read() as s:
+                    rec = s.get(ApiKeyRecord, key_id)
+            except (OperationalError, PoolTimeout, DBAPIError):
+                # The database is away: a key verified before keeps working for up to
+                # STALE_S more (no revocation can commit meanwhile either), so searches
+                # that need only the index keep answering through an outage.
+                if not (matches and now - entry.fetched < STALE_S):
+                    raise
+                rec = _STALE
+        if rec is _STALE:
+            pass
+        elif not (fresh and hmac.compare_digest(entry.digest, digest)):
             if rec is None:
                 raise Unauthenticated("unknown API key", reason="KEY_INVALID")
             known = (
@@ -109,9 +130,16 @@ class KeyStore:
     def audits_reads(self, tenant: str) -> bool:
         now = time.monotonic()
         hit = self._tenants.get(tenant)
+        if self.db.unreachable:  # known outage: the read audit could not be written anyway
+            return hit[0] if hit is not None else False
         if hit is None or now - hit[1] >= self.cache_ttl_s:
-            with self.db.read() as s:
-                rec = s.get(TenantRecord, tenant)
+            try:
+                with self.db.read() as s:
+                    rec = s.get(TenantRecord, tenant)
+            except (OperationalError, PoolTimeout, DBAPIError):
+                if hit is None:
+                    raise
+                return hit[0]  # the last known setting while the database is away
             hit = (bool(rec and rec.audit_reads), now)
             self._tenants[tenant] = hit
         return hit[0]

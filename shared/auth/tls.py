@@ -27,14 +27,17 @@ def server_credentials(settings) -> grpc.ServerCredentials | None:
 def channel(addr: str, settings) -> grpc.Channel:
     """A channel from one memlake service to another, with TLS when the servers use it
     (presenting the server's own certificate when mutual TLS is on)."""
+    from shared.server import channel_options
+
+    sizes = channel_options(settings.max_message_bytes)  # the one limit, internal hops too
     if not settings.tls_cert_file:
-        return grpc.insecure_channel(addr)
+        return grpc.insecure_channel(addr, options=sizes)
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(settings.tls_ca_file) or _read(settings.tls_cert_file),
         private_key=_read(settings.tls_key_file) if settings.tls_client_ca_file else None,
         certificate_chain=_read(settings.tls_cert_file) if settings.tls_client_ca_file else None,
     )
-    opts = []
+    opts = list(sizes)
     if settings.tls_server_name:
         opts.append(("grpc.ssl_target_name_override", settings.tls_server_name))
     return grpc.secure_channel(addr, creds, options=opts)

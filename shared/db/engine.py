@@ -5,25 +5,88 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from shared import deadline
+from shared.db.watchdog import Watchdog
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_MS = 30000
 
 
-def make_engine(url: str, *, immediate: bool = True) -> Engine:
-    """Postgres: a pooled engine. SQLite: WAL, and with immediate=True every transaction
-    takes the write lock at BEGIN (read-then-write never fails on lock upgrade). Both hide
-    statement parameters (memory content) from error messages and logs."""
+@dataclass(frozen=True)
+class Guards:
+    """Postgres limits (seconds): lock waits, statements without a call deadline, idle
+    transactions, and waiting for a pooled connection."""
+
+    lock_timeout_s: float = 2.0
+    statement_timeout_s: float = 30.0
+    idle_in_transaction_s: float = 10.0
+    pool_timeout_s: float = 5.0
+
+
+def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = None) -> Engine:
+    """Postgres: a pooled engine whose sessions carry lock, statement and idle timeouts
+    and TCP keepalives. SQLite: WAL, and with immediate=True every transaction takes the
+    write lock at BEGIN (read-then-write never fails on lock upgrade). Both hide statement
+    parameters (memory content) from error messages and logs."""
+    g = guards or Guards()
     if not url.startswith("sqlite"):
-        return create_engine(
-            url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+        ms = lambda s: int(s * 1000)  # noqa: E731
+        options = (
+            f"-c lock_timeout={ms(g.lock_timeout_s)}"
+            f" -c statement_timeout={ms(g.statement_timeout_s)}"
+            f" -c idle_in_transaction_session_timeout={ms(g.idle_in_transaction_s)}"
         )
+        engine = create_engine(
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=g.pool_timeout_s,
+            hide_parameters=True,
+            connect_args={
+                "options": options,
+                "connect_timeout": 2,  # the least libpq takes; the watchdog bounds the rest
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 2,
+                "tcp_user_timeout": 5000,
+            },
+        )
+        dog = Watchdog(default_budget_s=g.statement_timeout_s + 5)
+
+        @event.listens_for(engine, "checkout")
+        def _checkout(dbapi_conn, _record, _proxy):
+            # Watched from here to checkin; the ping replaces pool_pre_ping, which would
+            # run before anything watches it.
+            dog.watch(dbapi_conn)
+            try:
+                autocommit = dbapi_conn.autocommit
+                dbapi_conn.autocommit = True  # the ping leaves no transaction open
+                cur = dbapi_conn.cursor()
+                cur.execute("SELECT 1")
+                cur.close()
+                dbapi_conn.autocommit = autocommit
+            except Exception as exc:
+                dog.unwatch(dbapi_conn)
+                raise DisconnectionError(str(exc)) from exc
+
+        @event.listens_for(engine, "checkin")
+        def _checkin(dbapi_conn, _record):
+            if dbapi_conn is not None:
+                dog.unwatch(dbapi_conn)
+
+        return engine
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +107,10 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
+        # Wait for the write lock no longer than the call's deadline.
+        left = deadline.remaining()
+        busy = SQLITE_BUSY_MS if left is None else max(1, min(SQLITE_BUSY_MS, int(left * 1000)))
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={busy}")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
@@ -52,9 +119,10 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
 class Database:
     """Write and read sessions over one database URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, guards: Guards | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url, immediate=True)
+        self.guards = guards or Guards()
+        self.engine = make_engine(url, immediate=True, guards=self.guards)
         self.dialect = self.engine.dialect.name
         self.read_engine = (
             make_engine(url, immediate=False) if self.dialect == "sqlite" else self.engine
@@ -65,15 +133,35 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction; commits on success, rolls back on error."""
+        deadline.check("the database write")
         with self._write() as session, session.begin():
             _timed_connection(session, "write")
+            self._bound(session)
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        deadline.check("the database read")
         with self._read() as session, session.begin():
             _timed_connection(session, "read")
+            self._bound(session)
             yield session
+
+    def _bound(self, session: Session) -> None:
+        """Postgres: no statement or lock wait outlives the call's deadline."""
+        left = deadline.remaining()
+        if self.dialect != "postgresql" or left is None:
+            return
+        g = self.guards
+        stmt = max(1, int(min(left, g.statement_timeout_s) * 1000))
+        lock = max(1, int(min(left, g.lock_timeout_s) * 1000))
+        session.execute(
+            text(
+                "SELECT set_config('statement_timeout', :s, true),"
+                " set_config('lock_timeout', :l, true)"
+            ),
+            {"s": str(stmt), "l": str(lock)},
+        )
 
     def scalars_now(self, stmt) -> list:
         """One read statement with the fewest round trips: on Postgres outside a
@@ -107,12 +195,45 @@ class Database:
         upgrade(self.engine)
 
     def ping(self) -> None:
-        ping(self.read_engine)
+        """Postgres: on a connection of its own, so a busy pool (every connection taken by
+        calls) is not mistaken for an unreachable database."""
+        if self.dialect != "postgresql":
+            ping(self.read_engine)
+            return
+        if self._ping_engine is None:
+            self._ping_engine = create_engine(
+                self.url, poolclass=NullPool, connect_args={"connect_timeout": 2}
+            )
+        ping(self._ping_engine)
+
+    _ping_engine: Engine | None = None
+
+    # The health monitor's verdict: while the database is known to be unreachable (two
+    # checks in a row failed; one slow answer on a busy machine is not an outage), callers
+    # that can do without it (cached credentials, index-only search) do not wait for it.
+    unreachable: bool = False
+    _failed_checks: int = 0
+
+    def mark(self, ok: bool) -> None:
+        self._failed_checks = 0 if ok else self._failed_checks + 1
+        self.unreachable = self._failed_checks >= 2
 
     def dispose(self) -> None:
+        if self._ping_engine is not None:
+            self._ping_engine.dispose()
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
+
+
+def lock_key(session: Session, *parts: object) -> None:
+    """Serialises the writers of one item (a keyed memory, a session's turns) until commit,
+    and nothing else. Postgres: a transaction advisory lock on a hash of the parts, bounded
+    by lock_timeout. SQLite: a no-op, since BEGIN IMMEDIATE already admits one writer."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = "\x1f".join(str(p) for p in parts)
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
 
 
 def _timed_connection(session: Session, engine: str) -> None:
@@ -130,6 +251,9 @@ def upgrade(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # Another process may be migrating: wait for it however long it takes.
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(7311001)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -26,6 +26,7 @@ export type RememberRequest = Message<"memlake.v1.RememberRequest"> & {
   /**
    * Optional client-chosen id; a retry with the same id stores nothing twice
    * and returns the first response.
+   * Limit: at most 256 characters.
    *
    * @generated from field: string request_id = 2;
    */
@@ -80,7 +81,7 @@ export const RememberResponseSchema: GenMessage<RememberResponse> = /*@__PURE__*
  */
 export type RememberBatchRequest = Message<"memlake.v1.RememberBatchRequest"> & {
   /**
-   * At most 1000 items.
+   * Limit: at most 1000 items.
    *
    * @generated from field: repeated memlake.v1.RememberRequest requests = 1;
    */
@@ -169,6 +170,8 @@ export type StreamRememberRequest = Message<"memlake.v1.StreamRememberRequest"> 
   memory?: Memory | undefined;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string request_id = 2;
    */
   requestId: string;
@@ -226,12 +229,15 @@ export const StreamRememberResponseSchema: GenMessage<StreamRememberResponse> = 
 export type ForgetRequest = Message<"memlake.v1.ForgetRequest"> & {
   /**
    * Required.
+   * Limit: a decimal id below 2^63 when set.
    *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string request_id = 2;
    */
   requestId: string;

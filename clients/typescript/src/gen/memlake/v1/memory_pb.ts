@@ -23,22 +23,29 @@ export type Scope = Message<"memlake.v1.Scope"> & {
   /**
    * Output only. Taken from the caller's credentials (until authentication
    * lands: the x-memlake-tenant request metadata, default "default").
+   * Limit: at most 256 characters.
    *
    * @generated from field: string tenant = 1;
    */
   tenant: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string user_id = 2;
    */
   userId: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string agent_id = 3;
    */
   agentId: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string session_id = 4;
    */
   sessionId: string;
@@ -59,6 +66,7 @@ export const ScopeSchema: GenMessage<Scope> = /*@__PURE__*/
 export type Source = Message<"memlake.v1.Source"> & {
   /**
    * For example "user", "agent", "tool", "document", "import".
+   * Limit: at most 256 characters.
    *
    * @generated from field: string kind = 1;
    */
@@ -66,22 +74,29 @@ export type Source = Message<"memlake.v1.Source"> & {
 
   /**
    * Who wrote it: a user, an agent or a program name.
+   * Limit: at most 256 characters.
    *
    * @generated from field: string actor = 2;
    */
   actor: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string session_id = 3;
    */
   sessionId: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string message_id = 4;
    */
   messageId: string;
 
   /**
+   * Limit: at most 2048 characters.
+   *
    * @generated from field: string document_uri = 5;
    */
   documentUri: string;
@@ -124,6 +139,7 @@ export const TimeRangeSchema: GenMessage<TimeRange> = /*@__PURE__*/
 export type BackgroundAttributes = Message<"memlake.v1.BackgroundAttributes"> & {
   /**
    * Required. The profile attribute this item sets, e.g. "name", "language".
+   * Limit: at most 256 characters.
    *
    * @generated from field: string key = 1;
    */
@@ -143,6 +159,7 @@ export const BackgroundAttributesSchema: GenMessage<BackgroundAttributes> = /*@_
 export type FactAttributes = Message<"memlake.v1.FactAttributes"> & {
   /**
    * Required. What the fact is about, e.g. "user", "project atlas".
+   * Limit: at most 256 characters.
    *
    * @generated from field: string subject = 1;
    */
@@ -150,6 +167,7 @@ export type FactAttributes = Message<"memlake.v1.FactAttributes"> & {
 
   /**
    * The relation, e.g. "lives_in". Empty for free-text facts.
+   * Limit: at most 256 characters.
    *
    * @generated from field: string predicate = 2;
    */
@@ -157,6 +175,7 @@ export type FactAttributes = Message<"memlake.v1.FactAttributes"> & {
 
   /**
    * Required. The value as text.
+   * Limit: at most 32000 characters.
    *
    * @generated from field: string value = 3;
    */
@@ -199,6 +218,7 @@ export type FactAttributes = Message<"memlake.v1.FactAttributes"> & {
 
   /**
    * Output only. The id of this fact version in the versioning service.
+   * Limit: a decimal id below 2^63 when set.
    *
    * @generated from field: string fact_version_id = 9;
    */
@@ -218,17 +238,22 @@ export const FactAttributesSchema: GenMessage<FactAttributes> = /*@__PURE__*/
 export type EventAttributes = Message<"memlake.v1.EventAttributes"> & {
   /**
    * Optional free-form kind, e.g. "meeting", "deploy", "trip".
+   * Limit: at most 256 characters.
    *
    * @generated from field: string kind = 1;
    */
   kind: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string location = 2;
    */
   location: string;
 
   /**
+   * Limit: at most 100 items, each at most 256 characters.
+   *
    * @generated from field: repeated string participants = 3;
    */
   participants: string[];
@@ -247,12 +272,15 @@ export const EventAttributesSchema: GenMessage<EventAttributes> = /*@__PURE__*/
 export type ConversationAttributes = Message<"memlake.v1.ConversationAttributes"> & {
   /**
    * Who spoke: "user", "assistant", "system", or a name.
+   * Limit: at most 256 characters.
    *
    * @generated from field: string role = 1;
    */
   role: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string speaker = 2;
    */
   speaker: string;
@@ -278,6 +306,7 @@ export const ConversationAttributesSchema: GenMessage<ConversationAttributes> = 
 export type ReflectionAttributes = Message<"memlake.v1.ReflectionAttributes"> & {
   /**
    * Required. Stable name of the pattern, e.g. "answer_length".
+   * Limit: at most 256 characters.
    *
    * @generated from field: string key = 1;
    */
@@ -292,6 +321,7 @@ export type ReflectionAttributes = Message<"memlake.v1.ReflectionAttributes"> & 
 
   /**
    * Required, at least one: ids of the memories that support the pattern.
+   * Limit: at most 100 items, each a decimal id below 2^63 when set.
    *
    * @generated from field: repeated string evidence_memory_ids = 3;
    */
@@ -311,6 +341,7 @@ export const ReflectionAttributesSchema: GenMessage<ReflectionAttributes> = /*@_
 export type SkillAttributes = Message<"memlake.v1.SkillAttributes"> & {
   /**
    * Required. The skill's name; a new write with the same name is a new revision.
+   * Limit: at most 256 characters.
    *
    * @generated from field: string name = 1;
    */
@@ -318,17 +349,22 @@ export type SkillAttributes = Message<"memlake.v1.SkillAttributes"> & {
 
   /**
    * Required, at least one.
+   * Limit: at most 100 items.
    *
    * @generated from field: repeated string steps = 2;
    */
   steps: string[];
 
   /**
+   * Limit: at most 100 items.
+   *
    * @generated from field: repeated string inputs = 3;
    */
   inputs: string[];
 
   /**
+   * Limit: at most 32000 characters.
+   *
    * @generated from field: string outcome_notes = 4;
    */
   outcomeNotes: string;
@@ -354,6 +390,7 @@ export const SkillAttributesSchema: GenMessage<SkillAttributes> = /*@__PURE__*/
 export type Memory = Message<"memlake.v1.Memory"> & {
   /**
    * Output only. Decimal id assigned at write.
+   * Limit: a decimal id below 2^63 when set.
    *
    * @generated from field: string id = 1;
    */
@@ -371,6 +408,7 @@ export type Memory = Message<"memlake.v1.Memory"> & {
 
   /**
    * Required. The text of the memory.
+   * Limit: at most 32000 characters.
    *
    * @generated from field: string content = 4;
    */
@@ -452,6 +490,7 @@ export type Memory = Message<"memlake.v1.Memory"> & {
 
   /**
    * Output only. Changes whenever the stored item changes.
+   * Limit: at most 256 characters.
    *
    * @generated from field: string etag = 16;
    */

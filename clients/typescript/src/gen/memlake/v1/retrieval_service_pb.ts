@@ -19,6 +19,8 @@ export const file_memlake_v1_retrieval_service: GenFile = /*@__PURE__*/
  */
 export type GetMemoryRequest = Message<"memlake.v1.GetMemoryRequest"> & {
   /**
+   * Limit: a decimal id below 2^63 when set.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -104,6 +106,7 @@ export const GetMemoryByKeyResponseSchema: GenMessage<GetMemoryByKeyResponse> = 
 export type ListMemoriesRequest = Message<"memlake.v1.ListMemoriesRequest"> & {
   /**
    * Empty means all types.
+   * Limit: at most 16 items.
    *
    * @generated from field: repeated memlake.v1.MemoryType types = 1;
    */
@@ -125,12 +128,15 @@ export type ListMemoriesRequest = Message<"memlake.v1.ListMemoriesRequest"> & {
 
   /**
    * Default 50, at most 1000.
+   * Limit: within [0, 1000].
    *
    * @generated from field: int32 page_size = 4;
    */
   pageSize: number;
 
   /**
+   * Limit: at most 1024 characters.
+   *
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
@@ -184,6 +190,8 @@ export type SearchMemoriesRequest = Message<"memlake.v1.SearchMemoriesRequest"> 
   query: string;
 
   /**
+   * Limit: at most 16 items.
+   *
    * @generated from field: repeated memlake.v1.MemoryType types = 2;
    */
   types: MemoryType[];
@@ -200,6 +208,7 @@ export type SearchMemoriesRequest = Message<"memlake.v1.SearchMemoriesRequest"> 
 
   /**
    * Default 10, at most 200.
+   * Limit: within [0, 200].
    *
    * @generated from field: int32 top_k = 5;
    */
@@ -207,6 +216,7 @@ export type SearchMemoriesRequest = Message<"memlake.v1.SearchMemoriesRequest"> 
 
   /**
    * Wait (bounded by the deadline) until this write sequence is searchable.
+   * Limit: at least 0.
    *
    * @generated from field: int64 min_seq = 6;
    */
@@ -359,6 +369,7 @@ export type GetContextRequest = Message<"memlake.v1.GetContextRequest"> & {
 
   /**
    * Default 1000.
+   * Limit: within [0, 100000].
    *
    * @generated from field: int32 token_budget = 3;
    */
@@ -366,12 +377,15 @@ export type GetContextRequest = Message<"memlake.v1.GetContextRequest"> & {
 
   /**
    * Empty means all types.
+   * Limit: at most 16 items.
    *
    * @generated from field: repeated memlake.v1.MemoryType types = 4;
    */
   types: MemoryType[];
 
   /**
+   * Limit: at least 0.
+   *
    * @generated from field: int64 min_seq = 5;
    */
   minSeq: bigint;

@@ -129,16 +129,22 @@ export type AssertFactRequest = Message<"memlake.v1.AssertFactRequest"> & {
   scope?: Scope | undefined;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string subject = 2;
    */
   subject: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string predicate = 3;
    */
   predicate: string;
 
   /**
+   * Limit: at most 32000 characters.
+   *
    * @generated from field: string value = 4;
    */
   value: string;
@@ -174,6 +180,8 @@ export type AssertFactRequest = Message<"memlake.v1.AssertFactRequest"> & {
   policy: ConflictPolicy;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string request_id = 11;
    */
   requestId: string;
@@ -251,11 +259,15 @@ export type FactKey = Message<"memlake.v1.FactKey"> & {
   scope?: Scope | undefined;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string subject = 2;
    */
   subject: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string predicate = 3;
    */
   predicate: string;
@@ -407,6 +419,7 @@ export type ListFactsRequest = Message<"memlake.v1.ListFactsRequest"> & {
 
   /**
    * Empty: every subject in the scope.
+   * Limit: at most 256 characters.
    *
    * @generated from field: string subject = 2;
    */
@@ -418,11 +431,15 @@ export type ListFactsRequest = Message<"memlake.v1.ListFactsRequest"> & {
   includeHistory: boolean;
 
   /**
+   * Limit: within [0, 1000].
+   *
    * @generated from field: int32 page_size = 4;
    */
   pageSize: number;
 
   /**
+   * Limit: at most 1024 characters.
+   *
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
@@ -472,11 +489,15 @@ export type RetractFactRequest = Message<"memlake.v1.RetractFactRequest"> & {
   reason: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string actor = 3;
    */
   actor: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string request_id = 4;
    */
   requestId: string;
@@ -595,11 +616,15 @@ export type ListConflictsRequest = Message<"memlake.v1.ListConflictsRequest"> & 
   status: ConflictStatus;
 
   /**
+   * Limit: within [0, 1000].
+   *
    * @generated from field: int32 page_size = 3;
    */
   pageSize: number;
 
   /**
+   * Limit: at most 1024 characters.
+   *
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
@@ -639,6 +664,8 @@ export const ListConflictsResponseSchema: GenMessage<ListConflictsResponse> = /*
  */
 export type ResolveConflictRequest = Message<"memlake.v1.ResolveConflictRequest"> & {
   /**
+   * Limit: a decimal id below 2^63 when set.
+   *
    * @generated from field: string conflict_id = 1;
    */
   conflictId: string;
@@ -649,11 +676,15 @@ export type ResolveConflictRequest = Message<"memlake.v1.ResolveConflictRequest"
   resolution: ConflictResolution;
 
   /**
+   * Limit: a decimal id below 2^63 when set.
+   *
    * @generated from field: string keep_fact_id = 3;
    */
   keepFactId: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string actor = 4;
    */
   actor: string;
@@ -703,16 +734,22 @@ export type AddSubjectAliasRequest = Message<"memlake.v1.AddSubjectAliasRequest"
   scope?: Scope | undefined;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string alias = 2;
    */
   alias: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string subject = 3;
    */
   subject: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string actor = 4;
    */
   actor: string;
@@ -822,22 +859,29 @@ export type ListAuditEventsRequest = Message<"memlake.v1.ListAuditEventsRequest"
 
   /**
    * Empty: all keys.
+   * Limit: at most 256 characters.
    *
    * @generated from field: string subject = 2;
    */
   subject: string;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string predicate = 3;
    */
   predicate: string;
 
   /**
+   * Limit: within [0, 1000].
+   *
    * @generated from field: int32 page_size = 4;
    */
   pageSize: number;
 
   /**
+   * Limit: at most 1024 characters.
+   *
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
@@ -923,6 +967,8 @@ export type SetConflictPolicyRequest = Message<"memlake.v1.SetConflictPolicyRequ
   policy: ConflictPolicy;
 
   /**
+   * Limit: at most 256 characters.
+   *
    * @generated from field: string actor = 2;
    */
   actor: string;
