@@ -227,8 +227,8 @@ def test_shard_candidates_name_no_speaker_outside_the_grant(suite, client):
         query="zebra",
         query_vector=np.zeros(suite.runtime.embedder.dim, np.float32).tobytes(),
         want=50,
-        start_time=float("-inf"),
-        end_time=float("inf"),
+        start_time=0.0,
+        end_time=4e9,
         min_seq=seq,
     )
     with grpc.insecure_channel(suite.addr) as ch:
