@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from memlake.v1 import memory_pb2 as pb
 from shared import changelog
+from shared.auth.sql import granted_sql
 from shared.cache import Cache, safe
 from shared.convert import record_to_proto
 from shared.db.engine import Database, lock_key
@@ -66,6 +67,9 @@ class MemoryIn:
     request_id: str = ""
     # Hash of the whole request, so a reused request_id with other content is refused.
     fingerprint: str = ""
+    # The writer's read grants (shared.auth): REFLECTION evidence must be among what it
+    # may read, else it looks absent. None: no restriction.
+    readable: tuple | None = None
     # occur_time was not given: the turn takes its write time, so time order = turn order.
     auto_time: bool = False
     # A client-supplied embedding (checked and normalised); the content is then not embedded.
@@ -542,7 +546,9 @@ class IngestDomain:
         found = set(
             s.scalars(
                 select(MemoryRecord.id).where(
-                    MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids)
+                    MemoryRecord.tenant == tenant,
+                    MemoryRecord.id.in_(ids),
+                    granted_sql(item.readable),
                 )
             )
         )

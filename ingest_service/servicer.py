@@ -17,6 +17,7 @@ from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared import validation
 from shared.auth.grants import WRITE
 from shared.auth.identity import caller
+from shared.auth.redact import reads_facts
 from shared.convert import ATTR_FIELD, msg_to_dict, record_to_proto, ts_to_dt
 from shared.db.models import MemoryRecord
 from shared.embedding import Embedder
@@ -128,6 +129,7 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
                 check_scope_tenant(req.memory.scope.tenant, tenant, _join(p, "memory.scope.tenant"))
                 item = memory_in(req, _join(p, "memory"), self.domain.embedder)
                 caller().require(WRITE, item.type, item.user_id, item.agent_id, item.session_id)
+                item.readable = caller().readable()
                 if item.type == pb.MEMORY_TYPE_FACT:
                     out[i] = self._assert_fact(tenant, req, item, context)
                 else:
@@ -180,7 +182,15 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
             raise _versioning_error(exc) from exc
         with self.domain.db.read() as s:
             rec = s.get(MemoryRecord, int(resp.fact.memory_id)) if resp.fact.memory_id else None
-        memory = record_to_proto(rec) if rec is not None else pb.Memory(type=pb.MEMORY_TYPE_FACT)
+        if rec is not None and (
+            resp.outcome != pb.WRITE_OUTCOME_DUPLICATE or reads_facts(item.user_id, item.agent_id)
+        ):
+            memory = record_to_proto(rec)
+        else:  # a DUPLICATE is a record someone else wrote: a writer gets its own request back
+            memory = pb.Memory(type=pb.MEMORY_TYPE_FACT)
+            if rec is not None:
+                memory.CopyFrom(req.memory)
+                memory.id, memory.scope.tenant = str(rec.id), tenant
         return ipb.RememberResponse(memory=memory, seq=resp.seq, outcome=resp.outcome)
 
     # -- RPCs -------------------------------------------------------------------------------
@@ -263,7 +273,8 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
                     rec.user_id,
                     rec.agent_id,
                     rec.session_id,
-                    f"forget {memory_id}",
+                    f"forget memory {memory_id}",
+                    name_scope=False,
                 )
         seq = self.domain.forget(tenant, memory_id)
         return ipb.ForgetResponse(seq=seq)

@@ -392,8 +392,24 @@ def _conflict(x) -> dict[str, Any]:
 def serve(
     cfg: McpConfig, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765
 ) -> None:
+    if transport != "stdio" and not _loopback(host):
+        # Whoever reaches the port acts with this server's key: only this machine may.
+        raise SystemExit(
+            f"memlake mcp: refusing to listen on {host}: MCP over HTTP carries this server's "
+            "API key and has no authentication of its own, so it binds a loopback address "
+            "only (127.0.0.1, ::1, localhost)"
+        )
     server = build_server(cfg)
     if transport == "stdio":
         server.run("stdio")
     else:
         server.run("streamable-http", host=host, port=port)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

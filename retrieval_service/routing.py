@@ -388,6 +388,9 @@ class ShardServicer(spb_grpc.ShardServiceServicer):
                 conflicted=x["conflicted"].astype(bool).tobytes(),
                 asks=x["asks"].tobytes(),
                 speakers=x["speakers"],
-                speaker_names=sorted(x["names"]),
+                # A key that may read only part of the partition learns only its speakers.
+                speaker_names=sorted(
+                    x["names"] if f.access is None else {n for n in x["speakers"] if n}
+                ),
             )
         return resp

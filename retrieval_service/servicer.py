@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import retrieval_service_pb2 as rpb
@@ -17,6 +17,7 @@ from retrieval_service.ranking import DEFAULT, RankConfig, search
 from shared import changelog
 from shared.auth.grants import READ
 from shared.auth.identity import caller
+from shared.auth.sql import granted_sql
 from shared.cache import Cache, safe
 from shared.convert import (
     decode_page_token,
@@ -158,7 +159,13 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             if rec is None:
                 raise NotFound(f"no memory with id {request.id}")
             caller().require(
-                READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
+                READ,
+                rec.type,
+                rec.user_id,
+                rec.agent_id,
+                rec.session_id,
+                f"memory {rec.id}",
+                name_scope=False,
             )
             return rpb.GetMemoryResponse(memory=record_to_proto(rec))
 
@@ -170,6 +177,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         key = request.key.strip()
         if not key:
             raise InvalidArgument("key", "is required")
+        who, sc = caller(), request.scope
+        if not who.may_read_in(request.type, sc.user_id, sc.agent_id):
+            who.require(READ, request.type, sc.user_id, sc.agent_id)  # names what was asked
         now = datetime.now(UTC)
         with self.db.read() as s:
             rec = s.scalar(
@@ -183,12 +193,12 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                     or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > now),
                 )
             )
-            if rec is None:
+            # An item of a session outside the grant looks absent, as it does to a search.
+            if rec is None or not who.can(
+                READ, rec.type, rec.user_id, rec.agent_id, rec.session_id
+            ):
                 what = "name" if request.type == pb.MEMORY_TYPE_SKILL else "key"
                 raise NotFound(f"no current {pb.MemoryType.Name(request.type)} with {what} {key!r}")
-            caller().require(
-                READ, rec.type, rec.user_id, rec.agent_id, rec.session_id, f"memory {rec.id}"
-            )
             return rpb.GetMemoryByKeyResponse(memory=record_to_proto(rec))
 
     def ListMemories(self, request, context):
@@ -213,7 +223,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             q = q.where(MemoryRecord.type.in_(types))
         if not request.include_history:
             q = q.where(MemoryRecord.current.is_(True))
-        q = q.where(_granted_sql(caller().readable()))
+        q = q.where(granted_sql(caller().readable()))
         if start > float("-inf"):
             q = q.where(when >= ts_to_dt(request.time_range.start_time))
         if end < float("inf"):
@@ -380,23 +390,3 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 self.tail_ttl_s,
             )
         return tail
-
-
-def _granted_sql(grants):
-    """SQL for "one of the caller's read grants allows this row" (True when unrestricted)."""
-    if grants is None:
-        return MemoryRecord.id.is_not(None)
-    clauses = []
-    for g in grants:
-        parts = []
-        if g.types:
-            parts.append(MemoryRecord.type.in_(sorted(g.types)))
-        for values, col in (
-            (g.users, MemoryRecord.user_id),
-            (g.agents, MemoryRecord.agent_id),
-            (g.sessions, MemoryRecord.session_id),
-        ):
-            if values:
-                parts.append(col.in_(sorted(values)))
-        clauses.append(and_(*parts) if parts else MemoryRecord.id.is_not(None))
-    return or_(*clauses) if clauses else false()

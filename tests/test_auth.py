@@ -120,12 +120,15 @@ def test_member_grants_restrict_reads_and_writes(suite):
             assert {x.scope.user_id for x in m.list_all()} == {"alice"}
             ctx = m.context(scope=scope("bob", session_id="s1"), intent="sailing")
             assert ctx.items == [] and "Bob" not in ctx.rendered
-            # A direct read or a write outside the grant is refused, naming what.
+            # A direct read or a write outside the grant is refused, naming what; a read by
+            # id names the id only, not the scope of what the key may not see.
             with expect_error("PERMISSION_DENIED") as e:
                 m.get(w[1].memory.id)
-            assert "bob" in e.value.message and "EVENT" in e.value.message
-            with expect_error("PERMISSION_DENIED"):
+            assert f"memory {w[1].memory.id}" in e.value.message
+            assert "bob" not in e.value.message and "EVENT" not in e.value.message
+            with expect_error("PERMISSION_DENIED") as e:
                 m.remember(event("forged", user="bob"))
+            assert "bob" in e.value.message and "EVENT" in e.value.message
             with expect_error("PERMISSION_DENIED"):
                 m.forget(w[1].memory.id)
             with expect_error("PERMISSION_DENIED"):

@@ -1,7 +1,9 @@
 """Property: no call returns or changes what its key's grants forbid.
 
-Hypothesis draws a key's grants and a list of calls over every kind of RPC (reads by id,
-lists, search, context, fact reads, writes of each type, forget, fact writes, key minting).
+Hypothesis draws a key's grants and a list of calls over every kind of RPC (reads by id and
+by key, lists, search, context with and without a session, fact reads, writes of each type,
+forget, fact writes, key minting, export and erasure, request_ids the admin used replayed
+by the narrower key).
 An oracle written here, independently of shared.auth, says what the grants allow; every
 memory a call returns must be allowed and of the caller's tenant, every refused write must
 change nothing, every allowed write must not be refused for permission."""
@@ -21,7 +23,7 @@ from memlake.client import MemlakeClient, MemlakeError, grant, scope
 from memlake.v1 import memory_pb2 as pb
 from tests.helpers import background, event, reflection, skill, turn
 
-EXAMPLES = int(os.environ.get("MEMLAKE_PROPERTY_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("MEMLAKE_PROPERTY_EXAMPLES", "200"))
 USERS = ["u1", "u2", ""]
 AGENTS = ["a1", "a2", ""]
 SESSIONS = ["s1", "s2"]
@@ -33,6 +35,7 @@ TYPES = {
     "reflection": pb.MEMORY_TYPE_REFLECTION,
     "skill": pb.MEMORY_TYPE_SKILL,
 }
+KEYED = ("background", "reflection", "skill")
 CALLS: Counter = Counter()
 
 
@@ -50,6 +53,11 @@ def allowed(grants: list[dict], perm: str, type_: int, user: str, agent: str, se
             continue
         return True
     return False
+
+
+def may_read_in(grants: list[dict], type_: int, user: str, agent: str) -> bool:
+    """Some read grant allows this type, user and agent in at least one session."""
+    return any(allowed([{**g, "sessions": []}], "read", type_, user, agent, "") for g in grants)
 
 
 def _memory(kind: str, user: str, agent: str, session: str, text: str, evidence: str):
@@ -77,6 +85,7 @@ def world(suite):
     other = suite.client()
     seqs = []
     ids = {}
+    keyed = []
     first = admin.remember(event("seed evidence", user="u1"))
     for kind in TYPES:
         for user in USERS:
@@ -89,9 +98,12 @@ def world(suite):
                 r = admin.remember(m)
                 ids[r.memory.id] = (r.memory.type, user, agent, r.memory.scope.session_id)
                 seqs.append(r.seq)
+                if kind in KEYED:
+                    key = getattr(m, kind).name if kind == "skill" else getattr(m, kind).key
+                    keyed.append((kind, key, user, agent, r.memory.scope.session_id))
     o = other.remember(event("zebra of the other tenant", user="u1"))
     seqs.append(o.seq)
-    yield admin, ids, max(seqs), o.memory.id
+    yield admin, ids, max(seqs), o.memory.id, keyed
     print(f"\nauth property calls ({suite.backend}): {dict(sorted(CALLS.items()))}")
     CALLS.clear()
     admin.close()
@@ -127,6 +139,15 @@ call_st = st.one_of(
     st.tuples(st.just("fact_write"), scope_st, st.sampled_from(["assert", "retract", "alias"])),
     st.tuples(st.just("admin"), st.sampled_from(["policy", "keys", "access", "tenant"])),
     st.tuples(st.just("mint"), grant_st),
+    st.tuples(st.just("by_key"), st.integers(0, 10_000), st.booleans()),
+    st.tuples(
+        st.just("session_context"),
+        st.tuples(st.sampled_from(USERS), st.sampled_from(AGENTS), st.sampled_from(SESSIONS)),
+        st.sampled_from(["", "zebra"]),
+        st.booleans(),
+    ),
+    st.tuples(st.just("privacy"), st.sampled_from(["export", "erase"]), st.sampled_from(USERS)),
+    st.tuples(st.just("replay"), st.sampled_from(["event", "fact"]), scope_st, st.booleans()),
 )
 
 
@@ -148,7 +169,7 @@ def _proto_grant(g: dict):
 )
 @given(grants=st.lists(grant_st, min_size=1, max_size=3), calls=st.lists(call_st, max_size=8))
 def test_no_call_exceeds_its_grant(suite, world, grants, calls):
-    admin, ids, seq, foreign_id = world
+    admin, ids, seq, foreign_id, keyed = world
     key = admin.create_api_key(grants=[_proto_grant(g) for g in grants], ttl_seconds=600)
     id_list = sorted(ids) + [foreign_id]
 
@@ -284,6 +305,87 @@ def test_no_call_exceeds_its_grant(suite, world, grants, calls):
                     else:
                         c.create_tenant(f"x{uuid.uuid4().hex[:8]}")
                 assert e.value.code == "PERMISSION_DENIED"
+            elif kind == "by_key":
+                pool = keyed
+                if call[2]:  # an item near the key's first grant, so edges are often hit
+                    pool = [x for x in keyed if _near(grants[0], TYPES[x[0]], x[2], x[3])] or keyed
+                t, k, u, a, s = pool[call[1] % len(pool)]
+                type_ = TYPES[t]
+                try:
+                    exists = admin.get_by_key(t, k, scope=scope(u, a)).id
+                except MemlakeError:
+                    exists = None  # forgotten by an earlier example
+                try:
+                    got = c.get_by_key(t, k, scope=scope(u, a))
+                    check_memories([got])
+                    assert got.id == exists
+                except MemlakeError as exc:
+                    if allowed(grants, "read", type_, u, a, s):
+                        assert exists is None and exc.code == "NOT_FOUND", exc
+                    elif may_read_in(grants, type_, u, a):
+                        assert exc.code == "NOT_FOUND", exc  # another session: looks absent
+                    else:
+                        assert exc.code == "PERMISSION_DENIED", exc
+            elif kind == "session_context":
+                (u, a, s), intent = call[1], call[2]
+                if call[3]:  # a scope the key's first grant names, so the tail is often seen
+                    g0 = grants[0]
+                    u = g0["users"][0] if g0["users"] else u
+                    a = g0["agents"][0] if g0["agents"] else a
+                    s = g0["sessions"][0] if g0["sessions"] else s
+                r = c.context(scope=scope(u, a, s), intent=intent, token_budget=4000)
+                check_memories([x.memory for x in r.items])
+                tail = {x.memory.id for x in r.items if x.reason == "session_tail"}
+                CALLS["session_context_tail_items"] += len(tail)
+                if not intent:
+                    # The session's turns this key may read, and only those: the admin's
+                    # tail narrowed by the oracle.
+                    full = admin.context(scope=scope(u, a, s), token_budget=4000).items
+                    want = {
+                        x.memory.id
+                        for x in full
+                        if x.reason == "session_tail"
+                        and allowed(grants, "read", x.memory.type, u, a, s)
+                    }
+                    assert tail == want, (tail, want, grants)
+            elif kind == "privacy":
+                CALLS[f"privacy_{call[1]}"] += 1
+                # ExportSubject and EraseSubject are for ADMIN keys only.
+                with pytest.raises(MemlakeError) as e:
+                    if call[1] == "export":
+                        list(c.export_subject(user_id=call[2] or "u1"))
+                    else:
+                        c.erase_subject(user_id=call[2] or "u1")
+                assert e.value.code == "PERMISSION_DENIED"
+            elif kind == "replay":
+                # A request_id the admin used, replayed by this narrower key.
+                t, (u, a, s) = call[1], call[2]
+                if call[3]:
+                    u = grants[0]["users"][0] if grants[0]["users"] else u
+                    a = grants[0]["agents"][0] if grants[0]["agents"] else a
+                if not (u or a):
+                    continue
+                CALLS[f"replay_{t}"] += 1
+                rid = f"rid-{uuid.uuid4().hex}"
+                ok = allowed(grants, "write", TYPES[t], u, a, "")
+                readable = allowed(grants, "read", TYPES[t], u, a, "")
+                try:
+                    if t == "event":
+                        m = _memory("event", u, a, "", "zebra replayed", "")
+                        first = admin.remember(m, request_id=rid)
+                        again = c.remember(m, request_id=rid)
+                        assert again.memory.id == first.memory.id  # replayed, not rewritten
+                    else:
+                        subj, old = u or a, f"old{uuid.uuid4().hex[:8]}"
+                        admin.assert_fact(subj, "replays", old, scope=scope(u, a))
+                        kw = {"scope": scope(u, a), "request_id": rid}
+                        first = admin.assert_fact(subj, "replays", "new", **kw)
+                        again = c.assert_fact(subj, "replays", "new", **kw)
+                        assert again.fact.id == first.fact.id
+                        assert (old in str(again)) == readable, (again, grants)
+                    assert ok, "a replay outside the grant succeeded"
+                except MemlakeError as exc:
+                    assert not ok and exc.code == "PERMISSION_DENIED", exc
             elif kind == "mint":
                 g = call[1]
                 covered = any(_covers(p, g) for p in grants)
@@ -294,6 +396,15 @@ def test_no_call_exceeds_its_grant(suite, world, grants, calls):
                 except MemlakeError as exc:
                     assert not covered and exc.code == "PERMISSION_DENIED", exc
     admin.revoke_api_key(key.key.key_id)
+
+
+def _near(g: dict, type_: int, user: str, agent: str) -> bool:
+    """The grant names this type, user and agent (or leaves them open); sessions aside."""
+    return (
+        (not g["types"] or type_ in g["types"])
+        and (not g["users"] or user in g["users"])
+        and (not g["agents"] or agent in g["agents"])
+    )
 
 
 def _covers(p: dict, c: dict) -> bool:

@@ -7,8 +7,10 @@ from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 from shared.auth.grants import READ, WRITE
 from shared.auth.identity import caller
+from shared.auth.redact import blank_fact, reads_facts, writer_error
 from shared.convert import decode_page_token, encode_page_token, msg_to_dict, token_int, ts_to_dt
 from shared.db.models import FactConflict
+from shared.errors import AlreadyExists, FailedPrecondition
 from shared.idempotency import Replay, fingerprint
 from shared.tenancy import check_scope_tenant
 from versioning_service.convert import audit_to_proto, conflict_to_proto, fact_to_proto
@@ -81,17 +83,32 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
             reason=request.reason,
             importance=request.importance,
         )
-        res = self.store.assert_fact(
-            tenant,
-            f,
-            policy=request.policy,
-            request_id=request.request_id,
-            fingerprint=fingerprint(request),
-            encode=lambda r: assert_response(r, tenant).SerializeToString(),
-        )
+        readable = reads_facts(user_id, agent_id)
+        try:
+            res = self.store.assert_fact(
+                tenant,
+                f,
+                policy=request.policy,
+                request_id=request.request_id,
+                fingerprint=fingerprint(request),
+                encode=lambda r: assert_response(r, tenant).SerializeToString(),
+            )
+        except FailedPrecondition as exc:
+            if readable or exc.reason != "FACT_CONFLICT":
+                raise
+            raise writer_error(
+                exc,
+                f"fact {request.subject!r} {request.predicate!r} holds another value and the "
+                f"policy is REJECT ({caller().who} may not read it)",
+            ) from None
         if isinstance(res, Replay):
-            return vpb.AssertFactResponse.FromString(res.data)
-        return assert_response(res, tenant)
+            resp = vpb.AssertFactResponse.FromString(res.data)
+        else:
+            resp = assert_response(res, tenant)
+        if not readable:  # what was believed before, and who else asserted it
+            resp.ClearField("previous")
+            del resp.fact.sources[:]
+        return resp
 
     def RetractFact(self, request, context):
         tenant, *k = self._key(request, context, WRITE)
@@ -112,9 +129,13 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
             encode=encode,
         )
         if isinstance(res, Replay):
-            return vpb.RetractFactResponse.FromString(res.data)
-        v, key, seq = res
-        return vpb.RetractFactResponse(fact=fact_to_proto(v, key, tenant), seq=seq)
+            resp = vpb.RetractFactResponse.FromString(res.data)
+        else:
+            v, key, seq = res
+            resp = vpb.RetractFactResponse(fact=fact_to_proto(v, key, tenant), seq=seq)
+        if not reads_facts(k[0], k[1]):
+            blank_fact(resp.fact)
+        return resp
 
     def ResolveConflict(self, request, context):
         tenant = self._tenant(context)
@@ -131,21 +152,32 @@ class VersioningServicer(vpb_grpc.VersioningServiceServicer):
             actor=request.actor,
             reason=request.reason,
         )
-        return vpb.ResolveConflictResponse(
+        resp = vpb.ResolveConflictResponse(
             conflict=conflict_to_proto(c, rows, keys, tenant), seq=seq
         )
+        if not reads_facts(c.user_id, c.agent_id):
+            for f in resp.conflict.facts:
+                blank_fact(f)
+        return resp
 
     def AddSubjectAlias(self, request, context):
         tenant, user_id, agent_id = self._scoped(request, context, perm=WRITE)
-        subject = self.store.add_alias(
-            tenant,
-            user_id,
-            agent_id,
-            request.alias,
-            request.subject,
-            actor=request.actor,
-            reason=request.reason,
-        )
+        try:
+            subject = self.store.add_alias(
+                tenant,
+                user_id,
+                agent_id,
+                request.alias,
+                request.subject,
+                actor=request.actor,
+                reason=request.reason,
+            )
+        except AlreadyExists as exc:
+            if reads_facts(user_id, agent_id):
+                raise
+            raise writer_error(
+                exc, f"{request.alias!r} is already an alias of another subject"
+            ) from None
         return vpb.AddSubjectAliasResponse(subject=subject)
 
     def GetConflictPolicy(self, request, context):

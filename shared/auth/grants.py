@@ -132,11 +132,38 @@ class Identity:
             return True
         return any(g.matches(perm, type_, user, agent, session) for g in self.grants)
 
+    def may_read_in(self, type_: int, user: str, agent: str) -> bool:
+        """Whether some grant lets the caller read this type of this user and agent, in at
+        least one session."""
+        return self.full_access or any(
+            READ in g.permissions
+            and (not g.types or type_ in g.types)
+            and (not g.users or user in g.users)
+            and (not g.agents or agent in g.agents)
+            for g in self.grants
+        )
+
     def require(
-        self, perm: int, type_: int, user: str, agent: str, session: str = "", what: str = ""
+        self,
+        perm: int,
+        type_: int,
+        user: str,
+        agent: str,
+        session: str = "",
+        what: str = "",
+        *,
+        name_scope: bool = True,
     ) -> None:
+        """PERMISSION_DENIED unless allowed. name_scope=False where the caller named only an
+        id: then the refusal does not tell which type or scope the stored item has."""
         if self.can(perm, type_, user, agent, session):
             return
+        if not name_scope:
+            raise PermissionDenied(
+                f"{self.who} may not {_PERM_NAMES[perm]} {what or 'this memory'}: "
+                "it is outside this key's grants",
+                reason="PERMISSION_DENIED",
+            )
         scope = ", ".join(
             f"{k} {v!r}" for k, v in (("user", user), ("agent", agent), ("session", session)) if v
         )
