@@ -54,10 +54,7 @@ def test_bad_vectors_are_refused_naming_the_field(client):
         (_vec(1, model="text-embedding-3-small"), "memory.vector.model"),
         (_vec(1, dim=DIM - 1), "memory.vector.values"),
         (pb.Vector(model=MODEL, values=[0.0] * DIM), "memory.vector.values"),
-        (
-            pb.Vector(model=MODEL, values=[float("nan")] + [1.0] * (DIM - 1)),
-            "memory.vector.values[0]",
-        ),  # the first bad one
+        (pb.Vector(model=MODEL, values=[float("nan")] + [1.0] * (DIM - 1)), "memory.vector.values"),
     ]
     for vec, field in bad:
         m = event("x", user="vb")
