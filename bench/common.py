@@ -120,16 +120,10 @@ def write_json(path: str | Path, data: dict) -> None:
 def tenant_api_key(addr: str, operator_key: str, tenant: str) -> str:
     """An ADMIN key of tenant (created if new), made with an OPERATOR key such as the
     bootstrap key a fresh server writes to <data dir>/admin.key."""
-    from memlake.client import MemlakeClient, MemlakeError
-    from memlake.v1 import admin_service_pb2 as apb
+    from memlake.client import MemlakeClient
 
     with MemlakeClient(addr, api_key=operator_key, timeout=30) as op:
-        try:
-            op.create_tenant(tenant, create_admin_key=False)
-        except MemlakeError as exc:
-            if exc.code != "ALREADY_EXISTS":
-                raise
-        return op.create_api_key(tenant=tenant, role=apb.KEY_ROLE_ADMIN, name="bench").secret
+        return op.tenant_admin_key(tenant, name="bench")
 
 
 def cpu_info() -> dict:

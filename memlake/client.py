@@ -221,6 +221,15 @@ class MemlakeClient:
             ),
         )
 
+    def tenant_admin_key(self, tenant: str, *, name: str = "") -> str:
+        """Operator keys: a new ADMIN key of tenant, creating the tenant if it is new."""
+        try:
+            self.create_tenant(tenant, create_admin_key=False)
+        except MemlakeError as exc:
+            if exc.code != "ALREADY_EXISTS":
+                raise
+        return self.create_api_key(tenant=tenant, role=apb.KEY_ROLE_ADMIN, name=name).secret
+
     def create_api_key(
         self,
         *,

@@ -122,16 +122,8 @@ def bootstrap_key(settings: Settings) -> str:
 def tenant_key(addr: str, settings: Settings, tenant: str) -> str:
     """An ADMIN key of tenant (creating the tenant if it is new), made with the bootstrap
     key that the server wrote to its data directory."""
-    from memlake.client import MemlakeError
-    from memlake.v1 import admin_service_pb2 as apb
-
     with MemlakeClient(addr, api_key=bootstrap_key(settings), timeout=20) as op:
-        try:
-            op.create_tenant(tenant, create_admin_key=False)
-        except MemlakeError as exc:
-            if exc.code != "ALREADY_EXISTS":
-                raise
-        return op.create_api_key(tenant=tenant, role=apb.KEY_ROLE_ADMIN, name="test").secret
+        return op.tenant_admin_key(tenant, name="test")
 
 
 def start_suite(settings: Settings, backend: str) -> Suite:
