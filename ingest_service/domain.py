@@ -34,7 +34,7 @@ from shared.errors import (
 from shared.idempotency import Replay, prior_response
 from shared.privacy import stores
 from shared.privacy.erase import Eraser
-from shared.tails import load_session_tail, session_tail_key
+from shared.tails import refill_session_tail, session_tail_key
 from shared.text import index_text
 
 log = logging.getLogger("memlake.ingest")
@@ -623,16 +623,10 @@ class IngestDomain:
             data = record_to_proto(rec).SerializeToString()
             if safe(self.cache.push_turn, key, data, self.tail_size, self.tail_ttl_s) is False:
                 loaded.add(key)
-                tail = load_session_tail(
-                    self.db, tenant, rec.user_id, rec.agent_id, rec.session_id, self.tail_size
-                )
-                safe(
-                    self.cache.set_tail,
-                    key,
-                    [m.SerializeToString() for m in tail],
-                    self.tail_size,
-                    self.tail_ttl_s,
-                )
+                refill_session_tail(
+                    self.cache, self.db, tenant, rec.user_id, rec.agent_id, rec.session_id,
+                    self.tail_size, self.tail_ttl_s,
+                )  # fmt: skip
 
     # -- forget ---------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from shared.db.types import utcnow
 from shared.embedding import Embedder
 from shared.errors import DeadlineExceeded, InvalidArgument, NotFound, OutOfRange
 from shared.metrics import CACHE_LOOKUPS
-from shared.tails import load_session_tail, session_tail_key
+from shared.tails import refill_session_tail, session_tail_key
 from shared.tenancy import check_scope_tenant
 from shared.vectors import client_vector
 
@@ -378,15 +378,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         CACHE_LOOKUPS.labels("session_tail", "miss" if cached is None else "hit").inc()
         if cached is not None:
             return [pb.Memory.FromString(b) for b in cached]
-        tail = load_session_tail(
-            self.db, tenant, f.user_id, f.agent_id, f.session_id, self.tail_size
-        )
-        if tail:
-            safe(
-                self.cache.set_tail,
-                key,
-                [m.SerializeToString() for m in tail],
-                self.tail_size,
-                self.tail_ttl_s,
-            )
-        return tail
+        return refill_session_tail(
+            self.cache, self.db, tenant, f.user_id, f.agent_id, f.session_id,
+            self.tail_size, self.tail_ttl_s,
+        )  # fmt: skip

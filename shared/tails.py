@@ -37,3 +37,23 @@ def load_session_tail(
             )
         )
     return [record_to_proto(r) for r in reversed(recs)]
+
+
+def refill_session_tail(
+    cache,
+    db: Database,
+    tenant: str,
+    user_id: str,
+    agent_id: str,
+    session_id: str,
+    size: int,
+    ttl_s: int,
+) -> list[pb.Memory]:
+    """Loads the session's tail from the database and caches it (when it has turns)."""
+    from shared.cache import safe
+
+    tail = load_session_tail(db, tenant, user_id, agent_id, session_id, size)
+    if tail:
+        key = session_tail_key(tenant, user_id, agent_id, session_id)
+        safe(cache.set_tail, key, [m.SerializeToString() for m in tail], size, ttl_s)
+    return tail
