@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from sqlalchemy.pool import NullPool
 
 from shared import deadline
 from shared.db.watchdog import Watchdog
+from shared.errors import DeadlineExceeded, Unavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_MS = 30000
@@ -116,6 +119,50 @@ def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = Non
     return engine
 
 
+class WriterQueue:
+    """A first-come, first-served lock. SQLite admits one writer; left to BEGIN IMMEDIATE,
+    waiting writers poll with sleeps of up to 100 ms, so the lock sits free while they
+    sleep and a writer can lose many rounds (seconds of tail latency under load). The
+    writers of one process queue here instead and each is woken as the one before it
+    commits; other processes still meet SQLite's busy timeout."""
+
+    def __init__(self) -> None:
+        self._mu = threading.Lock()
+        self._held = False
+        self._waiting: deque[threading.Event] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mu:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiting.append(turn)
+        if turn.wait(max(timeout, 0.0)):
+            return True
+        with self._mu:
+            if turn.is_set():  # handed over just as the wait ended
+                return True
+            self._waiting.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mu:
+            if self._waiting:
+                self._waiting.popleft().set()  # the lock passes straight to the next
+            else:
+                self._held = False
+
+
+_WRITERS: dict[str, WriterQueue] = {}
+_WRITERS_MU = threading.Lock()
+
+
+def _writer_queue(url: str) -> WriterQueue:
+    with _WRITERS_MU:
+        return _WRITERS.setdefault(url, WriterQueue())
+
+
 class Database:
     """Write and read sessions over one database URL."""
 
@@ -129,15 +176,25 @@ class Database:
         )
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._writers = _writer_queue(url) if self.dialect == "sqlite" else None
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction; commits on success, rolls back on error."""
-        deadline.check("the database write")
-        with self._write() as session, session.begin():
-            _timed_connection(session, "write")
-            self._bound(session)
-            yield session
+        left = deadline.check("the database write")
+        q = self._writers
+        if q is not None and not q.acquire(SQLITE_BUSY_MS / 1000 if left is None else left):
+            if left is None:
+                raise Unavailable("the database write lock was not free within 30 s")
+            raise DeadlineExceeded("the deadline passed waiting for the database write lock")
+        try:
+            with self._write() as session, session.begin():
+                _timed_connection(session, "write")
+                self._bound(session)
+                yield session
+        finally:
+            if q is not None:
+                q.release()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
