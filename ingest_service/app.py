@@ -3,7 +3,6 @@ from __future__ import annotations
 from ingest_service.domain import IngestDomain
 from ingest_service.servicer import IngestServicer
 from memlake.v1 import ingest_service_pb2, ingest_service_pb2_grpc
-from shared.batching import MicroBatcher
 from shared.runtime import Runtime
 from shared.server import ServiceSpec
 
@@ -14,7 +13,7 @@ def ingest_spec(rt: Runtime, versioning_addr: str) -> tuple[ServiceSpec, IngestS
     s = rt.settings
     domain = IngestDomain(
         rt.db,
-        MicroBatcher(rt.embedder),  # concurrent writes share embedding batches
+        rt.embedder,  # queued with every other model call of the process
         rt.cache,
         rt.notify,
         tail_size=s.session_tail_size,

@@ -18,6 +18,7 @@ from shared import changelog
 from shared.auth.grants import READ
 from shared.auth.identity import caller
 from shared.auth.sql import granted_sql
+from shared.batching import urgent
 from shared.cache import Cache, safe
 from shared.convert import (
     decode_page_token,
@@ -298,7 +299,8 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         self._wait(request.min_seq, context)
         query = without_owner(request.query, f.user_id or f.agent_id)
         if not given:
-            qvec = self.embedder.embed_one(query)
+            with urgent():
+                qvec = self.embedder.embed_one(query)
         hits = self._search_live(
             tenant, qvec, query, f, request.top_k or 10, context, request.min_seq, min_score
         )
@@ -323,7 +325,8 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
         self._wait(request.min_seq, context)
         cands: list[Candidate] = []
         intent = without_owner(request.intent, f.user_id or f.agent_id)
-        qvec = self.embedder.embed_one(intent or "profile")
+        with urgent():
+            qvec = self.embedder.embed_one(intent or "profile")
         # BACKGROUND first: every current item of the user/agent, in key order.
         bg = Filters(
             types=frozenset([pb.MEMORY_TYPE_BACKGROUND]),

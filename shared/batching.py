@@ -1,24 +1,53 @@
-"""Micro-batching for writes: concurrent callers' texts are embedded together, and a
-caller whose turn would come after its deadline is refused at once with
-RESOURCE_EXHAUSTED and a retry hint, instead of queueing without bound.
+"""The process's embedding queue: every model call of every service in the process goes
+through one MicroBatcher, so concurrent callers share batches, searches go first, and
+back-pressure is decided by the queue that will actually do the work.
 
-One worker thread takes everything waiting (up to max_batch texts) and embeds it in one
-model call; a batch of 32 short texts costs little more than a few single ones, so under
-load each write waits for at most one batch in progress plus its own."""
+- Concurrent callers' texts are embedded together: a batch of short texts costs little
+  more than a few single ones.
+- Two lanes. A search's query (asked within `urgent()`) is taken before any queued
+  write, and while searches are about, write batches are cut to about BATCH_S of model
+  time, so a query waits for at most one small batch in progress.
+- A caller whose turn would come after its deadline is refused at once with
+  RESOURCE_EXHAUSTED and a retry hint instead of queueing without bound; a job whose
+  caller has gone is dropped unembedded.
+- `workers` threads run batches at once (one per core by default): the model releases
+  the GIL, and a query need not wait while one core is idle."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from shared import deadline
-from shared.embedding import Embedder
+from shared.embedding import CachedEmbedder, Embedder
 from shared.errors import DeadlineExceeded
 from shared.limits import retry_error
+
+# Model time a write batch may take while searches are about: what a query may wait for.
+BATCH_S = 0.03
+# Searches seen within this many seconds count as "about".
+QUERY_QUIET_S = 2.0
+URGENT, NORMAL = 0, 1
+
+_urgent: ContextVar[bool] = ContextVar("memlake_embed_urgent", default=False)
+
+
+@contextmanager
+def urgent() -> Iterator[None]:
+    """Embeddings asked within this block (a search's query) go before queued writes."""
+    token = _urgent.set(True)
+    try:
+        yield
+    finally:
+        _urgent.reset(token)
 
 
 @dataclass
@@ -28,34 +57,51 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     out: np.ndarray | None = None
     error: BaseException | None = None
+    taken: int = 0  # texts handed to batches so far (a big job is cut into several)
+    left: int = 0  # texts not embedded yet
 
 
 class MicroBatcher(Embedder):
-    def __init__(self, inner: Embedder, max_batch: int = 64, max_queue: int = 4096) -> None:
+    def __init__(
+        self,
+        inner: Embedder,
+        max_batch: int = 64,
+        max_queue: int = 4096,
+        workers: int = 1,
+        batch_s: float = BATCH_S,
+    ) -> None:
         self.inner, self.name, self.dim = inner, inner.name, inner.dim
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._q: deque[_Job] = deque()
-        self._queued = 0  # texts waiting
+        self.batch_s = batch_s
+        self._lanes: tuple[deque[_Job], deque[_Job]] = (deque(), deque())
+        self._queued = [0, 0]  # texts waiting, by lane
         self._cv = threading.Condition()
-        self._rate = 1000.0  # texts/s, an EWMA of what batches achieved (optimistic start)
-        self._busy_until = 0.0  # when the batch in progress should end
-        self._thread = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
-        self._thread.start()
+        self._rate = 1000.0  # texts/s of one worker, an EWMA of batches (optimistic start)
+        self._busy_until: dict[int, float] = {}  # worker -> when its batch should end
+        self._last_query = -1e9
+        self.workers = max(1, workers)
         self.batches = 0
         self.texts = 0
+        for w in range(self.workers):
+            threading.Thread(target=self._run, args=(w,), name=f"embed-{w}", daemon=True).start()
 
-    def expected_wait(self, n: int) -> float:
-        """Seconds until n more texts would be embedded, by the recent rate."""
+    def expected_wait(self, n: int, lane: int = NORMAL) -> float:
+        """Seconds until n more texts in lane would be embedded, by the recent rate: the
+        texts ahead of them (urgent ones are ahead of everything) on every worker, after
+        the soonest batch in progress ends."""
         with self._cv:
-            ahead = self._queued
-            busy = max(self._busy_until - time.monotonic(), 0.0)
-        return busy + (ahead + n) / self._rate
+            ahead = self._queued[URGENT] + (self._queued[NORMAL] if lane == NORMAL else 0)
+            now = time.monotonic()
+            ends = [max(t - now, 0.0) for t in self._busy_until.values()]
+            busy = min(ends) if len(ends) == self.workers else 0.0
+        return busy + (ahead + n) / (self._rate * self.workers)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
+        lane = URGENT if _urgent.get() else NORMAL
         left = deadline.remaining()
         if left is not None:
-            wait = self.expected_wait(len(texts))
+            wait = self.expected_wait(len(texts), lane)
             if wait > left:
                 raise retry_error(
                     f"the embedding queue needs about {wait:.2f} s, more than this call's "
@@ -64,13 +110,16 @@ class MicroBatcher(Embedder):
                     "OVERLOADED",
                 )
         job = _Job(list(texts), None if left is None else time.monotonic() + left)
+        job.left = len(texts)
         with self._cv:
-            if self._queued + len(texts) > self.max_queue and self._q:
+            if sum(self._queued) + len(texts) > self.max_queue and any(self._lanes):
                 raise retry_error(
-                    "the embedding queue is full", self.expected_wait(0), "OVERLOADED"
+                    "the embedding queue is full", self.expected_wait(0, lane), "OVERLOADED"
                 )
-            self._q.append(job)
-            self._queued += len(texts)
+            if lane == URGENT:
+                self._last_query = time.monotonic()
+            self._lanes[lane].append(job)
+            self._queued[lane] += len(texts)
             self._cv.notify()
         if not job.done.wait(None if left is None else max(left, 0.0) + 0.05):
             raise DeadlineExceeded("the deadline passed while queued for embedding")
@@ -79,42 +128,88 @@ class MicroBatcher(Embedder):
         assert job.out is not None
         return job.out
 
-    def _run(self) -> None:
+    def _take(self) -> tuple[list[tuple[_Job, int, int]], list[_Job]]:
+        """Under the lock: the next batch as (job, start, end) slices, urgent lane first,
+        and the jobs whose callers have gone."""
+        now = time.monotonic()
+        if self._lanes[URGENT]:
+            lane, cap = URGENT, self.max_batch
+        else:
+            lane, cap = NORMAL, self.max_batch
+            if now - self._last_query < QUERY_QUIET_S:
+                cap = max(1, min(cap, int(self.batch_s * self._rate)))
+        q = self._lanes[lane]
+        parts: list[tuple[_Job, int, int]] = []
+        late: list[_Job] = []
+        n = 0
+        while q and n < cap:
+            j = q[0]
+            if j.taken == 0 and j.until is not None and j.until <= now:
+                q.popleft()  # its caller has gone: no work done for it
+                self._queued[lane] -= len(j.texts)
+                late.append(j)
+                continue
+            k = min(cap - n, len(j.texts) - j.taken)
+            parts.append((j, j.taken, j.taken + k))
+            j.taken += k
+            n += k
+            self._queued[lane] -= k
+            if j.taken == len(j.texts):
+                q.popleft()
+        return parts, late
+
+    def _run(self, worker: int) -> None:
         while True:
             with self._cv:
-                while not self._q:
+                while not any(self._lanes):
                     self._cv.wait()
-                jobs, n = [], 0
-                while self._q and (not jobs or n + len(self._q[0].texts) <= self.max_batch):
-                    j = self._q.popleft()
-                    jobs.append(j)
-                    n += len(j.texts)
-                self._queued -= n
-                now = time.monotonic()
-                late = [j for j in jobs if j.until is not None and j.until <= now]
-                jobs = [j for j in jobs if j not in late]
-                n = sum(len(j.texts) for j in jobs)
-                self._busy_until = now + n / self._rate
-            for j in late:  # their callers have gone: no work done for them
+                parts, late = self._take()
+                n = sum(e - s for _, s, e in parts)
+                if n:
+                    self._busy_until[worker] = time.monotonic() + n / self._rate
+            for j in late:
                 j.error = DeadlineExceeded("the deadline passed while queued for embedding")
                 j.done.set()
-            if not jobs:
+            if not n:
                 continue
             t0 = time.monotonic()
+            vecs = error = None
             try:
-                vecs = self.inner.embed([t for j in jobs for t in j.texts])
-                i = 0
-                for j in jobs:
-                    j.out = vecs[i : i + len(j.texts)]
-                    i += len(j.texts)
+                vecs = self.inner.embed([t for j, s, e in parts for t in j.texts[s:e]])
             except BaseException as exc:  # noqa: BLE001 - handed to every caller
-                for j in jobs:
-                    j.error = exc
+                error = exc
             took = max(time.monotonic() - t0, 1e-4)
+            finished = []
             with self._cv:
-                self._rate = 0.5 * self._rate + 0.5 * (n / took)
-                self._busy_until = 0.0
+                self._rate = 0.7 * self._rate + 0.3 * (n / took)
+                self._busy_until.pop(worker, None)
                 self.batches += 1
                 self.texts += n
-            for j in jobs:
+                i = 0
+                for j, s, e in parts:
+                    if error is not None:
+                        j.error = error
+                    else:
+                        if j.out is None:
+                            j.out = np.empty((len(j.texts), self.dim), dtype=np.float32)
+                        j.out[s:e] = vecs[i : i + e - s]
+                    i += e - s
+                    j.left -= e - s
+                    if j.left == 0:
+                        finished.append(j)
+            for j in finished:
                 j.done.set()
+
+
+def scheduled(
+    embedder: Embedder, workers: int = 0, instrument: Callable[[Embedder], Embedder] | None = None
+) -> Embedder:
+    """The embedder with its model calls queued through one MicroBatcher; a cache in front
+    (CachedEmbedder) stays in front, so a hit is answered without queueing. `instrument`
+    wraps the model itself (it then times real batches). workers 0 means one per core."""
+    cached = isinstance(embedder, CachedEmbedder)
+    model = embedder.inner if cached else embedder
+    if instrument is not None:
+        model = instrument(model)
+    batcher = MicroBatcher(model, workers=workers or os.cpu_count() or 1)
+    return CachedEmbedder(batcher) if cached else batcher

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from shared.batching import scheduled
 from shared.cache import Cache, LocalNotifier, make_cache, safe
 from shared.db.engine import Database, Guards
 from shared.embedding import Embedder, make_embedder
@@ -69,13 +70,15 @@ def build_runtime(settings: Settings, *, migrate: bool = True, service: str = "a
         settings=settings,
         db=db,
         cache=make_cache(settings.redis_url, settings.resolved_redis_namespace()),
-        embedder=instrument_embedder(
+        # One queue for every model call of the process (shared/batching.py).
+        embedder=scheduled(
             make_embedder(
                 settings.embedder,
                 settings.embed_threads,
                 settings.embed_workers,
                 settings.embed_precision,
-            )
+            ),
+            instrument=instrument_embedder,
         ),
         tracer_provider=provider_for(settings, service),
     )
