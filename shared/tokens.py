@@ -28,10 +28,24 @@ def _tokenizer():
 
 
 def count_tokens(text: str) -> int:
+    # The same memory's line is counted again by every GetContext that considers it, and
+    # encoding holds the GIL: remember the counts of lines of ordinary length.
+    if len(text) <= _CACHED_CHARS:
+        return _count_cached(text)
+    return _count(text)
+
+
+_CACHED_CHARS = 2000
+
+
+def _count(text: str) -> int:
     tok = _tokenizer()
     if tok is None:
         return max(1, math.ceil(len(text) / 4))
     return max(1, len(tok.encode(text, add_special_tokens=False).ids))
+
+
+_count_cached = lru_cache(maxsize=16384)(_count)
 
 
 def truncate(text: str, tokens: int) -> str:
