@@ -5,8 +5,8 @@ back-pressure is decided by the queue that will actually do the work.
 - Concurrent callers' texts are embedded together: a batch of short texts costs little
   more than a few single ones.
 - Two lanes. A search's query (asked within `urgent()`) is taken before any queued
-  write, and while searches are about, write batches are cut to about BATCH_S of model
-  time, so a query waits for at most one small batch in progress.
+  write, and while searches are about, writes use one worker at a time, so the next
+  query finds a worker free (or waits for at most one batch of queries in progress).
 - A caller whose turn would come after its deadline is refused at once with
   RESOURCE_EXHAUSTED and a retry hint instead of queueing without bound; a job whose
   caller has gone is dropped unembedded.
@@ -31,8 +31,6 @@ from shared.embedding import CachedEmbedder, Embedder
 from shared.errors import DeadlineExceeded
 from shared.limits import retry_error
 
-# Model time a write batch may take while searches are about: what a query may wait for.
-BATCH_S = 0.03
 # Searches seen within this many seconds count as "about".
 QUERY_QUIET_S = 2.0
 URGENT, NORMAL = 0, 1
@@ -68,18 +66,17 @@ class MicroBatcher(Embedder):
         max_batch: int = 64,
         max_queue: int = 4096,
         workers: int = 1,
-        batch_s: float = BATCH_S,
     ) -> None:
         self.inner, self.name, self.dim = inner, inner.name, inner.dim
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self.batch_s = batch_s
         self._lanes: tuple[deque[_Job], deque[_Job]] = (deque(), deque())
         self._queued = [0, 0]  # texts waiting, by lane
         self._cv = threading.Condition()
         self._rate = 1000.0  # texts/s of one worker, an EWMA of batches (optimistic start)
         self._busy_until: dict[int, float] = {}  # worker -> when its batch should end
         self._last_query = -1e9
+        self._writing = 0  # workers running a batch of writes
         self.workers = max(1, workers)
         self.batches = 0
         self.texts = 0
@@ -88,14 +85,19 @@ class MicroBatcher(Embedder):
 
     def expected_wait(self, n: int, lane: int = NORMAL) -> float:
         """Seconds until n more texts in lane would be embedded, by the recent rate: the
-        texts ahead of them (urgent ones are ahead of everything) on every worker, after
-        the soonest batch in progress ends."""
+        texts ahead of them (urgent ones are ahead of everything) on the workers that lane
+        may use, after the soonest batch in progress ends."""
         with self._cv:
-            ahead = self._queued[URGENT] + (self._queued[NORMAL] if lane == NORMAL else 0)
             now = time.monotonic()
+            ahead = self._queued[URGENT]
+            workers = self.workers
+            if lane == NORMAL:
+                ahead += self._queued[NORMAL]
+                if now - self._last_query < QUERY_QUIET_S:
+                    workers = 1
             ends = [max(t - now, 0.0) for t in self._busy_until.values()]
             busy = min(ends) if len(ends) == self.workers else 0.0
-        return busy + (ahead + n) / (self._rate * self.workers)
+        return busy + (ahead + n) / (self._rate * workers)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         lane = URGENT if _urgent.get() else NORMAL
@@ -128,28 +130,34 @@ class MicroBatcher(Embedder):
         assert job.out is not None
         return job.out
 
-    def _take(self) -> tuple[list[tuple[_Job, int, int]], list[_Job]]:
-        """Under the lock: the next batch as (job, start, end) slices, urgent lane first,
-        and the jobs whose callers have gone."""
-        now = time.monotonic()
+    def _lane(self) -> int | None:
+        """Under the lock: the lane a free worker serves next, or None to stay free. While
+        searches are about, writes run on one worker at a time, so another is free for
+        the next query."""
         if self._lanes[URGENT]:
-            lane, cap = URGENT, self.max_batch
-        else:
-            lane, cap = NORMAL, self.max_batch
-            if now - self._last_query < QUERY_QUIET_S:
-                cap = max(1, min(cap, int(self.batch_s * self._rate)))
+            return URGENT
+        if self._lanes[NORMAL] and not (
+            self._writing and time.monotonic() - self._last_query < QUERY_QUIET_S
+        ):
+            return NORMAL
+        return None
+
+    def _take(self, lane: int) -> tuple[list[tuple[_Job, int, int]], list[_Job]]:
+        """Under the lock: the next batch of lane as (job, start, end) slices (a big job
+        is cut into several), and the jobs whose callers have gone."""
+        now = time.monotonic()
         q = self._lanes[lane]
         parts: list[tuple[_Job, int, int]] = []
         late: list[_Job] = []
         n = 0
-        while q and n < cap:
+        while q and n < self.max_batch:
             j = q[0]
             if j.taken == 0 and j.until is not None and j.until <= now:
                 q.popleft()  # its caller has gone: no work done for it
                 self._queued[lane] -= len(j.texts)
                 late.append(j)
                 continue
-            k = min(cap - n, len(j.texts) - j.taken)
+            k = min(self.max_batch - n, len(j.texts) - j.taken)
             parts.append((j, j.taken, j.taken + k))
             j.taken += k
             n += k
@@ -161,12 +169,13 @@ class MicroBatcher(Embedder):
     def _run(self, worker: int) -> None:
         while True:
             with self._cv:
-                while not any(self._lanes):
+                while (lane := self._lane()) is None:
                     self._cv.wait()
-                parts, late = self._take()
+                parts, late = self._take(lane)
                 n = sum(e - s for _, s, e in parts)
                 if n:
                     self._busy_until[worker] = time.monotonic() + n / self._rate
+                    self._writing += lane == NORMAL
             for j in late:
                 j.error = DeadlineExceeded("the deadline passed while queued for embedding")
                 j.done.set()
@@ -183,6 +192,8 @@ class MicroBatcher(Embedder):
             with self._cv:
                 self._rate = 0.7 * self._rate + 0.3 * (n / took)
                 self._busy_until.pop(worker, None)
+                self._writing -= lane == NORMAL
+                self._cv.notify_all()  # a worker kept free may now take writes
                 self.batches += 1
                 self.texts += n
                 i = 0
