@@ -140,6 +140,11 @@ class ChangeCursor:
         self._settled = 0  # every gap at or below this seq is final
         self._wait: tuple[int, frozenset] | None = None  # (highest seq seen, writers)
 
+    @property
+    def waiting(self) -> bool:
+        """A gap is waiting for writers in flight: reading again may show more rows."""
+        return self._wait is not None
+
     def read(self, session: Session, after: int, limit: int = 2000, fetch=None) -> list:
         """fetch(session, after, limit): read_after (default) or read_after_with_scope;
         any rows with a .seq."""

@@ -26,6 +26,7 @@ from shared.db.models import MemoryRecord
 from shared.embedding import from_bytes
 
 log = logging.getLogger("memlake.index")
+CATCH_UP_ROWS = 2000  # change-log rows read per statement while catching up
 
 
 class IndexManager:
@@ -387,7 +388,10 @@ class IndexManager:
                     # Each row with its memory's scope: rows of partitions another replica
                     # owns are skipped without loading their memories.
                     entries = self._cursor.read(
-                        s, self.applied_seq, fetch=changelog.read_after_with_scope
+                        s,
+                        self.applied_seq,
+                        CATCH_UP_ROWS,
+                        fetch=changelog.read_after_with_scope,
                     )
                     recs = self._records_for(s, entries, self._holds)
                 if not entries:
@@ -400,6 +404,10 @@ class IndexManager:
                         self._remove(e.memory_id)
                 self._set_applied(entries[-1].seq)
                 applied += len(entries)
+                if len(entries) < CATCH_UP_ROWS and not self._cursor.waiting:
+                    # Caught up with what was visible; a later commit wakes the tailer
+                    # again, so no second read (each costs a transaction) to find nothing.
+                    break
             touched, self._touched = self._touched, None
             if applied:
                 self._compact(touched)  # only these can have changed
