@@ -100,10 +100,22 @@ def test_sigterm_after_a_malformed_stream_message(server):
     proc, addr, md = server
     good = ipb.StreamRememberRequest(memory=event("fine")).SerializeToString()
     hold, ch = _open_stream(addr, md, [good, b"\xff\xff\xff not protobuf"])
+    answered = hold.fut.exception(timeout=5) if _done(hold.fut, 5) else None
     took = _sigterm_exit_time(proc)
     hold.set()
     ch.close()
     assert took <= GRACE + SLACK, f"shutdown took {took:.1f} s with grace {GRACE} s"
+    # The server read the malformed message and answered it before the signal (a
+    # handler stuck on it would end only by the shutdown, with another code).
+    assert answered is not None, "the malformed message got no answer before SIGTERM"
+    assert answered.code() == grpc.StatusCode.INVALID_ARGUMENT, answered
+
+
+def _done(fut, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while not fut.done() and time.monotonic() < end:
+        time.sleep(0.05)
+    return fut.done()
 
 
 def test_sigterm_with_a_stream_held_open(server):
