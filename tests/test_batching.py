@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shared import deadline
-from shared.batching import MicroBatcher
+from shared.batching import MicroBatcher, urgent
 from shared.embedding import Embedder, HashEmbedder
 from shared.errors import ResourceExhausted
 
@@ -82,3 +82,77 @@ def test_a_job_whose_caller_has_gone_is_not_embedded():
     assert "deadline" in str(info.value).lower()
     busy.join()
     assert slow.calls == 1
+
+
+class Tracking(Slow):
+    """Slow, and remembers the most model calls that ran at once and each call's size."""
+
+    def __init__(self, per_call: float) -> None:
+        super().__init__(per_call=per_call, per_text=0.0)
+        self._mu = threading.Lock()
+        self.running = self.most = 0
+        self.sizes: list[int] = []
+
+    def _embed(self, texts):
+        with self._mu:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.sizes.append(len(texts))
+        try:
+            return super()._embed(texts)
+        finally:
+            with self._mu:
+                self.running -= 1
+
+
+def _writes(b: MicroBatcher, jobs: int, size: int) -> list[threading.Thread]:
+    threads = [
+        threading.Thread(target=b.embed, args=([f"write {j} {k}" for k in range(size)],))
+        for j in range(jobs)
+    ]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_a_query_goes_before_queued_writes():
+    model = Tracking(per_call=0.1)
+    b = MicroBatcher(model, max_batch=4, workers=2)
+    with urgent():
+        b.embed(["an earlier search"])  # searches are about
+    writers = _writes(b, jobs=6, size=4)  # six batches of writes, 0.6 s of model time
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    with urgent():
+        vec = b.embed(["the query"])
+    took = time.monotonic() - t0
+    for t in writers:
+        t.join()
+    assert np.allclose(vec, HashEmbedder().embed(["the query"]))
+    # Behind the queued writes it would wait for at least three batches (0.3 s).
+    assert took < 0.25, f"the query waited {took:.2f} s"
+
+
+def test_writes_leave_a_worker_free_while_searches_are_about():
+    model = Tracking(per_call=0.05)
+    b = MicroBatcher(model, max_batch=4, workers=2)
+    with urgent():
+        b.embed(["a search"])
+    for t in _writes(b, jobs=6, size=4):
+        t.join()
+    assert model.most == 1, "writes took every worker while searches were about"
+
+    quiet = Tracking(per_call=0.05)  # no search yet: writes may use both workers
+    b = MicroBatcher(quiet, max_batch=4, workers=2)
+    for t in _writes(b, jobs=6, size=4):
+        t.join()
+    assert quiet.most == 2
+
+
+def test_a_big_job_is_cut_into_batches_and_comes_back_in_order():
+    model = Tracking(per_call=0.0)
+    b = MicroBatcher(model, max_batch=4, workers=2)
+    texts = [f"item {i}" for i in range(10)]
+    out = b.embed(texts)
+    assert max(model.sizes) <= 4
+    assert np.allclose(out, HashEmbedder().embed(texts))
