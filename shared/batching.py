@@ -10,8 +10,10 @@ back-pressure is decided by the queue that will actually do the work.
 - A caller whose turn would come after its deadline is refused at once with
   RESOURCE_EXHAUSTED and a retry hint instead of queueing without bound; a job whose
   caller has gone is dropped unembedded.
-- `workers` threads run batches at once (one per core by default): the model releases
-  the GIL, and a query need not wait while one core is idle."""
+- At most `workers` batches run at once (one per core by default; the model releases the
+  GIL). A caller that finds nothing queued ahead of it and a worker's share free runs its
+  own batch in its thread: no hand-over to a worker thread and back, which on a busy
+  machine costs two thread wake-ups."""
 
 from __future__ import annotations
 
@@ -74,9 +76,10 @@ class MicroBatcher(Embedder):
         self._queued = [0, 0]  # texts waiting, by lane
         self._cv = threading.Condition()
         self._rate = 1000.0  # texts/s of one worker, an EWMA of batches (optimistic start)
-        self._busy_until: dict[int, float] = {}  # worker -> when its batch should end
+        self._busy_until: dict[object, float] = {}  # runner -> when its batch should end
         self._last_query = -1e9
-        self._writing = 0  # workers running a batch of writes
+        self._writing = 0  # batches of writes running
+        self._active = 0  # batches running (by workers, or by callers themselves)
         self.workers = max(1, workers)
         self.batches = 0
         self.texts = 0
@@ -101,6 +104,19 @@ class MicroBatcher(Embedder):
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         lane = URGENT if _urgent.get() else NORMAL
+        with self._cv:
+            if lane == URGENT:
+                self._last_query = time.monotonic()
+            inline = len(texts) <= self.max_batch and self._free_now(lane)
+            if inline:
+                self._start(lane, ("caller", threading.get_ident()), len(texts))
+        if inline:  # nothing queued and a worker's share free: no hand-over to a thread
+            t0 = time.monotonic()
+            try:
+                return self.inner.embed(texts)
+            finally:
+                with self._cv:
+                    self._finish(lane, ("caller", threading.get_ident()), len(texts), t0)
         left = deadline.remaining()
         if left is not None:
             wait = self.expected_wait(len(texts), lane)
@@ -118,8 +134,6 @@ class MicroBatcher(Embedder):
                 raise retry_error(
                     "the embedding queue is full", self.expected_wait(0, lane), "OVERLOADED"
                 )
-            if lane == URGENT:
-                self._last_query = time.monotonic()
             self._lanes[lane].append(job)
             self._queued[lane] += len(texts)
             self._cv.notify()
@@ -130,17 +144,41 @@ class MicroBatcher(Embedder):
         assert job.out is not None
         return job.out
 
+    def _searching(self) -> bool:
+        return time.monotonic() - self._last_query < QUERY_QUIET_S
+
     def _lane(self) -> int | None:
-        """Under the lock: the lane a free worker serves next, or None to stay free. While
-        searches are about, writes run on one worker at a time, so another is free for
-        the next query."""
+        """Under the lock: the lane a free worker serves next, or None to stay free. At
+        most `workers` batches run at once, and while searches are about, writes run one
+        batch at a time, so a worker's share stays free for the next query."""
+        if self._active >= self.workers:
+            return None
         if self._lanes[URGENT]:
             return URGENT
-        if self._lanes[NORMAL] and not (
-            self._writing and time.monotonic() - self._last_query < QUERY_QUIET_S
-        ):
+        if self._lanes[NORMAL] and not (self._writing and self._searching()):
             return NORMAL
         return None
+
+    def _free_now(self, lane: int) -> bool:
+        """Under the lock: a caller of lane may run its own batch at once (nothing ahead)."""
+        if self._active >= self.workers or self._lanes[URGENT]:
+            return False
+        return lane == URGENT or not (self._lanes[NORMAL] or (self._writing and self._searching()))
+
+    def _start(self, lane: int, who: object, n: int) -> None:
+        self._active += 1
+        self._writing += lane == NORMAL
+        self._busy_until[who] = time.monotonic() + n / self._rate
+
+    def _finish(self, lane: int, who: object, n: int, t0: float) -> None:
+        took = max(time.monotonic() - t0, 1e-4)
+        self._rate = 0.7 * self._rate + 0.3 * (n / took)
+        self._active -= 1
+        self._writing -= lane == NORMAL
+        self._busy_until.pop(who, None)
+        self.batches += 1
+        self.texts += n
+        self._cv.notify_all()  # a worker kept free may now take a batch
 
     def _take(self, lane: int) -> tuple[list[tuple[_Job, int, int]], list[_Job]]:
         """Under the lock: the next batch of lane as (job, start, end) slices (a big job
@@ -174,8 +212,7 @@ class MicroBatcher(Embedder):
                 parts, late = self._take(lane)
                 n = sum(e - s for _, s, e in parts)
                 if n:
-                    self._busy_until[worker] = time.monotonic() + n / self._rate
-                    self._writing += lane == NORMAL
+                    self._start(lane, worker, n)
             for j in late:
                 j.error = DeadlineExceeded("the deadline passed while queued for embedding")
                 j.done.set()
@@ -187,15 +224,9 @@ class MicroBatcher(Embedder):
                 vecs = self.inner.embed([t for j, s, e in parts for t in j.texts[s:e]])
             except BaseException as exc:  # noqa: BLE001 - handed to every caller
                 error = exc
-            took = max(time.monotonic() - t0, 1e-4)
             finished = []
             with self._cv:
-                self._rate = 0.7 * self._rate + 0.3 * (n / took)
-                self._busy_until.pop(worker, None)
-                self._writing -= lane == NORMAL
-                self._cv.notify_all()  # a worker kept free may now take writes
-                self.batches += 1
-                self.texts += n
+                self._finish(lane, worker, n, t0)
                 i = 0
                 for j, s, e in parts:
                     if error is not None:

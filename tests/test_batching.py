@@ -156,3 +156,18 @@ def test_a_big_job_is_cut_into_batches_and_comes_back_in_order():
     out = b.embed(texts)
     assert max(model.sizes) <= 4
     assert np.allclose(out, HashEmbedder().embed(texts))
+
+
+def test_a_lone_caller_runs_its_own_batch():
+    seen: list[int] = []
+
+    class Where(Slow):
+        def _embed(self, texts):
+            seen.append(threading.get_ident())
+            return super()._embed(texts)
+
+    b = MicroBatcher(Where(per_call=0.0, per_text=0.0), workers=2)
+    b.embed(["nothing queued ahead"])
+    with urgent():
+        b.embed(["a query, nothing queued ahead"])
+    assert seen == [threading.get_ident()] * 2
