@@ -285,7 +285,9 @@ class IndexManager:
         }
         if not ids:
             return {}
-        return {r.id: r for r in s.scalars(select(MemoryRecord).where(MemoryRecord.id.in_(ids)))}
+        # Core rows (read by attribute like records), not ORM objects: a third of the cost.
+        t = MemoryRecord.__table__
+        return {r.id: r for r in s.execute(select(t).where(t.c.id.in_(ids)))}
 
     def partition(self, key: tuple[str, str], borrow: bool = True) -> Partition | None:
         """The partition for a scoped query: loaded, or loaded now from the snapshot, or
