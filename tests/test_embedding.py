@@ -141,3 +141,17 @@ def test_fp32_model_cache_is_rebuilt_when_missing_or_corrupt(tmp_path, monkeypat
     path.unlink()
     assert minilm_onnx.fp32_model_path() == path and path.read_bytes() == good
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
+
+
+def test_q8_path_stays_near_the_original_vectors(tmp_path, monkeypatch):
+    """Dynamic int8 arithmetic (opt-in, MEMLAKE_EMBED_PRECISION=q8) moves vectors more than
+    the other paths; this bounds how much. Measured: cosine >= 0.985, pairwise <= 0.041."""
+    from shared.minilm import MiniLMEmbedder
+
+    monkeypatch.setenv("MEMLAKE_MODEL_CACHE", str(tmp_path))
+    texts, want = _reference()
+    got = MiniLMEmbedder(precision="q8")._embed(texts)
+    assert (got * want).sum(axis=1).min() > 0.98
+    assert np.abs(got @ got.T - want @ want.T).max() < 0.05
+    assert got[0] @ got[1] > max(got[0] @ got[2], got[0] @ got[3]) + 0.3  # paraphrases
+    assert {p.name.split("-")[-2] for p in tmp_path.glob("*.onnx")} == {"fp32", "q8"}
