@@ -27,6 +27,7 @@ from bench.common import Server, tenant_api_key, write_json  # noqa: E402
 from bench.locomo import turn_memories  # noqa: E402
 from memlake.client import MemlakeClient, scope  # noqa: E402
 from shared.cpu import cpu_info  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 
 BATCH = 256  # RememberBatch items per call
 
@@ -60,7 +61,8 @@ def raw_embedder(convs: list[list]) -> dict:
             )  # fmt: skip
     out = {}
     for workers in sorted({1, os.cpu_count() or 1}):
-        e = MiniLMEmbedder(workers=workers)
+        # The path the server takes (it reads the same setting).
+        e = MiniLMEmbedder(workers=workers, precision=Settings().embed_precision)
         e._embed(texts[:64])  # warm up
         t, cpu = time.perf_counter(), time.process_time()
         e._embed(texts)
