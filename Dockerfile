@@ -19,7 +19,8 @@ RUN /opt/memlake/bin/pip install . \
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/memlake/bin:$PATH \
-    MEMLAKE_HOST=0.0.0.0 MEMLAKE_METRICS_HOST=0.0.0.0 MEMLAKE_DATA_DIR=/var/lib/memlake
+    MEMLAKE_HOST=0.0.0.0 MEMLAKE_METRICS_HOST=0.0.0.0 MEMLAKE_DATA_DIR=/var/lib/memlake \
+    MEMLAKE_MODEL_CACHE=/var/lib/memlake/models
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin memlake \
  && mkdir -p /var/lib/memlake \
  && chown 10001:10001 /var/lib/memlake \
