@@ -160,7 +160,8 @@ def cache_dirs() -> list[Path]:
     if os.environ.get("MEMLAKE_MODEL_CACHE"):
         out.append(Path(os.environ["MEMLAKE_MODEL_CACHE"]))
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    out.append(Path(xdg) / "memlake")
+    if os.path.isabs(xdg):  # "~" stays unexpanded for a user without a home
+        out.append(Path(xdg) / "memlake")
     out.append(Path(tempfile.gettempdir()) / f"memlake-{os.getuid()}")
     return out
 
