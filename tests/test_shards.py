@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memlake.client import MemlakeClient, scope
 from retrieval_service.index import partition_key
+from retrieval_service.index.snapshots import SnapshotStore, part_key
 from retrieval_service.ownership import Ring
-from retrieval_service.snapshots import SnapshotStore, part_key
 from shared.launch import start
 from tests.conftest import tenant_key
 from tests.helpers import event, turn

@@ -9,8 +9,7 @@ import threading
 import pytest
 
 from memlake.client import MemlakeClient
-from retrieval_service import snapshots
-from retrieval_service.index import Filters, IndexManager
+from retrieval_service.index import Filters, IndexManager, snapshots
 from retrieval_service.ranking import search
 from shared.db.engine import Database
 from shared.embedding import HashEmbedder

@@ -32,7 +32,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval_service.index import COLUMNS, STRINGS, Partition
+from retrieval_service.index.partition import COLUMNS, STRINGS, Partition
 
 log = logging.getLogger("memlake.snapshots")
 FORMAT = 3

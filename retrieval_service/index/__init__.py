@@ -1,0 +1,40 @@
+"""The derived search index (see partition.py for what a partition holds).
+
+partition.py: one scope's rows, vectors, postings, filters and candidate scoring.
+manager.py: the partitions a replica holds, the change-log tailer, ownership adoption.
+snapshots.py: incremental, crash-safe snapshot files and lazy loading.
+"""
+
+from retrieval_service.index.manager import (
+    IndexManager,
+    build_from_settings,
+    rebuild,
+    smoothing_from,
+)
+from retrieval_service.index.partition import (
+    COLUMNS,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    STRINGS,
+    Candidates,
+    Filters,
+    Partition,
+    Smoothing,
+    partition_key,
+)
+
+__all__ = [
+    "COLUMNS",
+    "HNSW_EF_CONSTRUCTION",
+    "HNSW_M",
+    "STRINGS",
+    "Candidates",
+    "Filters",
+    "IndexManager",
+    "Partition",
+    "Smoothing",
+    "build_from_settings",
+    "partition_key",
+    "rebuild",
+    "smoothing_from",
+]

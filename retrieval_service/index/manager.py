@@ -1,0 +1,538 @@
+"""The index manager: which partitions this replica holds, the tailer that applies the
+change log to them in sequence order, adoption of partitions from the database when
+ownership moves, and the snapshot and start-up loops (snapshots.py writes the files)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import faiss
+import numpy as np
+from sqlalchemy import select
+
+from retrieval_service.index.partition import (
+    Partition,
+    Smoothing,
+    partition_key,
+)
+from retrieval_service.ownership import Ring, ring_from_settings
+from shared import changelog
+from shared.db.engine import Database
+from shared.db.models import MemoryRecord
+from shared.embedding import from_bytes
+
+log = logging.getLogger("memlake.index")
+
+
+class IndexManager:
+    """Applies the change log in sequence order to the partitions this replica owns (all of
+    them unless a ring says otherwise), snapshots them incrementally to disk with the last
+    applied sequence (retrieval_service/index/snapshots.py), and on start loads the snapshot
+    lazily and catches up."""
+
+    def __init__(
+        self,
+        db: Database,
+        dim: int,
+        *,
+        embed_model: str,
+        snapshot_dir: Path | None = None,
+        poll_interval: float = 0.2,
+        snapshot_interval: float = 30.0,
+        ann_threshold: int = 20000,
+        lexical_window: int = 1,
+        smoothing: Smoothing | None = None,
+        ring: Ring | None = None,
+        borrowed_idle_s: float = 120.0,
+    ) -> None:
+        self.db = db
+        self.ring = ring or Ring()
+        self.borrowed_idle_s = borrowed_idle_s
+        self._dirty: set[tuple[str, str]] = set()  # changed since their last snapshot
+        self._purge: set[tuple[str, str]] = set()  # ... by a removal
+        self._touched: set[tuple[str, str]] | None = None  # ... by the running catch-up
+        self._stored: dict[tuple[str, str], list] = {}  # in the snapshot, not yet loaded
+        self._manifest_parts: dict[str, list] = {}  # the last manifest's entries
+        self._load_lock = threading.RLock()
+        self._snapshot_lock = threading.Lock()  # one snapshot round at a time
+        self._used: dict[tuple[str, str], float] = {}  # borrowed partitions: last use
+        self._store = None
+        if snapshot_dir is not None:
+            from retrieval_service.index.snapshots import SnapshotStore
+
+            self._store = SnapshotStore(snapshot_dir)
+        self.smoothing = smoothing or Smoothing()
+        self.dim = dim
+        self.embed_model = embed_model
+        self.snapshot_dir = snapshot_dir
+        self.poll_interval = poll_interval
+        self.snapshot_interval = snapshot_interval
+        self.ann_threshold = ann_threshold
+        self.lexical_window = lexical_window
+        self.partitions: dict[tuple[str, str], Partition] = {}
+        self.where: dict[int, tuple[str, str]] = {}
+        self.applied_seq = 0
+        self.snapshot_seq = -1
+        # A removal (Forget, erasure, expiry) was applied: snapshot soon, so the previous
+        # snapshot on disk stops holding the removed content.
+        self.removed_since_snapshot = False
+        self.erase_snapshot_delay_s = 1.0
+        self.ready = False
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._apply_lock = threading.Lock()
+        self._cursor = changelog.ChangeCursor()  # never passes a row still in flight
+        self._thread: threading.Thread | None = None
+        faiss.omp_set_num_threads(1)  # single queries: threads only add overhead here
+
+    # -- building -------------------------------------------------------------------------
+
+    def _new_partition(self) -> Partition:
+        return Partition(self.dim, self.ann_threshold, self.lexical_window, self.smoothing)
+
+    def load_all(self) -> None:
+        """Builds every partition from the database alone, then catches up with the log."""
+        with self._apply_lock:
+            self.partitions, self.where = {}, {}
+            self._stored, self._manifest_parts = {}, {}
+            with self.db.read() as s:
+                start_seq = changelog.stable_last_seq(s)
+            last_id = 0
+            while True:
+                with self.db.read() as s:
+                    recs = list(
+                        s.scalars(
+                            select(MemoryRecord)
+                            .where(MemoryRecord.id > last_id)
+                            .order_by(MemoryRecord.id)
+                            .limit(5000)
+                        )
+                    )
+                if not recs:
+                    break
+                # Turns in order, so each finds its context already indexed.
+                for rec in sorted(recs, key=lambda r: (r.session_id, r.turn_index or 0, r.id)):
+                    self._put(rec)
+                last_id = recs[-1].id
+            self._compact()
+            self._set_applied(start_seq)
+        self._build_graphs()
+        self.catch_up()
+        self._mark_ready()
+
+    def load_snapshot(self) -> bool:
+        """Loads the last snapshot if there is a usable one (partitions lazily); False
+        otherwise."""
+        from retrieval_service.index import snapshots
+
+        return snapshots.load(self)
+
+    def save_snapshot(self, fail_after: int = -1) -> bool:
+        """Writes the partitions changed since the last snapshot (see snapshots.py)."""
+        from retrieval_service.index import snapshots
+
+        return snapshots.save(self, fail_after)
+
+    def _set_applied(self, seq: int) -> None:
+        with self._cond:
+            self.applied_seq = seq
+            self._cond.notify_all()
+
+    def _mark_ready(self) -> None:
+        with self._cond:
+            self.ready = True
+            self._cond.notify_all()
+
+    def _partition(self, key: tuple[str, str]) -> Partition:
+        p = self.partitions.get(key)
+        if p is None and key in self._stored:
+            p = self._load_stored(key)
+        if p is None:
+            p = self.partitions[key] = self._new_partition()
+        return p
+
+    # -- ownership ------------------------------------------------------------------------
+
+    def owns(self, key: tuple[str, str]) -> bool:
+        return self.ring.owns(key)
+
+    def _holds(self, key: tuple[str, str]) -> bool:
+        """Owned, or borrowed (built here to answer for an owner that could not)."""
+        return key in self.partitions or key in self._stored or self.ring.owns(key)
+
+    def _load_stored(self, key: tuple[str, str]) -> Partition | None:
+        """Decodes one partition of the loaded snapshot (first use, or the loader)."""
+        from retrieval_service.index import snapshots
+
+        with self._load_lock:
+            p = self.partitions.get(key)
+            if p is not None:
+                return p
+            entry = self._stored.get(key)
+            if entry is None:
+                return None
+            p = snapshots.decode(
+                self._store.read(entry),
+                self.dim,
+                self.ann_threshold,
+                self.lexical_window,
+                self.smoothing,
+            )
+            for mid in p.row_of:
+                self.where[mid] = key
+            self.partitions[key] = p
+            del self._stored[key]
+        if p.needs_ann():
+            p.build_ann()
+        return p
+
+    def _load_rest(self) -> None:
+        """Loads the snapshot's remaining partitions in the background."""
+        for key in list(self._stored):
+            if self._stop.is_set():
+                return
+            try:
+                self._load_stored(key)
+            except Exception:  # noqa: BLE001 - a query will load (or fail on) it later
+                log.exception("loading index partition %s failed", key)
+
+    def start_loader(self) -> None:
+        if self._stored:
+            threading.Thread(target=self._load_rest, name="index-load", daemon=True).start()
+
+    def _vector(self, rec: MemoryRecord) -> np.ndarray | None:
+        if rec.embedding is None:
+            return None
+        vec = from_bytes(rec.embedding)
+        return vec if vec.shape[0] == self.dim else None
+
+    @staticmethod
+    def _scope_query(key: tuple[str, str]):
+        tenant, k = key
+        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant)
+        if k.startswith("u:"):
+            return q.where(MemoryRecord.user_id == k[2:])
+        q = q.where(MemoryRecord.user_id == "")
+        return q.where(MemoryRecord.agent_id == (k[2:] if k.startswith("a:") else ""))
+
+    def discover(self) -> set[tuple[str, str]]:
+        """Every partition key the database has memories for."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(MemoryRecord.tenant, MemoryRecord.user_id, MemoryRecord.agent_id).distinct()
+            )
+            return {partition_key(t, u, a) for t, u, a in rows}
+
+    def adopt(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Builds partitions from the database by scope (not from the log), outside the
+        apply lock; then under it replays the log rows that arrived meanwhile for them
+        and installs them. Rows seen twice are harmless: a put re-reads the memory."""
+        keys = [k for k in keys if k not in self.partitions and k not in self._stored]
+        if not keys:
+            return 0
+        with self.db.read() as s:
+            seq0 = changelog.stable_last_seq(s)  # nothing at or below it still in flight
+        built: dict[tuple[str, str], Partition] = {}
+        for key in keys:
+            p = self._new_partition()
+            with self.db.read() as s:
+                recs = list(s.scalars(self._scope_query(key).order_by(MemoryRecord.id)))
+            for rec in sorted(recs, key=lambda r: (r.session_id, r.turn_index or 0, r.id)):
+                vec = self._vector(rec)
+                if vec is not None:
+                    p.put(rec, vec)
+            built[key] = p
+        with self._apply_lock:
+            for key, p in built.items():
+                if key in self.partitions:
+                    continue
+                self.partitions[key] = p
+                for mid in p.row_of:
+                    self.where[mid] = key
+                self._dirty.add(key)
+            pos = seq0
+            while pos < self.applied_seq:
+                with self.db.read() as s:
+                    rows = changelog.read_after_with_scope(s, pos, upto=self.applied_seq)
+                    recs = self._records_for(s, rows, lambda k: k in built)
+                if not rows:
+                    break
+                for r in rows:
+                    rec = recs.get(r.memory_id) if r.op == "put" else None
+                    if rec is not None:
+                        self._put(rec)
+                    elif (r.op != "put" or r.tenant is None) and self.where.get(
+                        r.memory_id
+                    ) in built:
+                        self._remove(r.memory_id)
+                pos = rows[-1].seq
+        log.info("built %d index partitions from the database", len(built))
+        return len(built)
+
+    @staticmethod
+    def _records_for(s, rows, want) -> dict[int, MemoryRecord]:
+        ids = {
+            r.memory_id
+            for r in rows
+            if r.op == "put"
+            and r.tenant is not None
+            and want(partition_key(r.tenant, r.user_id, r.agent_id))
+        }
+        if not ids:
+            return {}
+        return {r.id: r for r in s.scalars(select(MemoryRecord).where(MemoryRecord.id.in_(ids)))}
+
+    def partition(self, key: tuple[str, str], borrow: bool = True) -> Partition | None:
+        """The partition for a scoped query: loaded, or loaded now from the snapshot, or
+        (not owned here, borrow) built now from the database and kept for a while."""
+        p = self.partitions.get(key)
+        if p is None and key in self._stored:
+            p = self._load_stored(key)
+        if p is None and borrow and not self.ring.owns(key):
+            self.adopt([key])
+            p = self.partitions.get(key)
+        if p is not None and not self.ring.owns(key):
+            self._used[key] = time.monotonic()
+        return p
+
+    def _drop_idle_borrowed(self) -> None:
+        now = time.monotonic()  # borrowed partitions are the ones in _used
+        idle = [
+            k
+            for k, t in list(self._used.items())
+            if now - t > self.borrowed_idle_s and not self.ring.owns(k)
+        ]
+        if not idle:
+            return
+        with self._apply_lock:
+            for k in idle:
+                p = self.partitions.pop(k, None)
+                self._used.pop(k, None)
+                self._dirty.discard(k)
+                if p is not None:
+                    for mid in p.row_of:
+                        self.where.pop(mid, None)
+
+    def _put(self, rec: MemoryRecord) -> None:
+        if rec.embedding is None:
+            return
+        vec = from_bytes(rec.embedding)
+        if vec.shape[0] != self.dim:
+            log.warning("memory %s: %d-d vector, index is %d-d", rec.id, vec.shape[0], self.dim)
+            return
+        key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
+        if not self._holds(key):
+            return  # another replica's
+        self._partition(key).put(rec, vec)
+        self.where[rec.id] = key
+        self._dirty.add(key)
+        if self._touched is not None:
+            self._touched.add(key)
+
+    def _remove(self, memory_id: int) -> None:
+        key = self.where.pop(memory_id, None)
+        if key is None and self._stored:  # maybe in a partition not loaded yet
+            for k in list(self._stored):
+                self._load_stored(k)
+            key = self.where.pop(memory_id, None)
+        if key is not None:
+            p = self.partitions[key]
+            p.remove(memory_id)
+            if p.n_alive == 0:  # nothing left of the scope, not even its name
+                del self.partitions[key]
+            self.removed_since_snapshot = True
+            self._dirty.add(key)
+            self._purge.add(key)  # its old snapshot segment must go (snapshots.py)
+            if self._touched is not None:
+                self._touched.add(key)
+
+    def _compact(self, keys=None) -> None:
+        """Replaces partitions (all, or those in keys) that are a quarter tombstones (under
+        the apply lock)."""
+        items = (
+            list(self.partitions.items())
+            if keys is None
+            else [(k, self.partitions[k]) for k in keys if k in self.partitions]
+        )
+        for key, p in items:
+            if p.needs_compaction():
+                self.partitions[key] = p.compact()
+                self._dirty.add(key)
+
+    def _build_graphs(self, keys=None) -> None:
+        """Builds graphs for partitions (all, or those in keys) that grew past the
+        threshold. Outside the apply lock: a build takes minutes at 1M memories, and
+        build_ann takes in rows that arrive meanwhile."""
+        parts = (
+            list(self.partitions.values())
+            if keys is None
+            else [self.partitions[k] for k in keys if k in self.partitions]
+        )
+        for p in parts:
+            if p.needs_ann():
+                p.build_ann()
+
+    def catch_up(self) -> int:
+        """Applies every change after applied_seq; returns the number applied."""
+        applied = 0
+        with self._apply_lock:
+            self._touched = set()  # the partitions this catch-up changes
+            while True:
+                with self.db.read() as s:
+                    # Each row with its memory's scope: rows of partitions another replica
+                    # owns are skipped without loading their memories.
+                    entries = self._cursor.read(
+                        s, self.applied_seq, fetch=changelog.read_after_with_scope
+                    )
+                    recs = self._records_for(s, entries, self._holds)
+                if not entries:
+                    break
+                for e in entries:
+                    rec = recs.get(e.memory_id) if e.op == "put" else None
+                    if rec is not None:
+                        self._put(rec)
+                    elif e.op != "put" or e.tenant is None:  # removed, or no longer exists
+                        self._remove(e.memory_id)
+                self._set_applied(entries[-1].seq)
+                applied += len(entries)
+            touched, self._touched = self._touched, None
+            if applied:
+                self._compact(touched)  # only these can have changed
+        if applied:
+            self._build_graphs(touched)
+        return applied
+
+    # -- tailing --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="index-tail", daemon=True)
+        self._thread.start()
+        threading.Thread(target=self._snapshot_loop, name="index-snapshot", daemon=True).start()
+
+    def wake(self, seq: int | None = None) -> None:
+        if seq is None or seq > self.applied_seq:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.ready:
+                    if self.load_snapshot():
+                        self.start_loader()  # the rest of the partitions, in the background
+                    else:
+                        self.load_all()
+                else:
+                    self.catch_up()
+                    self._drop_idle_borrowed()
+            except Exception:  # noqa: BLE001 - database hiccup: retry after a pause
+                log.exception("index tail failed")
+                self._stop.wait(1.0)
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def _snapshot_loop(self) -> None:
+        """Snapshots on their own thread, so the tail thread keeps applying meanwhile:
+        every snapshot_interval, and soon after a removal (a forgotten memory must leave
+        the snapshot files too)."""
+        last = time.monotonic()
+        step = min(self.snapshot_interval, self.erase_snapshot_delay_s / 4, 0.25)
+        while not self._stop.wait(step):
+            since = time.monotonic() - last
+            if since < self.snapshot_interval and not (
+                self.removed_since_snapshot and since > self.erase_snapshot_delay_s
+            ):
+                continue
+            try:
+                self.save_snapshot()
+            except Exception:  # noqa: BLE001 - a missed snapshot only slows the next start
+                log.exception("index snapshot failed")
+            last = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        try:
+            self.save_snapshot()
+        except Exception:  # noqa: BLE001 - a missing snapshot only slows the next start
+            log.exception("final index snapshot failed")
+        if self._store is not None:
+            self._store.close()
+
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        """Blocks until applied_seq >= seq or timeout; True if reached."""
+        if self.ready and seq <= self.applied_seq:
+            return True
+        self.wake(seq)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self.ready and self.applied_seq >= seq):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+                self._wake.set()
+        return True
+
+    def partitions_for(self, tenant: str, user_id: str, agent_id: str) -> Iterable[Partition]:
+        """A user's partition; otherwise every partition of the tenant this replica owns
+        (other replicas answer for theirs: see routing.py)."""
+        if user_id:
+            p = self.partition(partition_key(tenant, user_id, ""))
+            return [p] if p is not None else []
+        for k in [k for k in list(self._stored) if k[0] == tenant]:
+            self._load_stored(k)
+        return [p for k, p in list(self.partitions.items()) if k[0] == tenant and self.owns(k)]
+
+    def check_ready(self) -> None:
+        if not self.ready:
+            raise RuntimeError("index is still loading")
+
+    def stats(self) -> dict:
+        return {
+            "applied_seq": self.applied_seq,
+            "partitions": len(self.partitions) + len(self._stored),
+            "rows": sum(p.n_alive for p in self.partitions.values()),
+            "ann_partitions": sum(1 for p in self.partitions.values() if p.ann is not None),
+        }
+
+
+def smoothing_from(settings) -> Smoothing:
+    return Smoothing(
+        dense_next=settings.rank_dense_next,
+        lexical_prev=settings.rank_lexical_prev,
+        window_weight=settings.rank_window_weight,
+    )
+
+
+def build_from_settings(
+    settings, embedder_name: str, dim: int, db: Database | None = None
+) -> IndexManager:
+    return IndexManager(
+        db or Database(settings.sqlalchemy_url()),
+        dim,
+        embed_model=embedder_name,
+        snapshot_dir=settings.index_dir(),
+        poll_interval=settings.tail_poll_interval_s,
+        snapshot_interval=settings.snapshot_interval_s,
+        ann_threshold=settings.ann_threshold,
+        lexical_window=settings.lexical_window,
+        smoothing=smoothing_from(settings),
+        ring=ring_from_settings(settings),
+        borrowed_idle_s=settings.borrowed_idle_s,
+    )
+
+
+def rebuild(settings, embedder_name: str, dim: int) -> IndexManager:
+    """Rebuilds every partition from the database alone and writes a fresh snapshot."""
+    index = build_from_settings(settings, embedder_name, dim)
+    index.load_all()
+    index.snapshot_seq = -1
+    index.save_snapshot()
+    return index
