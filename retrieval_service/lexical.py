@@ -203,6 +203,17 @@ _DATES = [
 ]
 
 
+_HOWTO_Q = re.compile(
+    r"^\s*how (?:do|should|can|could|would) (?:i|we|you)\b|\bhow to\b|\bwhat are the steps\b",
+    re.I,
+)
+
+
+def is_howto_query(q: str) -> bool:
+    """A question asking for a procedure ("how do I ...", "how to ..."): a SKILL answers."""
+    return _HOWTO_Q.search(q) is not None
+
+
 def has_time_expression(text: str) -> bool:
     return _TIME.search(text) is not None
 

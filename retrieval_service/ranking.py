@@ -16,21 +16,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index import Filters, IndexManager, Partition
-from retrieval_service.lexical import first_names, is_temporal_query, query_days
+from retrieval_service.lexical import (
+    first_names,
+    is_howto_query,
+    is_temporal_query,
+    query_days,
+    tokenize,
+)
 
 
 @dataclass(frozen=True)
 class RankConfig:
     alpha: float = 0.5  # weight of the dense score in the fusion
+    dense_keep: int = 1  # the best this many by cosine alone keep a place in the first ten
     speaker_boost: float = 0.6  # turns spoken by the one participant the query names
     date_boost: float = 0.5  # items of a day the query writes out
     time_boost: float = 0.3  # items holding a time expression, for "when" questions
+    howto_boost: float = 0.3  # SKILL items, for "how do I ..." questions
     question_factor: float = 0.85  # a turn that asked what a later turn answered
+    echo_penalty: float = 0.5  # a memory whose words are mostly the query's scores less
+    echo_share: float = 0.3  # ... when more than this share of its words are the query's
     recency: float = 0.02  # EVENT and CONVERSATION: fresher is a little better
     importance: float = 0.02
     recency_half_life_s: float = 30 * 86400.0
@@ -45,10 +56,15 @@ def rank_config_from(settings) -> RankConfig:
         speaker_boost=settings.rank_speaker_boost,
         date_boost=settings.rank_date_boost,
         time_boost=settings.rank_time_boost,
+        howto_boost=settings.rank_howto_boost,
         question_factor=settings.rank_question_factor,
+        echo_penalty=settings.rank_echo_penalty,
+        echo_share=settings.rank_echo_share,
+        dense_keep=settings.rank_dense_keep,
     )
 
 
+KEEP_WITHIN = 10  # dense_keep: the first this many results hold the best by cosine
 TIMELY_TYPES = np.array([pb.MEMORY_TYPE_EVENT, pb.MEMORY_TYPE_CONVERSATION], dtype=np.int8)
 
 
@@ -72,6 +88,59 @@ class Hit:
         return pb.Memory.FromString(self.partition.doc(self.row))
 
 
+@lru_cache(maxsize=16384)
+def _content_words(doc: bytes) -> frozenset[str]:
+    """A stored memory's content words (keyed by its serialized form, so a changed memory
+    is a new entry); the head of every search looks them up."""
+    return frozenset(tokenize(pb.Memory.FromString(doc).content))
+
+
+def _echo(parts, score: np.ndarray, query: str, head: int, cfg: RankConfig) -> np.ndarray:
+    """Among the best `head` candidates, a memory most of whose content words (stemmed, stop
+    words out) are the query's own scores up to cfg.echo_penalty less, growing from none at
+    cfg.echo_share of its words to all of it when every word is the query's: it repeats
+    the question ("why is my PCR giving no bands?") or only names its subject ("has a cat"),
+    where the memory that answers says something the question does not."""
+    q = set(tokenize(query))
+    if not q or len(score) == 0:
+        return score
+    head = min(head, len(score))
+    top = np.argpartition(-score, head - 1)[:head]
+    offsets = np.cumsum([0] + [len(c.rows) for _, c in parts])
+    out = score.copy()
+    for i in top:
+        j = int(np.searchsorted(offsets, i, side="right") - 1)
+        p, c = parts[j]
+        words = _content_words(p.doc(int(c.rows[i - offsets[j]])))
+        if not words:
+            continue
+        over = len(words & q) / len(words) - cfg.echo_share
+        if over > 0:
+            out[i] *= 1 - cfg.echo_penalty * over / (1 - cfg.echo_share)
+    return out
+
+
+def _keep_dense(top: np.ndarray, dense: np.ndarray, shown: np.ndarray, m: int) -> np.ndarray:
+    """The best m candidates by cosine alone get a place among the first KEEP_WITHIN (or
+    all k) results: each one missing goes in just above the one it displaces and shows its
+    score (the list stays sorted); the rest move down one place. A remark that shares no
+    word with what it needs ("my knee has been bad since the weekend" after "I signed up for
+    the trail race") is found by meaning alone, and the words other turns share with it
+    must not bury it (bench/cuetrigger.py)."""
+    k = len(top)
+    within = min(k, KEEP_WITHIN)
+    head = top[:within].tolist()
+    best = np.argsort(-dense, kind="stable")[:m]
+    missing = [int(i) for i in best if int(i) not in head]
+    if not missing:
+        return top
+    cut = within - len(missing)
+    for i in missing:
+        shown[i] = shown[head[cut]]
+    rest = [int(i) for i in top.tolist() if int(i) not in missing]
+    return np.array((rest[:cut] + missing + rest[cut:])[:k], dtype=top.dtype)
+
+
 def search(
     index: IndexManager,
     tenant: str,
@@ -89,6 +158,7 @@ def search(
     words = first_names(query)
     days = query_days(query)
     temporal = is_temporal_query(query)
+    howto = bool(cfg.howto_boost) and is_howto_query(query)
     local = [p for p in scope if isinstance(p, Partition)]  # not a fan-out's merged view
     named = set().union(*(p.speaker_names() & words for p in local)) if local else set()
     focus_name = next(iter(named)) if len(named) == 1 else None
@@ -103,6 +173,8 @@ def search(
             out.append(lambda n, p=p: np.isin(p.day[:n], list(days)))
         if temporal:
             out.append(lambda n, p=p: p.has_time[:n])
+        if howto:
+            out.append(lambda n, p=p: p.types[:n] == pb.MEMORY_TYPE_SKILL)
         return out
 
     parts = []
@@ -125,6 +197,8 @@ def search(
     score = cfg.alpha * dense.astype(np.float64) + (1 - cfg.alpha) * lex
     if temporal:
         score *= 1 + cfg.time_boost * cat(lambda p, c: p.has_time[c.rows])
+    if howto:
+        score *= 1 + cfg.howto_boost * (types == pb.MEMORY_TYPE_SKILL)
     if days:
         score *= 1 + cfg.date_boost * np.isin(cat(lambda p, c: p.day[c.rows]), list(days))
     named = set().union(*(p.speaker_names() & words for p, _ in parts))
@@ -143,6 +217,9 @@ def search(
     reflect = types == pb.MEMORY_TYPE_REFLECTION
     score = np.where(reflect, score * (0.5 + 0.5 * conf), score)
 
+    if cfg.echo_penalty and query:
+        score = _echo(parts, score, query, max(3 * top_k, 30), cfg)
+
     if min_score is not None:
         score = np.where(score >= min_score, score, -np.inf)
         top_k = min(top_k, int(np.count_nonzero(score >= min_score)))
@@ -156,6 +233,9 @@ def search(
         top = np.arange(len(score))
     ids = cat(lambda p, c: p.ids[c.rows])
     top = top[np.lexsort((ids[top], -dense[top], -score[top]))][:k]
+    shown = score.copy()
+    if cfg.dense_keep and min_score is None and k > 2 * cfg.dense_keep:
+        top = _keep_dense(top, dense, shown, cfg.dense_keep)
     offsets = np.cumsum([0] + [len(c.rows) for _, c in parts])
     hits = []
     for i in top:
@@ -164,7 +244,7 @@ def search(
         row = int(c.rows[i - offsets[j]])
         hits.append(
             Hit(
-                p, row, float(score[i]), float(dense[i]), float(lex[i]), float(recency[i]),
+                p, row, float(shown[i]), float(dense[i]), float(lex[i]), float(recency[i]),
                 float(imp[i]), float(conf[i]), bool(p.conflicted[row]),
             )
         )  # fmt: skip
