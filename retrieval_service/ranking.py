@@ -1,7 +1,9 @@
 """Hybrid ranking: dense similarity and BM25 (each smoothed over a turn's neighbours in
 the partition), fused; then multiplicative cues (the speaker a question names, a date it
-writes out, a time expression for "when" questions); then small recency and importance
-terms where the type calls for them.
+writes out, a time expression for "when" questions, a SKILL for "how do I" questions, a
+question turn that was answered, a memory that only echoes the query); then small recency
+and importance terms where the type calls for them. Last, the best match by cosine alone
+keeps a place in the first ten results (it keeps its own score).
 
 What a score means: each channel is normalised on its own, never against the other
 candidates: dense is the cosine with the query, lexical is BM25 divided by the most the
@@ -9,7 +11,8 @@ query could score in that partition (0..1). So the same item scores the same whi
 search path found it (exact or graph) and whatever else was found, and scores compare
 across queries: a minimum score is a meaningful cut-off. Higher is more relevant; before
 cues, a score is alpha * cosine + (1 - alpha) * lexical.
-The weights were chosen on LoCoMo (bench/locomo.py; see README for the figures).
+The weights were chosen on LoCoMo (bench/locomo.py; conversations 0-2 of the dev file since
+issue 12, 3-4 held out) and bench/data/smallscope-dev.json; see README for the figures.
 """
 
 from __future__ import annotations
@@ -95,38 +98,46 @@ def _content_words(doc: bytes) -> frozenset[str]:
     return frozenset(tokenize(pb.Memory.FromString(doc).content))
 
 
-def _echo(parts, score: np.ndarray, query: str, head: int, cfg: RankConfig) -> np.ndarray:
-    """Among the best `head` candidates, a memory most of whose content words (stemmed, stop
-    words out) are the query's own scores up to cfg.echo_penalty less, growing from none at
-    cfg.echo_share of its words to all of it when every word is the query's: it repeats
-    the question ("why is my PCR giving no bands?") or only names its subject ("has a cat"),
-    where the memory that answers says something the question does not."""
+def _echo(parts, score: np.ndarray, query: str, k: int, cfg: RankConfig) -> np.ndarray:
+    """A memory most of whose content words (stemmed, stop words out) are the query's own
+    scores up to cfg.echo_penalty less, growing from none at cfg.echo_share of its words to
+    all of it when every word is the query's: it repeats the question ("why is my PCR
+    giving no bands?") or only names its subject ("has a cat"), where the memory that
+    answers says something the question does not. Only the candidates that could reach
+    the top k are looked at (the best 3k, then any that rise into the top k), so every
+    returned memory carries its penalty whatever the other candidates were."""
     q = set(tokenize(query))
-    if not q or len(score) == 0:
+    k = min(k, len(score))
+    if not q or k == 0:
         return score
-    head = min(head, len(score))
-    top = np.argpartition(-score, head - 1)[:head]
     offsets = np.cumsum([0] + [len(c.rows) for _, c in parts])
     out = score.copy()
-    for i in top:
-        j = int(np.searchsorted(offsets, i, side="right") - 1)
-        p, c = parts[j]
-        words = _content_words(p.doc(int(c.rows[i - offsets[j]])))
-        if not words:
-            continue
-        over = len(words & q) / len(words) - cfg.echo_share
-        if over > 0:
-            out[i] *= 1 - cfg.echo_penalty * over / (1 - cfg.echo_share)
-    return out
+    seen: set[int] = set()
+    look = np.argpartition(-out, min(3 * k, len(out)) - 1)[: 3 * k]
+    while True:
+        new = [int(i) for i in look if int(i) not in seen]
+        if not new:
+            return out
+        for i in new:
+            seen.add(i)
+            j = int(np.searchsorted(offsets, i, side="right") - 1)
+            p, c = parts[j]
+            words = _content_words(p.doc(int(c.rows[i - offsets[j]])))
+            if words:
+                over = len(words & q) / len(words) - cfg.echo_share
+                if over > 0:
+                    out[i] *= 1 - cfg.echo_penalty * over / (1 - cfg.echo_share)
+        look = np.argpartition(-out, k - 1)[:k]
 
 
-def _keep_dense(top: np.ndarray, dense: np.ndarray, shown: np.ndarray, m: int) -> np.ndarray:
+def _keep_dense(top: np.ndarray, dense: np.ndarray, m: int) -> np.ndarray:
     """The best m candidates by cosine alone get a place among the first KEEP_WITHIN (or
-    all k) results: each one missing goes in just above the one it displaces and shows its
-    score (the list stays sorted); the rest move down one place. A remark that shares no
-    word with what it needs ("my knee has been bad since the weekend" after "I signed up for
-    the trail race") is found by meaning alone, and the words other turns share with it
-    must not bury it (bench/cuetrigger.py)."""
+    all k) results: each one missing goes in at the end of those places and the rest move
+    down. It keeps its own score (scores never depend on the other candidates), so there
+    the order departs from the scores. A remark that shares no word with what it needs
+    ("my knee has been bad since the weekend" after "I signed up for the trail race") is
+    found by meaning alone, and the words other turns share with it must not bury it
+    (bench/cuetrigger.py)."""
     k = len(top)
     within = min(k, KEEP_WITHIN)
     head = top[:within].tolist()
@@ -135,8 +146,6 @@ def _keep_dense(top: np.ndarray, dense: np.ndarray, shown: np.ndarray, m: int) -
     if not missing:
         return top
     cut = within - len(missing)
-    for i in missing:
-        shown[i] = shown[head[cut]]
     rest = [int(i) for i in top.tolist() if int(i) not in missing]
     return np.array((rest[:cut] + missing + rest[cut:])[:k], dtype=top.dtype)
 
@@ -218,7 +227,7 @@ def search(
     score = np.where(reflect, score * (0.5 + 0.5 * conf), score)
 
     if cfg.echo_penalty and query:
-        score = _echo(parts, score, query, max(3 * top_k, 30), cfg)
+        score = _echo(parts, score, query, top_k, cfg)
 
     if min_score is not None:
         score = np.where(score >= min_score, score, -np.inf)
@@ -233,9 +242,8 @@ def search(
         top = np.arange(len(score))
     ids = cat(lambda p, c: p.ids[c.rows])
     top = top[np.lexsort((ids[top], -dense[top], -score[top]))][:k]
-    shown = score.copy()
     if cfg.dense_keep and min_score is None and k > 2 * cfg.dense_keep:
-        top = _keep_dense(top, dense, shown, cfg.dense_keep)
+        top = _keep_dense(top, dense, cfg.dense_keep)
     offsets = np.cumsum([0] + [len(c.rows) for _, c in parts])
     hits = []
     for i in top:
@@ -244,7 +252,7 @@ def search(
         row = int(c.rows[i - offsets[j]])
         hits.append(
             Hit(
-                p, row, float(shown[i]), float(dense[i]), float(lex[i]), float(recency[i]),
+                p, row, float(score[i]), float(dense[i]), float(lex[i]), float(recency[i]),
                 float(imp[i]), float(conf[i]), bool(p.conflicted[row]),
             )
         )  # fmt: skip
