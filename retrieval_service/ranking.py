@@ -104,30 +104,29 @@ def _echo(parts, score: np.ndarray, query: str, k: int, cfg: RankConfig) -> np.n
     all of it when every word is the query's: it repeats the question ("why is my PCR
     giving no bands?") or only names its subject ("has a cat"), where the memory that
     answers says something the question does not. Only the candidates that could reach
-    the top k are looked at (the best 3k, then any that rise into the top k), so every
-    returned memory carries its penalty whatever the other candidates were."""
+    the top k are looked at (the top k, then any that rise into it, until none do), so
+    every returned memory carries its penalty whatever the other candidates were."""
     q = set(tokenize(query))
     k = min(k, len(score))
     if not q or k == 0:
         return score
     offsets = np.cumsum([0] + [len(c.rows) for _, c in parts])
     out = score.copy()
-    seen: set[int] = set()
-    look = np.argpartition(-out, min(3 * k, len(out)) - 1)[: 3 * k]
+    seen = np.zeros(len(score), dtype=bool)
     while True:
-        new = [int(i) for i in look if int(i) not in seen]
-        if not new:
+        look = np.argpartition(-out, k - 1)[:k]
+        look = look[~seen[look]]
+        if not len(look):
             return out
-        for i in new:
-            seen.add(i)
-            j = int(np.searchsorted(offsets, i, side="right") - 1)
+        seen[look] = True
+        part = np.searchsorted(offsets, look, side="right") - 1
+        for i, j in zip(look.tolist(), part.tolist(), strict=True):
             p, c = parts[j]
             words = _content_words(p.doc(int(c.rows[i - offsets[j]])))
             if words:
                 over = len(words & q) / len(words) - cfg.echo_share
                 if over > 0:
                     out[i] *= 1 - cfg.echo_penalty * over / (1 - cfg.echo_share)
-        look = np.argpartition(-out, k - 1)[:k]
 
 
 def _keep_dense(top: np.ndarray, dense: np.ndarray, m: int) -> np.ndarray:

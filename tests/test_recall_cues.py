@@ -81,7 +81,7 @@ def test_a_background_naming_only_the_subject_ranks_below_the_fact():
 
 def test_an_echo_penalty_is_applied_to_every_returned_memory():
     """Twenty echoes outscore five answers before the penalty; with top_k 2 the first look
-    covers the best 6, so the answers rise from further down and are looked at too. Each
+    covers two echoes, so the answers rise from further down and are looked at too. Each
     returned score equals the one a search returning everything gives it."""
     items = [(pb.MEMORY_TYPE_EVENT, "swimming pool opening", _unit(1, 3.0), {})] * 20
     items += [(pb.MEMORY_TYPE_EVENT, f"opens at nine on day {i} for lanes", _unit(2, 1.0), {})
