@@ -38,6 +38,9 @@ DENSE_ONLY = {
 }  # fmt: skip
 
 
+RERUNS = {"no_dense_keep": {"MEMLAKE_RANK_DENSE_KEEP": "0"}, "dense_only": DENSE_ONLY}
+
+
 def padded(data: list[dict], pairs: list[dict]) -> tuple[list[dict], list[tuple[int, str]]]:
     """A copy of the conversations with pair i's trigger appended to a session of
     conversation i % len(data) (sessions taken in turn, spread over the conversation);
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
                 print(f"  ingested conversation {ci} ({user}): {len(reqs)} turns", flush=True)
             c.search("warm up", scope=scope("x"), min_seq=seq, timeout=600)
             result["memlake"] = _ask(c, data, pairs, where)
-        for name, extra in (("dense_only", DENSE_ONLY),):
+        for name, extra in RERUNS.items():
             server.stop()
             server = Server(data_dir, {**env, **extra})
             server.wait_serving()
@@ -113,10 +116,10 @@ def main(argv=None) -> int:
         server.stop()
         tmp.cleanup()
     result["cpu"] = cpu_info()
-    for name in ("memlake", "dense_only"):
+    for name in ("memlake", *RERUNS):
         r = result[name]
         print(
-            f"{name:<11} recall@1 {r['recall_at']['1']:.3f}  @5 {r['recall_at']['5']:.3f}  "
+            f"{name:<13} recall@1 {r['recall_at']['1']:.3f}  @5 {r['recall_at']['5']:.3f}  "
             f"@10 {r['recall_at']['10']:.3f}  @20 {r['recall_at']['20']:.3f}  MRR {r['mrr']:.3f}"
         )
     write_json(a.out, result)
