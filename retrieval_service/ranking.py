@@ -129,7 +129,7 @@ def _echo(parts, score: np.ndarray, query: str, k: int, cfg: RankConfig) -> np.n
                     out[i] *= 1 - cfg.echo_penalty * over / (1 - cfg.echo_share)
 
 
-def _keep_dense(top: np.ndarray, dense: np.ndarray, m: int) -> np.ndarray:
+def _keep_dense(top: np.ndarray, dense: np.ndarray, ids: np.ndarray, m: int) -> np.ndarray:
     """The best m candidates by cosine alone get a place among the first KEEP_WITHIN (or
     all k) results: each one missing goes in at the end of those places and the rest move
     down. It keeps its own score (scores never depend on the other candidates), so there
@@ -140,7 +140,7 @@ def _keep_dense(top: np.ndarray, dense: np.ndarray, m: int) -> np.ndarray:
     k = len(top)
     within = min(k, KEEP_WITHIN)
     head = top[:within].tolist()
-    best = np.argsort(-dense, kind="stable")[:m]
+    best = np.lexsort((ids, -dense))[:m]  # ties by id: the same whichever replica gathered
     missing = [int(i) for i in best if int(i) not in head]
     if not missing:
         return top
@@ -242,7 +242,7 @@ def search(
     ids = cat(lambda p, c: p.ids[c.rows])
     top = top[np.lexsort((ids[top], -dense[top], -score[top]))][:k]
     if cfg.dense_keep and min_score is None and k > 2 * cfg.dense_keep:
-        top = _keep_dense(top, dense, cfg.dense_keep)
+        top = _keep_dense(top, dense, ids, cfg.dense_keep)
     offsets = np.cumsum([0] + [len(c.rows) for _, c in parts])
     hits = []
     for i in top:
