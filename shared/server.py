@@ -356,6 +356,9 @@ class ServiceSpec:
     # Each raises when a dependency does not answer; SERVING only when all pass.
     checks: list[Callable[[], None]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Run while still answering calls but already NOT_SERVING (out of the endpoints), with
+    # the seconds they may take: e.g. a retrieval replica handing its partitions over.
+    before_stop: list[Callable[[float], None]] = field(default_factory=list)
 
 
 LIVENESS = "memlake.liveness"  # SERVING while the process can answer at all
@@ -488,7 +491,14 @@ class RunningServer:
         end = time.monotonic() + grace
         self.monitor.stop()
         self.health.enter_graceful_shutdown()
-        self.server.stop(max(grace - min(1.0, grace / 4), 0)).wait()
+        for spec in self.specs:  # half the grace at most; draining and on_stop get the rest
+            for fn in spec.before_stop:
+                try:
+                    fn(max(end - time.monotonic() - grace / 2, 0))
+                except Exception:  # noqa: BLE001
+                    log.exception("error before stopping %s", spec.full_name)
+        left = max(end - time.monotonic(), 0)
+        self.server.stop(max(left - min(1.0, left / 4), 0)).wait()
         hooks = threading.Thread(target=self._run_on_stop, name="on-stop", daemon=True)
         hooks.start()
         hooks.join(max(end - time.monotonic(), 0))
