@@ -198,7 +198,12 @@ class Membership:
 
     def _follow(self, view: View) -> None:
         """Holds what view says: builds what is missing (once the index has loaded), then
-        reports ready for the target epoch; drops what is no longer held after the grace."""
+        reports ready for the target epoch; drops what is no longer held after the grace.
+        A leaving replica keeps its view: it answers stale forwards from what it holds until
+        it exits, and its last snapshot keeps its partitions (consistent, since it applied
+        the log to them to the end), so a restart loads them instead of building them."""
+        if self.leaving:
+            return
         index = self.index
         index.set_view(view)
         if not index.ready:

@@ -146,15 +146,41 @@ class Replica:
 
 def _search(c: MemlakeClient, u: str, q: str, seq: int) -> list:
     r = c.search(q, scope=scope(u) if u else None, min_seq=seq, top_k=8)
-    return [(x.memory.id, round(x.score, 4)) for x in r.results]
+    return [(x.memory.id, x.score) for x in r.results]
+
+
+TOL = 1e-4  # float32 sums in another order (a copy built by scope, not by the tail)
+
+
+def _same(got: list, want: list) -> bool:
+    """The same ranking as one replica's: each rank's score within TOL, and a different
+    memory at a rank only where the two are tied within TOL (or tied with the last one
+    kept, where top_k cut)."""
+    if len(got) != len(want):
+        return False
+    ref = dict(want)
+    for (gid, gs), (wid, ws) in zip(got, want, strict=True):
+        if abs(gs - ws) > TOL:
+            return False
+        if gid != wid and abs(ref.get(gid, want[-1][1]) - ws) > TOL:
+            return False
+    return True
 
 
 def _answers(c: MemlakeClient, seq: int) -> dict:
     out = {(u, q): _search(c, u, q, seq) for u in [*USERS, ""] for q in QUERIES}
     for u in ("user1", ""):
         ctx = c.context(scope=scope(u), intent="piano lesson", min_seq=seq)
-        out[("ctx", u)] = ctx.rendered
+        out[("ctx", u)] = sorted(ctx.rendered.splitlines())  # near-ties may swap lines
     return out
+
+
+def _differences(got: dict, want: dict) -> list:
+    return [
+        (k, got[k], want[k])
+        for k in want
+        if (got[k] != want[k] if k[0] == "ctx" else not _same(got[k], want[k]))
+    ]
 
 
 def _write(ingest_addr: str, tag: str) -> int:
@@ -198,7 +224,8 @@ class Cluster:
         assert all(want[(u, QUERIES[0])] for u in USERS)
         for r in replicas:
             with r.client() as c:
-                assert _answers(c, seq) == want, f"replica {r.ordinal} differs from one replica"
+                diff = _differences(_answers(c, seq), want)
+                assert not diff, f"replica {r.ordinal} differs from one replica: {diff[:3]}"
 
     def assert_owned_once(self, replicas: list[Replica]) -> None:
         """Each partition in exactly one of these replicas' snapshots, the one the ring
@@ -260,7 +287,7 @@ class Load:
                 except Exception as exc:  # noqa: BLE001 - collected and asserted on
                     self.failures.append((r.ordinal, u, q, repr(exc)))
                     continue
-                if got != self.want[(u, q)]:
+                if not _same(got, self.want[(u, q)]):
                     self.failures.append((r.ordinal, u, q, got, self.want[(u, q)]))
                 self.answered += 1
 
@@ -293,6 +320,10 @@ def cluster(fresh_backend, tmp_path):
     yield c
     for r in replicas:
         r.stop(signal.SIGKILL)
+        if r.log.exists():  # shown when the test failed
+            lines = r.log.read_text().splitlines()
+            print(f"--- replica {r.ordinal}", *[x for x in lines if '"INFO"' not in x][-30:])
+            print(*[x for x in lines if "ring epoch" in x or "handed" in x], sep="\n")
     c.db.dispose()
     ref.stop(1.0)
     ingest.stop(1.0)
