@@ -184,15 +184,15 @@ class Membership:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 self._beat()
-            except Exception:  # noqa: BLE001 - the database is away: the next beat
-                log.exception("membership heartbeat failed")
+            except Exception as exc:  # noqa: BLE001 - the database is away: the next beat
+                log.warning("membership heartbeat failed: %s", type(exc).__name__)
 
     def _watch(self) -> None:
         while not self._stop.is_set():
             try:
                 self._follow(self.step())
-            except Exception:  # noqa: BLE001 - the database is away: the next round
-                log.exception("membership round failed")
+            except Exception as exc:  # noqa: BLE001 - the database is away: the next round
+                log.warning("membership round failed: %s: %s", type(exc).__name__, exc)
             self._wake.wait(self.heartbeat_s)
             self._wake.clear()
 
