@@ -39,12 +39,13 @@ def discover(m) -> set[tuple[str, str]]:
         return {partition_key(t, u, a) for t, u, a in rows}
 
 
-def adopt(m, keys: Iterable[tuple[str, str]]) -> int:
+def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
     """Builds partitions from the database by scope, outside the apply lock; then under it
     installs them and replays the log rows that arrived meanwhile. A copy the tail started
     meanwhile (the view already said this replica holds the key, so new rows went there)
     is replaced: the built one has every row. Rows seen twice are harmless: a put re-reads
-    the memory."""
+    the memory. held: building what the view says this replica holds, so a key the view
+    no longer gives it (the rings moved on during a long build) is skipped."""
     keys = [k for k in keys if k not in m.partitions and k not in m._stored]
     if not keys:
         return 0
@@ -52,6 +53,8 @@ def adopt(m, keys: Iterable[tuple[str, str]]) -> int:
         seq0 = changelog.stable_last_seq(s)  # nothing at or below it still in flight
     built: dict[tuple[str, str], Partition] = {}
     for key in keys:
+        if held and not m.ring.owns(key):
+            continue
         p = m._new_partition()
         with m.db.read() as s:
             recs = list(s.scalars(scope_query(key).order_by(MemoryRecord.id)))
@@ -60,6 +63,8 @@ def adopt(m, keys: Iterable[tuple[str, str]]) -> int:
             if vec is not None:
                 p.put(rec, vec)
         built[key] = p
+    if not built:
+        return 0
     with m._apply_lock:
         for key, p in built.items():
             old = m.partitions.get(key)
@@ -94,7 +99,7 @@ def rehome(m) -> int:
     missing = {
         k for k in discover(m) if view.owns(k) and k not in m.partitions and k not in m._stored
     }
-    return adopt(m, missing) if missing else 0
+    return adopt(m, missing, held=True) if missing else 0
 
 
 def release(m, grace_s: float) -> int:

@@ -217,9 +217,9 @@ class IndexManager:
         """Every partition key the database has memories for."""
         return adoption.discover(self)
 
-    def adopt(self, keys: Iterable[tuple[str, str]]) -> int:
+    def adopt(self, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
         """Builds partitions from the database by scope (see adoption.py)."""
-        return adoption.adopt(self, keys)
+        return adoption.adopt(self, keys, held)
 
     def set_view(self, view: View) -> None:
         """The rings changed: holds from now on what view says (the tail applies new rows

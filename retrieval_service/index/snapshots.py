@@ -351,7 +351,7 @@ def load(m) -> bool:
     if m.ring.sharded or manifest.get("ring") != m.ring.describe():
         missing = {k for k in m.discover() if m.owns(k) and k not in m._stored}
         log.info("replica set changed since the snapshot: %d partitions to build", len(missing))
-        m.adopt(missing)
+        m.adopt(missing, held=True)
     log.info("index snapshot loaded at seq %d (%d partitions)", seq, len(m._stored))
     m.catch_up()
     m._mark_ready()
