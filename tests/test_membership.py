@@ -106,3 +106,65 @@ def test_a_leaving_member_hands_over_and_its_row_goes(db):
     t0 = time.monotonic()
     assert a.leave(timeout=20) is False and time.monotonic() - t0 < 5
     a.close()
+
+
+def test_an_index_follows_its_view_builds_by_scope_and_drops_after_the_grace(
+    fresh_backend, tmp_path
+):
+    """IndexManager under changing views (adoption.py): it holds what it owns in either
+    ring, builds what it gains from the database by scope, answers for a partition it
+    stopped owning (a stale forward) without keeping it, drops it after the grace and
+    from its next snapshot, and keeps a partition it had to borrow while it is used."""
+    from memlake.client import MemlakeClient
+    from retrieval_service.index import IndexManager, partition_key, snapshots
+    from retrieval_service.ownership import Ring, View
+    from shared.embedding import HashEmbedder
+    from shared.launch import start
+    from tests.conftest import tenant_key
+    from tests.helpers import event
+
+    _, settings = fresh_backend
+    running, _ = start("ingest", settings, port=0)
+    addr = f"127.0.0.1:{running.port}"
+    users = [f"u{i}" for i in range(8)]
+    with MemlakeClient(addr, api_key=tenant_key(addr, settings, "acme"), timeout=20) as c:
+        ids = {u: c.remember(event(f"harbour walk with {u}", user=u)).memory.id for u in users}
+    running.stop(1.0)
+    keys = {partition_key("acme", u, ""): u for u in users}
+    two = Ring((0, 1), 2)
+    mine = {k for k in keys if two.owner(k) == 0}
+    theirs = set(keys) - mine
+    assert mine and theirs
+
+    root = tmp_path / "idx"
+    db = Database(settings.sqlalchemy_url())
+    m = IndexManager(
+        db, HashEmbedder.dim, embed_model=HashEmbedder.name, snapshot_dir=root,
+        ring=View(0, two, two, {}, True),
+    )  # fmt: skip
+    m.load_all()
+    assert set(m.partitions) == mine
+
+    # Replica 1 leaves (target {0}): replica 0 builds its partitions by scope.
+    m.set_view(View(0, two, Ring((0,), 3), {}, True))
+    assert m.rehome() == len(theirs)
+    assert set(m.partitions) == set(keys)
+    for k in theirs:
+        assert [int(i) for i in m.partitions[k].ids[: m.partitions[k].n]] == [int(ids[keys[k]])]
+
+    # It joins again and the ring routes to it (serving = target = {0, 1}).
+    m.set_view(View(0, Ring((0, 1), 4), Ring((0, 1), 4), {}, True))
+    stale = next(iter(theirs))
+    assert m.partition(stale) is not None  # a stale forward is answered from memory
+    assert m.release(grace_s=60) == 0  # within the grace: kept
+    assert m.release(grace_s=0) == len(theirs)
+    assert set(m.partitions) == mine and not m._used
+    assert m.save_snapshot()
+    names = snapshots.SnapshotStore(root).read_manifest()["partitions"]
+    assert {snapshots.part_key(n) for n in names} == mine
+
+    # Asked again after the drop (a very stale forward): built on demand, kept while used.
+    assert m.partition(stale) is not None and stale in m._used
+    assert m.release(grace_s=0) == 0 and stale in m.partitions
+    m.stop()
+    db.dispose()

@@ -254,8 +254,12 @@ class IndexManager:
         if p is None and borrow and not self.ring.owns(key):
             self.adopt([key])
             p = self.partitions.get(key)
-        if p is not None and not self.ring.owns(key):
+            if p is not None:  # borrowed: kept while it is used
+                self._used[key] = time.monotonic()
+        elif p is not None and key in self._used:
             self._used[key] = time.monotonic()
+        # A partition this replica stopped owning answers stale forwards until
+        # adoption.release drops it; using it does not make it borrowed.
         return p
 
     def _drop_idle_borrowed(self) -> None:
