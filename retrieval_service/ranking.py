@@ -28,6 +28,7 @@ from retrieval_service.index import Filters, IndexManager, Partition
 from retrieval_service.lexical import (
     first_names,
     is_howto_query,
+    is_question,
     is_temporal_query,
     query_days,
     tokenize,
@@ -99,13 +100,14 @@ def _content_words(doc: bytes) -> frozenset[str]:
 
 
 def _echo(parts, score: np.ndarray, query: str, k: int, cfg: RankConfig) -> np.ndarray:
-    """A memory most of whose content words (stemmed, stop words out) are the query's own
-    scores up to cfg.echo_penalty less, growing from none at cfg.echo_share of its words to
-    all of it when every word is the query's: it repeats the question ("why is my PCR
-    giving no bands?") or only names its subject ("has a cat"), where the memory that
-    answers says something the question does not. Only the candidates that could reach
-    the top k are looked at (the top k, then any that rise into it, until none do), so
-    every returned memory carries its penalty whatever the other candidates were."""
+    """For a question: a memory most of whose content words (stemmed, stop words out) are
+    the query's own scores up to cfg.echo_penalty less, growing from none at
+    cfg.echo_share of its words to all of it when every word is the query's: it repeats
+    the question ("why is my PCR giving no bands?") or only names its subject ("has a
+    cat"), where the memory that answers says something the question does not. Only the
+    candidates that could reach the top k are looked at (the top k, then any that rise
+    into it, until none do), so every returned memory carries its penalty whatever the
+    other candidates were."""
     q = set(tokenize(query))
     k = min(k, len(score))
     if not q or k == 0:
@@ -225,7 +227,7 @@ def search(
     reflect = types == pb.MEMORY_TYPE_REFLECTION
     score = np.where(reflect, score * (0.5 + 0.5 * conf), score)
 
-    if cfg.echo_penalty and query:
+    if cfg.echo_penalty and is_question(query):  # a lookup by words may want the echo
         score = _echo(parts, score, query, top_k, cfg)
 
     if min_score is not None:

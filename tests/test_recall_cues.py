@@ -11,7 +11,7 @@ import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index import Filters, IndexManager
-from retrieval_service.lexical import is_howto_query
+from retrieval_service.lexical import is_howto_query, is_question
 from retrieval_service.ranking import DEFAULT, rank_config_from, search
 from shared.db.models import MemoryRecord
 from shared.embedding import to_bytes
@@ -87,7 +87,7 @@ def test_an_echo_penalty_is_applied_to_every_returned_memory():
     items += [(pb.MEMORY_TYPE_EVENT, f"opens at nine on day {i} for lanes", _unit(2, 1.0), {})
               for i in range(5)]  # fmt: skip
     index = _index(items)
-    q = "swimming pool opening"
+    q = "when is the swimming pool opening?"
     every = {h.memory_id: h.score for h in search(index, "t", _unit(0), q, Filters(), 100)}
     two = search(index, "t", _unit(0), q, Filters(), 2, dataclasses.replace(DEFAULT, dense_keep=0))
     assert {h.memory_id for h in two} <= set(range(21, 26))
@@ -148,3 +148,15 @@ def test_the_new_weights_come_from_settings():
     assert (cfg.echo_penalty, cfg.echo_share, cfg.dense_keep, cfg.howto_boost) == (
         0.2, 0.4, 0, 0.0)  # fmt: skip
     assert rank_config_from(Settings()) == DEFAULT  # the settings' defaults are the code's
+
+
+def test_a_lookup_by_words_keeps_the_memory_that_says_them():
+    """The echo penalty is for questions: "buy milk" looks for the note that says it."""
+    index = _index([
+        (pb.MEMORY_TYPE_EVENT, "Buy milk", _unit(1, 1.0), {}),
+        (pb.MEMORY_TYPE_EVENT, "Bought oat milk at the corner shop yesterday", _unit(2, 1.2), {}),
+    ])  # fmt: skip
+    assert _ids(index, "buy milk", DEFAULT)[0] == 1
+    assert _ids(index, "should I buy milk?", DEFAULT)[0] == 2  # a question: the echo drops
+    assert is_question("what is the cat called") and is_question("Is it open?")
+    assert not is_question("buy milk") and not is_question("my knee has been bad")
