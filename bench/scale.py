@@ -320,7 +320,7 @@ def bm25_bytes(b) -> int:
     bm = sys.getsizeof(b.postings) + b.doc_len.nbytes + b.live.nbytes
     for term, ps in b.postings.items():
         bm += sys.getsizeof(term) + sys.getsizeof(ps) + ps.docs.nbytes + ps.tfs.nbytes
-        bm += sys.getsizeof(ps.pending)
+        bm += sys.getsizeof(ps.new_docs) + sys.getsizeof(ps.new_tfs)
     return bm
 
 
@@ -346,9 +346,8 @@ def partition_bytes(parts) -> dict:
             col = getattr(p, name)
             sd += sys.getsizeof(col) + sum(obj(s) for s in col)
         out["strings_docs"] += sd
-        mp = sys.getsizeof(p.row_of) + sys.getsizeof(p.turn_row)
+        mp = sys.getsizeof(p.row_of) + sys.getsizeof(p.last_turn)
         mp += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in p.row_of.items())
-        mp += sum(sys.getsizeof(k) for k in p.turn_row)
         out["maps"] += mp + sys.getsizeof(p)
     return out
 

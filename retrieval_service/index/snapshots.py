@@ -35,7 +35,8 @@ import numpy as np
 from retrieval_service.index.partition import COLUMNS, STRINGS, Partition
 
 log = logging.getLogger("memlake.snapshots")
-FORMAT = 3
+FORMAT = 4  # 4: vectors as bfloat16 bits; 3 (float32 vectors) is still read
+READABLE = (3, 4)
 MANIFEST = "manifest.json"
 _HEAD = struct.Struct("<I")
 
@@ -332,7 +333,10 @@ def load(m) -> bool:
         manifest = store.read_manifest()
         if manifest is None:
             return False
-        if any(manifest.get(k) != v for k, v in _config(m).items()):
+        want = _config(m)
+        if manifest.get("format") in READABLE:
+            want["format"] = manifest["format"]
+        if any(manifest.get(k) != v for k, v in want.items()):
             log.warning("index snapshot does not match this configuration; rebuilding")
             return False
         parts = manifest["partitions"]
