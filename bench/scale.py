@@ -347,7 +347,8 @@ def partition_bytes(parts) -> dict:
             sd += sys.getsizeof(col) + sum(obj(s) for s in col)
         out["strings_docs"] += sd
         mp = sys.getsizeof(p.row_of) + sys.getsizeof(p.last_turn)
-        mp += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in p.row_of.items())
+        rm = p.row_of
+        mp += rm.ids.nbytes + rm.rows.nbytes + sys.getsizeof(rm.extra)
         out["maps"] += mp + sys.getsizeof(p)
     return out
 

@@ -366,3 +366,22 @@ def test_turn_links_follow_out_of_order_arrivals_and_removals():
     for i in (1, 2, 3, 4, 10):
         p.remove(i)
     assert "s1" not in p.last_turn and "s2" in p.last_turn
+
+
+def test_row_map_answers_as_a_dict_would():
+    """Ids in order, out of order (past the merge size), replaced and removed."""
+    from retrieval_service.index.partition import RowMap
+
+    rng = np.random.default_rng(1)
+    m, d = RowMap(), {}
+    ids = list(range(1, 3000)) + rng.integers(1, 20000, 9000).tolist()
+    for row, mid in enumerate(ids):
+        m[mid] = row
+        d[mid] = row
+        if row % 7 == 0:
+            gone = int(rng.integers(1, 20000))
+            assert m.pop(gone, None) == d.pop(gone, None)
+    assert len(m) == len(d) and dict(m.items()) == d and set(m) == set(d)
+    assert all(m.get(k) == d.get(k) for k in range(25000))
+    assert 5 not in RowMap.of(np.array([7, 3]), np.array([0, 1]))
+    assert RowMap.of(np.array([7, 3]), np.array([0, 1]))[3] == 1

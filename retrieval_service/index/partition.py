@@ -143,6 +143,101 @@ class _Codes:
 SCOPE_COLUMNS = ("sessions", "agents", "users", "speakers")
 
 
+class RowMap:
+    """Memory id -> row, as a dict would answer, in 12 bytes an entry (a dict of ints took
+    about 85): ids arrive mostly in increasing order (the database numbers them), so they
+    go into sorted arrays searched by bisection; an id that arrives out of order goes
+    into a small dict, merged into the arrays once it grows."""
+
+    __slots__ = ("ids", "rows", "m", "extra", "count")
+    MERGE = 4096
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, np.int64)
+        self.rows = np.zeros(0, np.int32)  # -1: removed
+        self.m = 0
+        self.extra: dict[int, int] = {}
+        self.count = 0
+
+    @classmethod
+    def of(cls, ids: np.ndarray, rows: np.ndarray) -> RowMap:
+        """A map of distinct ids to their rows, built in one sort."""
+        r = cls()
+        order = np.argsort(ids, kind="stable")
+        r.ids, r.rows = ids[order].astype(np.int64), rows[order].astype(np.int32)
+        r.m = r.count = len(ids)
+        return r
+
+    def _find(self, mid: int) -> int:
+        i = int(np.searchsorted(self.ids[: self.m], mid))
+        return i if i < self.m and self.ids[i] == mid and self.rows[i] >= 0 else -1
+
+    def get(self, mid: int, default=None):
+        row = self.extra.get(mid)
+        if row is not None:
+            return row
+        i = self._find(mid)
+        return int(self.rows[i]) if i >= 0 else default
+
+    def __getitem__(self, mid: int) -> int:
+        row = self.get(mid)
+        if row is None:
+            raise KeyError(mid)
+        return row
+
+    def __contains__(self, mid: int) -> bool:
+        return self.get(mid) is not None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __setitem__(self, mid: int, row: int) -> None:
+        self.pop(mid, None)
+        self.count += 1
+        if self.m == 0 or mid > self.ids[self.m - 1]:
+            if self.m == len(self.ids):
+                cap = max(4, 2 * self.m if self.m < 4096 else self.m + self.m // 4)
+                self.ids = np.resize(self.ids, cap)
+                self.rows = np.resize(self.rows, cap)
+            self.ids[self.m], self.rows[self.m] = mid, row
+            self.m += 1
+            return
+        self.extra[mid] = row
+        if len(self.extra) >= self.MERGE:
+            self._merge()
+
+    def pop(self, mid: int, default=None):
+        row = self.extra.pop(mid, None)
+        if row is None:
+            i = self._find(mid)
+            if i < 0:
+                return default
+            row, self.rows[i] = int(self.rows[i]), -1
+        self.count -= 1
+        return row
+
+    def _merge(self) -> None:
+        keep = self.rows[: self.m] >= 0
+        ids = np.concatenate([self.ids[: self.m][keep], np.fromiter(self.extra, np.int64)])
+        rows = np.concatenate(
+            [self.rows[: self.m][keep], np.fromiter(self.extra.values(), np.int32)]
+        )
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.rows, self.m = ids[order], rows[order], len(ids)
+        self.extra = {}
+
+    def __iter__(self):
+        live = self.rows[: self.m] >= 0
+        yield from self.ids[: self.m][live].tolist()
+        yield from list(self.extra)
+
+    def items(self):
+        live = self.rows[: self.m] >= 0
+        ids, rows = self.ids[: self.m][live].tolist(), self.rows[: self.m][live].tolist()
+        yield from zip(ids, rows, strict=True)
+        yield from list(self.extra.items())
+
+
 @dataclass
 class Candidates:
     """Rows passing the filters that could rank in the top k, with their scores (after
@@ -179,7 +274,7 @@ class Partition:
         for name in STRINGS:
             setattr(self, name, [])
         self.docs: list[bytes] = []  # serialized memlake.v1.Memory per row
-        self.row_of: dict[int, int] = {}
+        self.row_of = RowMap()
         # session -> the live row holding its highest turn (the latest such row): turns
         # arrive in order, so a turn's predecessor is found there; any other is looked
         # up by a scan (see _turn_row). A dict per row took about 85 bytes a memory.
@@ -412,7 +507,8 @@ class Partition:
         self.docs = list(docs)
         self.n = n
         self.n_alive = int(self.alive[:n].sum())
-        self.row_of = {int(self.ids[r]): r for r in range(n) if self.alive[r]}
+        live = np.nonzero(self.alive[:n])[0]
+        self.row_of = RowMap.of(self.ids[live], live)
         self.last_turn = {}
         self.bm25, self.bm25_window = BM25(), BM25()
         for name in ("prev_row", "next_row", "doc_turn", "doc_window"):
