@@ -36,9 +36,12 @@ from retrieval_service.ranking import search  # noqa: E402
 
 
 def variants(spec: str) -> list[dict]:
-    """'depth=1,2;ef=2,4' -> every combination (depth: times want; ef: times k)."""
+    """'depth=1,2;ef=2,4' -> every combination (depth: times want; ef: times k);
+    'shipped' alone: the service's own settings."""
     out = [{}]
     for part in spec.split(";"):
+        if part == "shipped":
+            continue
         if not part:
             continue
         k, _, vals = part.partition("=")
@@ -46,12 +49,29 @@ def variants(spec: str) -> list[dict]:
     return out
 
 
+DEFAULTS = {
+    "graph_depth": pt.graph_depth,
+    "graph_ef": pt.graph_ef,
+    "NEIGHBOURS": getattr(pt, "NEIGHBOURS", None),
+    "LEXICAL_CANDIDATES": pt.LEXICAL_CANDIDATES,
+    "LEXICAL_GRAPH": getattr(pt, "LEXICAL_GRAPH", None),
+}
+
+
 def apply(v: dict) -> None:
-    depth, ef = v.get("depth", 1.0), v.get("ef", 2.0)
-    pt.graph_depth = lambda want, count: int(want * depth)
-    pt.graph_ef = lambda k: max(int(ef * k), 64)
-    pt.NEIGHBOURS = bool(v.get("nb", 1))
-    pt.LEXICAL_CANDIDATES = int(v.get("lex", 2048))
+    """Settings a variant names replace the service's own; the rest stay as shipped."""
+    for name, value in DEFAULTS.items():
+        setattr(pt, name, value)
+    if "depth" in v:
+        pt.graph_depth = lambda want, count: int(want * v["depth"])
+    if "ef" in v:
+        pt.graph_ef = lambda k: max(int(v["ef"] * k), 64)
+    if "nb" in v:
+        pt.NEIGHBOURS = bool(v["nb"])
+    if "lex" in v:
+        pt.LEXICAL_CANDIDATES = int(v["lex"])
+    if "lexgraph" in v:
+        pt.LEXICAL_GRAPH = bool(v["lexgraph"])
 
 
 def main() -> int:
@@ -138,9 +158,23 @@ def main() -> int:
             tops.append([h.memory_id for h in hits])
         return ms, tops
 
+    # The dense channel alone, against float32 truth: the stored (bfloat16) rows scanned
+    # exactly, and the graph's rows re-scored from them as candidates() takes them.
+    if "vecs" not in locals():
+        texts = json.loads(Path(tpath).read_text())["texts"][: cfg["pool"]]
+        vecs, _ = scale.corpus(args.n, real, pool[: cfg["pool"]], texts, sents, 0.1, args.seed)
+    m = p.mask(f, time.time())
+    truth = scale.exact_truth([p] * nq, [m] * nq, qv, vecs)
+    stored = [scale.dense_exact(p, m, qv[i], scale.TOP_K) for i in range(nq)]
+    k = min(pt.graph_depth(scale.WANT, int(m.sum())), int(m.sum()))
+    graph = [scale.dense_hnsw(p, m, qv[i], k, pt.graph_ef(k)) for i in range(nq)]
+    dense = {"stored_exact_recall_at_10": scale.recall(stored, truth),
+             "graph_rescored_recall_at_10": scale.recall(graph, truth), "graph_k": k}  # fmt: skip
+    print(f"dense recall@10 vs float32: {dense}", flush=True)
+    del vecs
     ms, exact = run(scale.EXACT)
     res = {"n": args.n, "real_vectors": real, "graph_s": graph_s, "graph": args.graph_storage,
-           "m": args.m, "exact_ms_p50": percentile(ms, 50), "variants": []}  # fmt: skip
+           "m": args.m, "exact_ms_p50": percentile(ms, 50), "variants": [], **dense}  # fmt: skip
     print(f"exact: p50 {percentile(ms, 50):.2f} ms", flush=True)
     for v in variants(args.variants):
         apply(v)

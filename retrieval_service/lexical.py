@@ -173,7 +173,9 @@ class BM25:
             idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
             bound += idf * (k1 + 1)
             norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
-            np.add.at(out, docs, idf * tf * (k1 + 1) / (tf + norm))
+            # A term lists a document once, so a plain indexed add is exact (and several
+            # times faster than np.add.at on a term with many documents).
+            out[docs] += idf * tf * (k1 + 1) / (tf + norm)
         out[: self.n_docs] *= self.live[: self.n_docs]
         if normalise and bound > 0:
             out /= bound

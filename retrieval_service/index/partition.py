@@ -20,6 +20,7 @@ are computed again from the bfloat16 rows.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -50,6 +51,9 @@ TRAIN_ROWS = 100_000
 LEXICAL_CANDIDATES = 2048
 SMALL_SET = 2048  # a boosted set this small is scored whole instead of walked in the graph
 NEIGHBOURS = True  # the turns next to candidates compete too (see _with_neighbours)
+# When more rows have lexical evidence than are taken by it, the graph's nearest among
+# them compete too: a row with some words of the query and a good cosine.
+LEXICAL_GRAPH = True
 
 
 def graph_depth(want: int, count: int) -> int:
@@ -122,7 +126,9 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
 
 def from_bf16(b: np.ndarray) -> np.ndarray:
     """bfloat16 bits (uint16) -> float32, exactly."""
-    return (b.astype(np.uint32) << 16).view(np.float32)
+    w = b.astype(np.uint32)
+    w <<= 16
+    return w.view(np.float32)
 
 
 class _Codes:
@@ -599,13 +605,12 @@ class Partition:
         a row the same score. Each is a weighted mean over the turn and the neighbour it
         has, so dense stays on the cosine's scale and lexical within [0, 1]."""
         sm = self.smoothing
-        n = self.n
         nxt = self.next_row[rows]
         has_next = nxt >= 0
         has_next[has_next] = m[nxt[has_next]]
-        pos = np.full(n + 1, -1, dtype=np.int64)  # index n stands for "no neighbour"
-        pos[rows] = np.arange(len(rows))
-        at = pos[np.where(has_next, nxt, n)]
+        # rows are sorted (np.nonzero, np.union1d): find each next turn among them
+        at = np.minimum(np.searchsorted(rows, nxt), max(len(rows) - 1, 0))
+        at = np.where(has_next & (rows[at] == nxt), at, -1) if len(rows) else at
         d_next = np.where(at >= 0, dense[np.maximum(at, 0)], 0).astype(np.float32)
         missing = has_next & (at < 0)  # a neighbour outside the candidates (graph path)
         if missing.any():
@@ -635,8 +640,7 @@ class Partition:
                 k = min(graph_depth(want, count), count)
                 dense_rows = self._graph(m, qvec, k)
                 exact = len(dense_rows) < k  # the graph missed some: answer exactly
-                for rows_of in focus:  # each boosted set's own nearest rows too
-                    sub = m & rows_of(self.n)
+                for sub in self._boosted_sets(m, focus):  # their own nearest rows too
                     n_sub = int(sub.sum())
                     if exact or not n_sub:
                         continue
@@ -646,21 +650,38 @@ class Partition:
                         ks = min(graph_depth(want, n_sub), n_sub)
                         dense_rows = np.union1d(dense_rows, self._graph(sub, qvec, ks))
             lex_all = self._lexical(query)  # once per query, for either path
-            rows = np.nonzero(m)[0]
-            if not exact:
+            if exact:
+                rows = np.nonzero(m)[0]
+            else:
                 # Every row with lexical evidence (its best LEXICAL_CANDIDATES) competes:
                 # a row without any scores at most alpha * cosine, and the graph holds the
                 # best of those. So the graph path ranks nearly as the exact one does.
-                lex_masked = lex_all[rows]
-                nz = int(np.count_nonzero(lex_masked))
-                top = min(nz, max(k, LEXICAL_CANDIDATES))
-                best = np.argpartition(-lex_masked, top - 1)[:top] if top else []
-                rows = np.union1d(dense_rows, rows[best])
+                lexical = m & (lex_all[: self.n] > 0)
+                with_lex = np.nonzero(lexical)[0]
+                top = max(k, LEXICAL_CANDIDATES)
+                if len(with_lex) > top:
+                    best = with_lex[np.argpartition(-lex_all[with_lex], top - 1)[:top]]
+                    if LEXICAL_GRAPH:  # and the nearest of them past the lexical cut
+                        near = self._graph(lexical, qvec, min(k, len(with_lex)))
+                        best = np.union1d(best, near)
+                    with_lex = best
+                rows = np.union1d(dense_rows, with_lex)
                 if NEIGHBOURS:
                     rows = self._with_neighbours(m, rows, dense_rows)
             dense = self._dense(rows, qvec)
             dense, lex = self._smooth(m, rows, dense, lex_all, qvec)
             return Candidates(rows, dense, lex, exact)
+
+    def _boosted_sets(self, m: np.ndarray, focus) -> list[np.ndarray]:
+        """Each boosted set's rows passing m, and each intersection of two or more: a row
+        in several sets gets their boosts multiplied, so it can rank first with a cosine
+        below the nearest rows of each set alone."""
+        sets = [m & rows_of(self.n) for rows_of in focus]
+        out = list(sets)
+        for size in range(2, len(sets) + 1):
+            for combo in itertools.combinations(sets, size):
+                out.append(np.logical_and.reduce(combo))
+        return out
 
     def _with_neighbours(self, m: np.ndarray, rows: np.ndarray, dense_rows: np.ndarray):
         """Smoothing lends a turn part of its next turn's dense score and of its previous
