@@ -385,3 +385,21 @@ def test_row_map_answers_as_a_dict_would():
     assert all(m.get(k) == d.get(k) for k in range(25000))
     assert 5 not in RowMap.of(np.array([7, 3]), np.array([0, 1]))
     assert RowMap.of(np.array([7, 3]), np.array([0, 1]))[3] == 1
+
+
+def test_key_map_answers_as_a_dict_would_and_forgets_unused_keys():
+    from retrieval_service.index.partition import KeyMap
+
+    rng = np.random.default_rng(2)
+    m, d = KeyMap(), {}
+    for mid in list(range(1, 2000)) + rng.integers(1, 5000, 6000).tolist():
+        key = ("t", f"u:{int(rng.integers(0, 30))}")
+        m[mid] = key
+        d[mid] = key
+        if mid % 5 == 0:
+            assert m.pop(mid + 1) == d.pop(mid + 1, None)
+    assert len(m) == len(d) and set(m) == set(d)
+    assert all(m.get(k) == d.get(k) for k in range(6000))
+    for k in list(d):
+        assert m.pop(k) == d.pop(k)
+    assert len(m) == 0 and not m.code and not any(m.keys)  # no scope string left

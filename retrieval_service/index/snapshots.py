@@ -32,7 +32,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval_service.index.partition import COLUMNS, STRINGS, Partition
+from retrieval_service.index.partition import COLUMNS, STRINGS, KeyMap, Partition
 
 log = logging.getLogger("memlake.snapshots")
 FORMAT = 4  # 4: vectors as bfloat16 bits; 3 (float32 vectors) is still read
@@ -345,7 +345,7 @@ def load(m) -> bool:
         log.warning("index snapshot unreadable (%s); rebuilding from the database", exc)
         return False
     with m._apply_lock:
-        m.partitions, m.where = {}, {}
+        m.partitions, m.where = {}, KeyMap()
         m._stored = {part_key(n): e for n, e in parts.items() if m.owns(part_key(n))}
         m._manifest_parts = dict(parts)
         m.snapshot_seq = seq
