@@ -462,12 +462,17 @@ def measure(index, part, masks, filt, qv, qt, truth, budget, ef=(), parts_of=Fal
 def exact_truth(part, masks, qv, vecs) -> list[np.ndarray]:
     """Exact dense top-10 among the rows each query's filter passes, from the original
     float32 vectors (vecs[id - 1]), not the index's stored (bfloat16) ones."""
-    truth = []
+    truth: list = [None] * len(qv)
+    groups: dict = {}  # queries sharing a partition and mask: one gather, one knn call
     for i in range(len(qv)):
-        rows = np.nonzero(masks[i])[0]
-        x = np.ascontiguousarray(vecs[part[i].ids[rows] - 1])
-        _, lab = faiss.knn(qv[i : i + 1], x, TOP_K, faiss.METRIC_INNER_PRODUCT)
-        truth.append(rows[lab[0]])
+        groups.setdefault((id(part[i]), id(masks[i])), []).append(i)
+    for qs in groups.values():
+        p, rows = part[qs[0]], np.nonzero(masks[qs[0]])[0]
+        x = np.ascontiguousarray(vecs[p.ids[rows] - 1])
+        _, lab = faiss.knn(qv[qs], x, TOP_K, faiss.METRIC_INNER_PRODUCT)
+        for j, i in enumerate(qs):
+            truth[i] = rows[lab[j]]
+        del x
     return truth
 
 
