@@ -54,6 +54,7 @@ DEFAULTS = {
     "graph_ef": pt.graph_ef,
     "NEIGHBOURS": getattr(pt, "NEIGHBOURS", None),
     "LEXICAL_CANDIDATES": pt.LEXICAL_CANDIDATES,
+    "lexical_depth": getattr(pt, "lexical_depth", None),
     "LEXICAL_GRAPH": getattr(pt, "LEXICAL_GRAPH", None),
 }
 
@@ -70,6 +71,7 @@ def apply(v: dict) -> None:
         pt.NEIGHBOURS = bool(v["nb"])
     if "lex" in v:
         pt.LEXICAL_CANDIDATES = int(v["lex"])
+        pt.lexical_depth = lambda k, count: max(k, int(v["lex"]))
     if "lexgraph" in v:
         pt.LEXICAL_GRAPH = bool(v["lexgraph"])
 

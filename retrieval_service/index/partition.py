@@ -58,10 +58,17 @@ LEXICAL_GRAPH = True
 
 def graph_depth(want: int, count: int) -> int:
     """How many nearest rows to take from the graph for `want` candidates: more as the
-    rows grow, because the cosines near the top crowd together and small terms (recency,
-    neighbours' scores) reorder them (bench/graph_diag.py: top-10 agreement with the exact
-    path at 100k rows went from 0.984 at 1x to 0.995 at 2x and 0.998 at 4x)."""
-    return int(want * max(1.0, math.sqrt(count / 25_000)))
+    rows grow, because the cosines near the top crowd together and boosts and small terms
+    (recency, neighbours' scores) reorder them. bench/graph_diag.py, top-10 agreement with
+    the exact path: 100k rows 0.984 at 1x want, 0.995 at 2x, 0.998 at 4x; 1M rows 0.836 at
+    1x, 0.931 at 4x, 0.955 at 6.3x, 0.976 at 10x (0.988 with 4096 lexical rows)."""
+    return int(want * max(1.0, math.sqrt(count / 10_000)))
+
+
+def lexical_depth(k: int, count: int) -> int:
+    """How many of the best lexical rows compete on the graph path (at 1M rows, 4096
+    against 2048 took agreement from 0.976 to 0.988)."""
+    return max(k, int(LEXICAL_CANDIDATES * max(1.0, math.sqrt(count / 250_000))))
 
 
 def graph_ef(k: int) -> int:
@@ -706,7 +713,7 @@ class Partition:
                 # best of those. So the graph path ranks nearly as the exact one does.
                 lexical = m & (lex_all[: self.n] > 0)
                 with_lex = np.nonzero(lexical)[0]
-                top = max(k, LEXICAL_CANDIDATES)
+                top = lexical_depth(k, count)
                 if len(with_lex) > top:
                     best = with_lex[np.argpartition(-lex_all[with_lex], top - 1)[:top]]
                     if LEXICAL_GRAPH:  # and the nearest of them past the lexical cut
