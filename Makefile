@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-shards bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-shards bench-rering bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
 
 $(STAMP): pyproject.toml
 	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
@@ -94,6 +94,11 @@ bench-scale: install
 TIER ?= 10k
 bench-shards: install
 	$(PY) bench/shards.py --tier $(TIER) --out bench/out/shards-$(TIER).json
+
+## Ownership moves while retrieval replicas run (2 -> 3, SIGTERM 3 -> 2, kill -9): move
+## times and query latency per phase. DATABASE_URL: Postgres instead of a SQLite file.
+bench-rering: install
+	$(PY) bench/rering.py $(if $(DATABASE_URL),--database-url $(DATABASE_URL)) --out bench/out/rering$(if $(DATABASE_URL),-postgres,-sqlite).json
 
 bench-interfaces: install
 	$(PY) bench/interfaces.py --out bench/out/interfaces.json

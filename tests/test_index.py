@@ -403,3 +403,20 @@ def test_key_map_answers_as_a_dict_would_and_forgets_unused_keys():
     for k in list(d):
         assert m.pop(k) == d.pop(k)
     assert len(m) == 0 and not m.code and not any(m.keys)  # no scope string left
+
+
+def test_a_hit_removed_after_ranking_is_dropped_not_returned_empty():
+    """A Forget applied by the tailer between ranking and reading the documents blanks the
+    row's document; search and context drop that hit instead of failing on an empty id."""
+    from retrieval_service.index import Partition
+    from retrieval_service.ranking import Hit
+    from retrieval_service.servicer import _materialized
+
+    p = Partition(8, ann_threshold=10**9)
+    vec = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    for i in (1, 2):
+        p.put(_record(i, "u1", "s1"), vec)
+    hits = [Hit(p, row, 1.0, 1.0, 0.0, 0.0, 0.5, 1.0, False) for row in (0, 1)]
+    assert [m.id for _, m in _materialized(hits)] == ["1", "2"]
+    assert p.remove(1)
+    assert [m.id for _, m in _materialized(hits)] == ["2"]

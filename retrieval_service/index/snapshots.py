@@ -350,10 +350,12 @@ def load(m) -> bool:
         m._manifest_parts = dict(parts)
         m.snapshot_seq = seq
         m._set_applied(seq)
-    if manifest.get("ring") != m.ring.describe():
+    # Shared partitions: the snapshot may predate a move (or a build cut short), so what
+    # this replica holds and the snapshot lacks is built now, before it says ready.
+    if m.ring.sharded or manifest.get("ring") != m.ring.describe():
         missing = {k for k in m.discover() if m.owns(k) and k not in m._stored}
         log.info("replica set changed since the snapshot: %d partitions to build", len(missing))
-        m.adopt(missing)
+        m.adopt(missing, held=True)
     log.info("index snapshot loaded at seq %d (%d partitions)", seq, len(m._stored))
     m.catch_up()
     m._mark_ready()
