@@ -701,8 +701,8 @@ class Partition:
                         continue
                     if n_sub <= SMALL_SET:  # few: all of them (a sparse graph walk misses)
                         dense_rows = np.union1d(dense_rows, np.nonzero(sub)[0])
-                    else:
-                        ks = min(graph_depth(want, n_sub), n_sub)
+                    else:  # as deep as the whole: a boost lifts a row past the whole's top
+                        ks = min(k, n_sub)
                         dense_rows = np.union1d(dense_rows, self._graph(sub, qvec, ks))
             lex_all = self._lexical(query)  # once per query, for either path
             if exact:
