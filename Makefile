@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-shards bench-rering bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-cuetrigger bench-scale bench-shards bench-rering bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
 
 $(STAMP): pyproject.toml
 	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
@@ -82,9 +82,14 @@ bench-locomo: install
 bench-context: install
 	$(PY) bench/context.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out bench/out/context.json
 
-## Precision@1 and MRR over four small mixed-type personas (bench/data/smallscope.json).
+## Precision@1 and MRR: four held-out personas (smallscope.json), then the tuning set (-dev).
 bench-smallscope: install
 	$(PY) bench/smallscope.py --out bench/out/smallscope.json
+	$(PY) bench/smallscope.py --data bench/data/smallscope-dev.json --out bench/out/smallscope-dev.json
+
+## Cue/trigger pairs inside LoCoMo conversations: recall@10 of memlake against dense-only.
+bench-cuetrigger: install
+	$(PY) bench/cuetrigger.py --data $(DATA) --out bench/out/cuetrigger.json
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json

@@ -207,6 +207,30 @@ _DATES = [
 ]
 
 
+_HOWTO_Q = re.compile(
+    r"^\s*how (?:do|should|can|could|would) (?:i|we|you)\b|\bhow to\b|\bwhat are the steps\b",
+    re.I,
+)
+
+
+_QUESTION = re.compile(
+    r"\?\s*$|^\s*(?:what|when|where|who|whom|whose|which|why|how|is|are|was|were|do|does|"
+    r"did|can|could|should|would|will|has|have|had)\b",
+    re.I,
+)
+
+
+def is_question(q: str) -> bool:
+    """A question (a question mark, or a question word or auxiliary first), as opposed to
+    a lookup by words ("buy milk") or a remark."""
+    return _QUESTION.search(q) is not None
+
+
+def is_howto_query(q: str) -> bool:
+    """A question asking for a procedure ("how do I ...", "how to ..."): a SKILL answers."""
+    return _HOWTO_Q.search(q) is not None
+
+
 def has_time_expression(text: str) -> bool:
     return _TIME.search(text) is not None
 

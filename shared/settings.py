@@ -117,7 +117,11 @@ class Settings(BaseSettings):
     rank_speaker_boost: float = 0.6
     rank_date_boost: float = 0.5
     rank_time_boost: float = 0.3
+    rank_howto_boost: float = 0.3  # SKILL items for "how do I ..." questions
     rank_question_factor: float = 0.85  # a turn that asked what a later turn answered
+    rank_echo_penalty: float = 0.5  # a memory whose words are mostly the query's scores less
+    rank_echo_share: float = 0.3  # ... from this share of its words being the query's
+    rank_dense_keep: int = 1  # the best this many by cosine alone stay in the first ten
     rank_dense_next: float = 0.3  # neighbour smoothing
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document
