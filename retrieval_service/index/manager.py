@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from retrieval_service.index import adoption
 from retrieval_service.index.partition import (
+    KeyMap,
     Partition,
     Smoothing,
     partition_key,
@@ -76,7 +77,7 @@ class IndexManager:
         self.ann_threshold = ann_threshold
         self.lexical_window = lexical_window
         self.partitions: dict[tuple[str, str], Partition] = {}
-        self.where: dict[int, tuple[str, str]] = {}
+        self.where = KeyMap()  # memory id -> partition key
         self.applied_seq = 0
         self.snapshot_seq = -1
         # A removal (Forget, erasure, expiry) was applied: snapshot soon, so the previous
@@ -100,7 +101,7 @@ class IndexManager:
     def load_all(self) -> None:
         """Builds every partition from the database alone, then catches up with the log."""
         with self._apply_lock:
-            self.partitions, self.where = {}, {}
+            self.partitions, self.where = {}, KeyMap()
             self._stored, self._manifest_parts = {}, {}
             with self.db.read() as s:
                 start_seq = changelog.stable_last_seq(s)
