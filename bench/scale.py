@@ -277,11 +277,14 @@ def dense_exact(p, m: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
 
 
 def dense_hnsw(p, m: np.ndarray, q: np.ndarray, k: int, ef: int) -> np.ndarray:
+    """The graph's k nearest rows, re-scored from the partition's stored vectors (the
+    graph's own copy is 8-bit) and ordered by that score, as candidates() uses them."""
     bitmap = np.packbits(m, bitorder="little")
     sel = faiss.IDSelectorBitmap(p.n, faiss.swig_ptr(bitmap))
     params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
     _, labels = p.ann.search(q.reshape(1, -1), k, params=params)
-    return labels[0]
+    rows = labels[0][labels[0] >= 0]
+    return rows[np.argsort(-p._dense(rows, q), kind="stable")]
 
 
 class ExactGraph:
@@ -306,8 +309,10 @@ def recall(got: list[np.ndarray], truth: list[np.ndarray], k: int = TOP_K) -> fl
 
 def graph_bytes(ann) -> dict:
     h = ann.hnsw
+    storage = faiss.downcast_index(ann.storage)
+    code = getattr(storage, "code_size", int(ann.d) * 4)
     return {
-        "graph_vectors": int(ann.ntotal) * int(ann.d) * 4,  # IndexHNSWFlat keeps its own copy
+        "graph_vectors": int(ann.ntotal) * int(code),  # the graph's own copy
         "graph_links": int(h.neighbors.size()) * 4
         + int(h.offsets.size()) * 8
         + int(h.levels.size()) * 4,
@@ -320,7 +325,7 @@ def bm25_bytes(b) -> int:
     bm = sys.getsizeof(b.postings) + b.doc_len.nbytes + b.live.nbytes
     for term, ps in b.postings.items():
         bm += sys.getsizeof(term) + sys.getsizeof(ps) + ps.docs.nbytes + ps.tfs.nbytes
-        bm += sys.getsizeof(ps.pending)
+        bm += sys.getsizeof(ps.new_docs) + sys.getsizeof(ps.new_tfs)
     return bm
 
 
@@ -346,9 +351,9 @@ def partition_bytes(parts) -> dict:
             col = getattr(p, name)
             sd += sys.getsizeof(col) + sum(obj(s) for s in col)
         out["strings_docs"] += sd
-        mp = sys.getsizeof(p.row_of) + sys.getsizeof(p.turn_row)
-        mp += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in p.row_of.items())
-        mp += sum(sys.getsizeof(k) for k in p.turn_row)
+        mp = sys.getsizeof(p.row_of) + sys.getsizeof(p.last_turn)
+        rm = p.row_of
+        mp += rm.ids.nbytes + rm.rows.nbytes + sys.getsizeof(rm.extra)
         out["maps"] += mp + sys.getsizeof(p)
     return out
 
@@ -373,9 +378,9 @@ def build(cfg: dict, layout: str, vectors_kind: str = "auto") -> tuple:
     put_s = time.perf_counter() - t0
     gc.collect()
     rss1, _ = rss()
-    del vecs, rtexts, pool, texts
+    del rtexts, pool, texts
     gc.collect()
-    return index, real, put_s, rss1 - rss0
+    return index, real, put_s, rss1 - rss0, vecs
 
 
 def warm_lexical(parts) -> float:
@@ -454,13 +459,20 @@ def measure(index, part, masks, filt, qv, qt, truth, budget, ef=(), parts_of=Fal
     return res
 
 
-def exact_truth(part, masks, qv) -> list[np.ndarray]:
-    """Exact dense top-10 among the rows each query's filter passes."""
-    truth = []
+def exact_truth(part, masks, qv, vecs) -> list[np.ndarray]:
+    """Exact dense top-10 among the rows each query's filter passes, from the original
+    float32 vectors (vecs[id - 1]), not the index's stored (bfloat16) ones."""
+    truth: list = [None] * len(qv)
+    groups: dict = {}  # queries sharing a partition and mask: one gather, one knn call
     for i in range(len(qv)):
-        rows = np.nonzero(masks[i])[0]
-        _, lab = faiss.knn(qv[i : i + 1], part[i].vectors[rows], TOP_K, faiss.METRIC_INNER_PRODUCT)
-        truth.append(rows[lab[0]])
+        groups.setdefault((id(part[i]), id(masks[i])), []).append(i)
+    for qs in groups.values():
+        p, rows = part[qs[0]], np.nonzero(masks[qs[0]])[0]
+        x = np.ascontiguousarray(vecs[p.ids[rows] - 1])
+        _, lab = faiss.knn(qv[qs], x, TOP_K, faiss.METRIC_INNER_PRODUCT)
+        for j, i in enumerate(qs):
+            truth[i] = rows[lab[j]]
+        del x
     return truth
 
 
@@ -468,7 +480,7 @@ def run_layout(cfg: dict) -> dict:
     """One tier in one layout, in its own process: build, graphs, then every measurement."""
     faiss.omp_set_num_threads(1)
     layout, n = cfg["layout"], cfg["n"]
-    index, real, put_s, rows_rss = build(cfg, layout, cfg.get("vectors_kind", "auto"))
+    index, real, put_s, rows_rss, vecs = build(cfg, layout, cfg.get("vectors_kind", "auto"))
     keys = sorted(index.partitions, key=lambda k: int(k[1].rsplit("-", 1)[1]))
     parts = [index.partitions[k] for k in keys]
     # The partitions queries go to: the one, or an even sample of the users.
@@ -502,9 +514,9 @@ def run_layout(cfg: dict) -> dict:
     now = time.time()
     tmask = {id(p): p.mask(filt[j], now) for j, p in enumerate(tparts)}
     masks = [tmask[id(p)] for p in part]
-    truth = exact_truth(part, masks, qv)
-    top1 = [float(part[i].vectors[truth[i][0]] @ qv[i]) for i in range(nq)]
-    top10 = [float(part[i].vectors[truth[i][-1]] @ qv[i]) for i in range(nq)]
+    truth = exact_truth(part, masks, qv, vecs)
+    top1 = [float(vecs[part[i].ids[truth[i][0]] - 1] @ qv[i]) for i in range(nq)]
+    top10 = [float(vecs[part[i].ids[truth[i][-1]] - 1] @ qv[i]) for i in range(nq)]
     res = measure(
         index,
         part,
@@ -583,7 +595,7 @@ def run_sweep(cfg: dict) -> dict:
         warm_lexical([p])
         m = p.mask(f, time.time())
         part, masks, filt = [p] * nq, [m] * nq, [f] * nq
-        truth = exact_truth(part, masks, qv)
+        truth = exact_truth(part, masks, qv, pool)
         r = {"n": size, **measure(index, part, masks, filt, qv, qt, truth, cfg["budget_s"])}
         if graph_s is not None:
             r["graph_build_s"] = graph_s

@@ -51,7 +51,8 @@ def memory_in(req, prefix: str, embedder: Embedder | None = None) -> MemoryIn:
             f"{prefix}.{which}",
             f"does not match type {pb.MemoryType.Name(m.type)} (expected {expected})",
         )
-    attrs = msg_to_dict(getattr(m, which)) if which else {}
+    sub = getattr(m, which) if which else None
+    attrs = msg_to_dict(sub) if sub is not None and sub.ListFields() else {}
     # Output-only attribute fields are not taken from the caller.
     for out_only in ("turn_index", "revision", "status", "fact_version_id"):
         attrs.pop(out_only, None)
@@ -249,12 +250,13 @@ class IngestServicer(ipb_grpc.IngestServiceServicer):
     def _embed_ahead(self, reqs: list) -> None:
         items = []
         for req in reqs:
+            if req.memory.HasField("vector") or req.memory.type == pb.MEMORY_TYPE_FACT:
+                continue  # nothing to embed
             try:
                 item = memory_in(req, "memory", self.domain.embedder)
             except MemlakeError:
                 continue  # answered when its chunk is written
-            if item.vector is None and item.type != pb.MEMORY_TYPE_FACT:
-                items.append(item)
+            items.append(item)
         self.domain.embed_ahead(items)
 
     def Forget(self, request, context):

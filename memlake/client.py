@@ -22,6 +22,10 @@ from memlake.v1 import retrieval_service_pb2_grpc as rpb_grpc
 from memlake.v1 import versioning_service_pb2 as vpb
 from memlake.v1 import versioning_service_pb2_grpc as vpb_grpc
 
+# A request header naming the index partition a scoped query reads (the same name as
+# retrieval_service.ownership.PARTITION_HEADER; the SDK does not import the services).
+PARTITION_HEADER = "x-memlake-partition"
+
 TYPES = {
     name.removeprefix("MEMORY_TYPE_").lower(): value
     for name, value in pb.MemoryType.items()
@@ -186,6 +190,7 @@ class MemlakeClient:
         self.versioning = vpb_grpc.VersioningServiceStub(self._channels[versioning_addr or addr])
         self.api_key = find_api_key() if api_key is None else api_key
         self.metadata = [("x-memlake-tenant", tenant)] if tenant else []
+        self._tenant = tenant or None  # learned on the first scoped query (GetCaller)
         if self.api_key:
             self.metadata.append(("authorization", f"Bearer {self.api_key}"))
         self.timeout = timeout
@@ -200,11 +205,29 @@ class MemlakeClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method, request, timeout: float | None = None):
+    def _call(self, method, request, timeout: float | None = None, metadata=None):
         try:
-            return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
+            return method(
+                request, timeout=timeout or self.timeout, metadata=metadata or self.metadata
+            )
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
+
+    def _scoped(self, scope: pb.Scope | None) -> list[tuple[str, str]]:
+        """The call's metadata plus, for a query scoped to a user (one index partition),
+        x-memlake-partition: "<tenant>/u:<user>", so a service mesh can hash on it and
+        send each partition's queries to one retrieval replica (docs/scale.md). The
+        tenant comes from tenant=, else from one GetCaller call; empty if that fails."""
+        if scope is None or not scope.user_id:
+            return self.metadata
+        if self._tenant is None:
+            try:
+                self._tenant = self.admin.GetCaller(
+                    apb.GetCallerRequest(), timeout=min(self.timeout, 5.0), metadata=self.metadata
+                ).tenant
+            except grpc.RpcError:
+                self._tenant = ""  # AdminService is not served here: the key part only
+        return [*self.metadata, (PARTITION_HEADER, f"{self._tenant}/u:{scope.user_id}")]
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -317,6 +340,7 @@ class MemlakeClient:
         return self._call(
             self.retrieval.GetMemoryByKey,
             rpb.GetMemoryByKeyRequest(type=t, scope=scope, key=key),
+            metadata=self._scoped(scope),
         ).memory
 
     def list(
@@ -372,6 +396,7 @@ class MemlakeClient:
                 min_score=min_score,
             ),
             timeout,
+            self._scoped(scope),
         )
 
     def context(
@@ -387,6 +412,7 @@ class MemlakeClient:
             rpb.GetContextRequest(
                 scope=scope, intent=intent, token_budget=token_budget, min_seq=min_seq
             ),
+            metadata=self._scoped(scope),
         )
 
     # -- facts ----------------------------------------------------------------------------

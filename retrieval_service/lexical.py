@@ -68,31 +68,32 @@ def tokenize(text: str) -> list[str]:
 
 
 _NO_DOCS = np.zeros(0, dtype=np.int32)
-_NO_TFS = np.zeros(0, dtype=np.float32)
+_NO_TFS = np.zeros(0, dtype=np.uint16)
+TF_MAX = np.iinfo(np.uint16).max  # a term's count in one document, saturating
 
 
 class _Postings:
-    """A term's postings: numpy arrays once scored, and the (doc, tf) pairs added since
-    in one compact int32 array (8 bytes a posting, where two lists of ints took ~70)."""
+    """A term's postings: numpy arrays once scored, and the postings added since in two
+    compact arrays; either way 6 bytes a posting (int32 doc, uint16 tf), where two lists
+    of ints took ~70."""
 
-    __slots__ = ("docs", "tfs", "pending")
+    __slots__ = ("docs", "tfs", "new_docs", "new_tfs")
 
     def __init__(self) -> None:
         self.docs = _NO_DOCS
         self.tfs = _NO_TFS
-        self.pending = array("i")  # doc, tf, doc, tf, ...
+        self.new_docs = array("i")
+        self.new_tfs = array("H")
 
     def add(self, doc: int, tf: int) -> None:
-        self.pending.append(doc)
-        self.pending.append(tf)
+        self.new_docs.append(doc)
+        self.new_tfs.append(min(tf, TF_MAX))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.pending:
-            pairs = np.frombuffer(self.pending, dtype=np.int32).reshape(-1, 2)
-            self.docs = np.concatenate([self.docs, pairs[:, 0]])
-            self.tfs = np.concatenate([self.tfs, pairs[:, 1].astype(np.float32)])
-            del pairs
-            self.pending = array("i")
+        if self.new_docs:
+            self.docs = np.concatenate([self.docs, np.frombuffer(self.new_docs, np.int32)])
+            self.tfs = np.concatenate([self.tfs, np.frombuffer(self.new_tfs, np.uint16)])
+            self.new_docs, self.new_tfs = array("i"), array("H")
         return self.docs, self.tfs
 
 
@@ -166,12 +167,15 @@ class BM25:
             p = self.postings.get(term)
             if p is None:
                 continue
-            docs, tf = p.arrays()
+            docs, tfs = p.arrays()
+            tf = tfs.astype(np.float32)
             df = max(int(self.live[docs].sum()), 1)
             idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
             bound += idf * (k1 + 1)
             norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
-            np.add.at(out, docs, idf * tf * (k1 + 1) / (tf + norm))
+            # A term lists a document once, so a plain indexed add is exact (and several
+            # times faster than np.add.at on a term with many documents).
+            out[docs] += idf * tf * (k1 + 1) / (tf + norm)
         out[: self.n_docs] *= self.live[: self.n_docs]
         if normalise and bound > 0:
             out /= bound
@@ -201,6 +205,30 @@ _DATES = [
     re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+(" + _MONTH + r")[a-z]*\.?,?\s+(\d{4})\b", re.I),
     re.compile(r"\b(" + _MONTH + r")[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b", re.I),
 ]
+
+
+_HOWTO_Q = re.compile(
+    r"^\s*how (?:do|should|can|could|would) (?:i|we|you)\b|\bhow to\b|\bwhat are the steps\b",
+    re.I,
+)
+
+
+_QUESTION = re.compile(
+    r"\?\s*$|^\s*(?:what|when|where|who|whom|whose|which|why|how|is|are|was|were|do|does|"
+    r"did|can|could|should|would|will|has|have|had)\b",
+    re.I,
+)
+
+
+def is_question(q: str) -> bool:
+    """A question (a question mark, or a question word or auxiliary first), as opposed to
+    a lookup by words ("buy milk") or a remark."""
+    return _QUESTION.search(q) is not None
+
+
+def is_howto_query(q: str) -> bool:
+    """A question asking for a procedure ("how do I ...", "how to ..."): a SKILL answers."""
+    return _HOWTO_Q.search(q) is not None
 
 
 def has_time_expression(text: str) -> bool:

@@ -1,15 +1,18 @@
 """Serving partitions owned by other replicas: forwarding and fan-out.
 
-- A scoped query (a user's partition) that reaches a replica that does not own it is
-  forwarded to the owner in one hop, with the caller's metadata unchanged plus the
-  partition key (x-memlake-partition), the owner's ordinal (x-memlake-owner) and a mark
-  that it was forwarded (the owner answers, never forwards again). If the owner cannot be
-  reached, this replica builds the partition from the database by scope and answers.
+- A scoped query (a user's partition) that reaches a replica that does not own it (in
+  the serving ring, membership.py) is forwarded to the owner in one hop, with the
+  caller's metadata unchanged plus the partition key (x-memlake-partition), the owner's
+  ordinal (x-memlake-owner) and a mark that it was forwarded (the owner answers, never
+  forwards again, even when the ring has moved on since). If the owner cannot be
+  reached or is still loading, this replica builds the partition from the database by
+  scope and answers.
 - An unscoped query fans out: ranking.search runs over this replica's own partitions plus
   one stand-in per peer whose candidates come from ShardService.SearchCandidates, so the
   ranking (normalised over all candidates) is exactly what one replica would compute.
-  A partition two replicas both claim (while the replica set changes) is counted once. A
-  peer that cannot be reached is replaced by building its partitions of the tenant here.
+  Every replica reports every partition it holds; while ownership moves two may hold one,
+  and the coordinator keeps one copy (each is caught up to the query's min_seq). A peer
+  that cannot be reached is replaced by building its partitions of the tenant here.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from retrieval_service.ownership import (
     FORWARDED_HEADER,
     OWNER_HEADER,
     PARTITION_HEADER,
-    Ring,
+    View,
     partition_header,
 )
 from shared.auth.identity import caller
@@ -46,6 +49,14 @@ _DROP = ("user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-encod
 DEFAULT_TIMEOUT_S = 10.0
 # A peer that refuses, drops or cancels the call (down, restarting, draining) is treated
 # as unreachable: this replica answers for it.
+# A restarted peer is reachable again within a second (gRPC's default reconnect backoff
+# grows to two minutes, and a call meanwhile fails at once as if the peer were down).
+PEER = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
 
 
@@ -68,19 +79,25 @@ def _timeout(context) -> float:
 
 
 class Router:
-    def __init__(self, ring: Ring, index: IndexManager, db) -> None:
-        self.ring, self.index, self.db = ring, index, db
-        self._channels: dict[int, grpc.Channel] = {}
+    def __init__(self, index: IndexManager, db) -> None:
+        self.index, self.db = index, db
+        self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
-    def channel(self, ordinal: int) -> grpc.Channel:
+    @property
+    def ring(self) -> View:
+        """The rings as this replica last read them (they change while it runs)."""
+        return self.index.ring
+
+    def channel(self, ordinal: int, view: View | None = None) -> grpc.Channel | None:
+        """A channel to the replica of this ordinal; None when its address is unknown."""
+        address = (view or self.ring).addresses.get(ordinal)
+        if not address:
+            return None
         with self._lock:
-            ch = self._channels.get(ordinal)
+            ch = self._channels.get(address)
             if ch is None:
-                ch = self._channels[ordinal] = grpc.insecure_channel(
-                    self.ring.address(ordinal),
-                    options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-                )
+                ch = self._channels[address] = grpc.insecure_channel(address, options=PEER)
             return ch
 
     def close(self) -> None:
@@ -95,18 +112,27 @@ class Router:
         """The owner's response to a scoped request this replica does not own; None when
         this replica should answer (it owns the partition, the call was forwarded to it,
         the query is unscoped, or the owner cannot be reached)."""
-        if not self.ring.sharded or not f.user_id or _forwarded(context):
+        view = self.ring
+        if not view.sharded or not f.user_id:
+            return None
+        if _forwarded(context):
+            if not self.index.ready:  # the sender answers itself instead of waiting
+                context.abort(grpc.StatusCode.UNAVAILABLE, "this replica's index is loading")
             return None
         key = partition_key(tenant, f.user_id, "")
-        owner = self.ring.owner(key)
-        if owner == self.ring.ordinal:
+        owner = view.owner(key)
+        if owner == view.ordinal:
+            return None
+        channel = self.channel(owner, view)
+        if channel is None:
+            log.warning("no address for replica %d; answering here", owner)
             return None
         md = forwardable(context.invocation_metadata()) + [
             (PARTITION_HEADER, partition_header(key)),
             (OWNER_HEADER, str(owner)),
-            (FORWARDED_HEADER, str(self.ring.ordinal)),
+            (FORWARDED_HEADER, str(view.ordinal)),
         ]
-        stub = rpb_grpc.RetrievalServiceStub(self.channel(owner))
+        stub = rpb_grpc.RetrievalServiceStub(channel)
         try:
             return getattr(stub, method)(request, metadata=md, timeout=_timeout(context))
         except grpc.RpcError as e:
@@ -123,10 +149,10 @@ class Router:
     def view(self, context, min_seq: int) -> FanOut:
         return FanOut(self, context, min_seq)
 
-    def borrow_owned_by(self, ordinal: int, tenant: str) -> list:
+    def borrow_owned_by(self, ordinal: int, tenant: str, view: View) -> list:
         """Builds here the partitions of tenant that ordinal owns (it cannot be reached)."""
         keys = {k for k in self.index.discover() if k[0] == tenant}
-        keys = {k for k in keys if self.ring.owner(k) == ordinal}
+        keys = {k for k in keys if view.owner(k) == ordinal}
         out = []
         for k in sorted(keys):
             p = self.index.partition(k)
@@ -152,6 +178,7 @@ class FanOut:
     def __init__(self, router: Router, context, min_seq: int) -> None:
         self.router, self.context, self.min_seq = router, context, min_seq
         self.index = router.index
+        self.view = router.ring  # one view for the whole query
         self._results: dict[int, Candidates | None] | None = None
         self._stand_ins: list[_Peer] = []
         self._local_keys: set[tuple[str, str]] = set()
@@ -168,7 +195,7 @@ class FanOut:
         self._local_keys = {
             k for k, p in list(self.index.partitions.items()) if k[0] == tenant and id(p) in mine
         }
-        self._stand_ins = [_Peer(self, i) for i in self.router.ring.peers()]
+        self._stand_ins = [_Peer(self, i) for i in self.view.peers()]
         return local + self._stand_ins
 
     def _gather(self, f: Filters, now: float, qvec: np.ndarray, query: str, want: int) -> None:
@@ -188,14 +215,20 @@ class FanOut:
         )
         md = forwardable(self.context.invocation_metadata())
         timeout = _timeout(self.context)
-        calls: dict[int, Future] = {}
+        calls: dict[int, Future | None] = {}
         for peer in self._stand_ins:
-            stub = spb_grpc.ShardServiceStub(self.router.channel(peer.ordinal))
-            calls[peer.ordinal] = stub.SearchCandidates.future(req, metadata=md, timeout=timeout)
+            channel = self.router.channel(peer.ordinal, self.view)
+            stub = spb_grpc.ShardServiceStub(channel) if channel is not None else None
+            calls[peer.ordinal] = (
+                stub.SearchCandidates.future(req, metadata=md, timeout=timeout) if stub else None
+            )
         seen = set(self._local_keys)
         for peer in self._stand_ins:
             try:
-                resp = calls[peer.ordinal].result()
+                call = calls[peer.ordinal]
+                if call is None:
+                    raise _NoAddress()
+                resp = call.result()
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise DeadlineExceeded(
@@ -204,8 +237,10 @@ class FanOut:
                     ) from e
                 if e.code() not in UNREACHABLE:
                     self.context.abort(e.code(), e.details() or "")
+                if peer.ordinal not in self.view.serving.members:
+                    continue  # joining (or loading): it owns nothing queries are routed by
                 log.warning("replica %d unreachable; building its partitions here", peer.ordinal)
-                for key, p in self.router.borrow_owned_by(peer.ordinal, self._tenant):
+                for key, p in self.router.borrow_owned_by(peer.ordinal, self._tenant, self.view):
                     if key not in seen:
                         seen.add(key)
                         c = p.candidates(f, now, qvec, query, want)
@@ -220,6 +255,16 @@ class FanOut:
         self._results = {}
         for peer in self._stand_ins:
             peer.seal()
+
+
+class _NoAddress(grpc.RpcError):
+    """A serving member without an address row: as unreachable as one that is down."""
+
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "no address"
 
 
 class _Peer:
@@ -341,6 +386,8 @@ class ShardServicer(spb_grpc.ShardServiceServicer):
 
     def SearchCandidates(self, request, context):
         tenant = self.retrieval._tenant(context)
+        if not self.index.ready:  # the coordinator builds this replica's share instead
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this replica's index is loading")
         self.retrieval._wait(request.min_seq, context)
         f = Filters(
             types=frozenset(request.types),

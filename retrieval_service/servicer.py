@@ -305,9 +305,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             tenant, qvec, query, f, request.top_k or 10, context, request.min_seq, min_score
         )
         resp = rpb.SearchMemoriesResponse(index_seq=self.index.applied_seq)
-        for h in hits:
+        for h, m in _materialized(hits):
             r = resp.results.add(score=h.score, conflicted=h.conflicted)
-            r.memory.CopyFrom(h.memory())
+            r.memory.CopyFrom(m)
             r.parts.dense, r.parts.lexical = h.dense, h.lexical
             r.parts.recency, r.parts.importance = h.recency, h.importance
             r.parts.confidence = h.confidence
@@ -335,7 +335,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             access=f.access,
         )
         bg_hits = self._search(context, request.min_seq, tenant, qvec, intent, bg, 200)
-        bgs = sorted((h.memory() for h in bg_hits), key=lambda m: m.background.key)
+        bgs = sorted((m for _, m in _materialized(bg_hits)), key=lambda m: m.background.key)
         cands += [Candidate(m, 1.0, "background") for m in bgs]
         if request.intent.strip():
             types = (f.types or frozenset(pb.MemoryType.values())) - {
@@ -346,7 +346,9 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
                 types=frozenset(types), user_id=f.user_id, agent_id=f.agent_id, access=f.access
             )
             hits = self._search(context, request.min_seq, tenant, qvec, intent, rel, 50)
-            cands += [Candidate(h.memory(), h.score, "relevant", h.conflicted) for h in hits]
+            cands += [
+                Candidate(m, h.score, "relevant", h.conflicted) for h, m in _materialized(hits)
+            ]
         if f.session_id:
             who = caller()
             tail = [
@@ -385,3 +387,12 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             self.cache, self.db, tenant, f.user_id, f.agent_id, f.session_id,
             self.tail_size, self.tail_ttl_s,
         )  # fmt: skip
+
+
+def _materialized(hits):
+    """(hit, memory) for each hit whose document is still there: a Forget applied by the
+    index between ranking and reading the document blanks it (such a hit is dropped)."""
+    for h in hits:
+        m = h.memory()
+        if m.id:
+            yield h, m

@@ -30,9 +30,16 @@ def ts_to_dt(ts: Timestamp, *, has: bool = True) -> datetime | None:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+
+
 def dt_to_ts(dt: datetime | None, out: Timestamp) -> None:
+    """As Timestamp.FromDatetime (naive means UTC), without its per-call overhead."""
     if dt is not None:
-        out.FromDatetime(dt)
+        d = dt - (_EPOCH_NAIVE if dt.tzinfo is None else _EPOCH)
+        out.seconds = d.days * 86400 + d.seconds
+        out.nanos = d.microseconds * 1000
 
 
 def msg_to_dict(msg) -> dict[str, Any]:
@@ -50,9 +57,9 @@ def record_to_proto(rec: MemoryRecord, out: pb.Memory | None = None) -> pb.Memor
     m.content = rec.content
     field = ATTR_FIELD.get(rec.type)
     if field:
-        attrs = dict(rec.attributes or {})
         sub = getattr(m, field)
-        json_format.ParseDict(attrs, sub, ignore_unknown_fields=True)
+        if rec.attributes:
+            json_format.ParseDict(dict(rec.attributes), sub, ignore_unknown_fields=True)
         sub.SetInParent()
         if rec.type == pb.MEMORY_TYPE_CONVERSATION and rec.turn_index is not None:
             sub.turn_index = rec.turn_index

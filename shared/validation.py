@@ -167,6 +167,8 @@ def _message(msg: Message, prefix: str, skip: bool, depth: int) -> None:
                 raise InvalidArgument(path, f"at most {limit} items")
             if skip and full in PER_ITEM:
                 continue
+            if f.type in _FLOATS and math.isfinite(sum(value)):
+                continue  # all finite (a vector's values): no loop in Python
             for i, v in enumerate(value):
                 # Numbers of a repeated field are named by the field (a vector's values).
                 item = path if f.type in _FLOATS else f"{path}[{i}]"

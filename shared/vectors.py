@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from shared.errors import InvalidArgument
@@ -25,10 +27,10 @@ def client_vector(vec, field: str, model: str, dim: int) -> np.ndarray:
             f"has {len(vec.values)} values; {model} vectors have {dim}",
             reason="EMBEDDING_DIMENSION_MISMATCH",
         )
-    arr = np.asarray(vec.values, dtype=np.float32)
-    if not np.isfinite(arr).all():
+    arr = np.asarray(vec.values, dtype=np.float64)  # float32 values square within float64
+    norm = math.sqrt(float(arr @ arr))  # nan or inf when a value is
+    if not math.isfinite(norm):
         raise InvalidArgument(f"{field}.values", "must be finite numbers")
-    norm = float(np.linalg.norm(arr))
     if norm == 0.0:
         raise InvalidArgument(f"{field}.values", "must not be all zero")
-    return arr / norm
+    return (arr / norm).astype(np.float32)

@@ -73,7 +73,7 @@ def scan_index(index, needles: list[str]) -> list[str]:
                 for v in codes.lookup:
                     for n in _hit(v, needles):
                         found.append(f"index codes {name}: {n}")
-            for session, _ in p.turn_row:
+            for session in p.last_turn:
                 for n in _hit(session, needles):
                     found.append(f"index turn links: {n}")
             for bm in (p.bm25, p.bm25_window):

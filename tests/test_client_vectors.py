@@ -30,7 +30,8 @@ def test_written_and_queried_vectors_are_used_as_given(client):
     for i in (3, 11):
         r = client.search("", scope=scope("vu"), vector=_vec(i), min_seq=resp.seq)
         assert r.results[0].memory.id == ids[i]
-        assert abs(r.results[0].parts.dense - 1.0) < 1e-4  # stored normalised, used as is
+        # stored normalised, used as is (the index holds bfloat16: a cosine within 1e-3)
+        assert abs(r.results[0].parts.dense - 1.0) < 1e-3
     # A text query still works over client vectors (the server embeds the query).
     r = client.search("unrelated words 5", scope=scope("vu"), min_seq=resp.seq)
     assert r.results and r.results[0].parts.lexical > 0

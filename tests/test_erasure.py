@@ -348,9 +348,15 @@ def test_a_removed_row_leaves_the_hnsw_graph_at_the_next_compaction():
     assert p.ann.ntotal == 12 and not p.needs_compaction()
     gone = vecs[4]  # memory 5
     assert p.remove(5)
-    assert not p.vectors[: p.n].__eq__(gone).all(axis=1).any()  # blanked in the columns
+    rows = p.vector_rows(np.arange(p.n))
+    assert not np.isclose(rows, gone, atol=1e-2).all(axis=1).any()  # blanked in the columns
     assert p.needs_compaction()  # the graph still has it
     q = p.compact()
-    stored = q.ann.reconstruct_n(0, q.ann.ntotal)
-    assert q.ann.ntotal == 11 and not np.isclose(stored, gone).all(axis=1).any()
+    stored = q.ann.reconstruct_n(0, q.ann.ntotal)  # the graph's 8-bit copy
+
+    def held(v):
+        return np.isclose(stored, v, atol=0.05).all(axis=1).any()
+
+    assert q.ann.ntotal == 11 and not held(gone)
+    assert all(held(v) for i, v in enumerate(vecs) if i != 4)  # the check can find one
     assert not q.needs_compaction()

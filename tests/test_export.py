@@ -109,7 +109,7 @@ def test_bad_lines_and_non_admin_keys_are_refused(suite):
 
 
 def test_progress_bar(capsys):
-    from memlake.cli import Progress
+    from memlake.cli.format import Progress
 
     bar = Progress("export", force=True)
     bar.update(5, 10)

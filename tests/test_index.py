@@ -138,12 +138,12 @@ def test_hnsw_path_keeps_filters_exact_and_recall(fresh_backend):
         bitmap = np.packbits(m, bitorder="little")
         for q in QUERIES:
             qv = emb.embed_one(q)
-            exact_ip = np.sort(part.vectors[: part.n][m] @ qv)[::-1]
+            exact_ip = np.sort(part.vector_rows(np.nonzero(m)[0]) @ qv)[::-1]
             params = faiss.SearchParametersHNSW(
                 sel=faiss.IDSelectorBitmap(part.n, faiss.swig_ptr(bitmap)), efSearch=64
             )
             _, labels = part.ann.search(qv.reshape(1, -1), 10, params=params)
-            got = part.vectors[labels[0]] @ qv
+            got = part.vector_rows(labels[0]) @ qv
             assert sum(got >= exact_ip[9] - 1e-5) >= 9, q
     finally:
         suite.stop()
@@ -314,3 +314,109 @@ def test_scope_filters_match_the_string_columns_as_rows_arrive():
     p.remove(7)
     check(p)
     check(p.compact())
+
+
+def test_vectors_are_held_as_bfloat16_and_score_as_float32_within_a_tolerance():
+    """Half the bytes of float32 a vector; a cosine moves by well under 1e-3, so the
+    top 10 by the stored vectors is the float32 top 10 but for near ties, and both scan
+    paths (a full scan, a gather of a few rows) give the same numbers."""
+    from retrieval_service.index import Partition
+
+    rng = np.random.default_rng(3)
+    dim, n = 384, 3000
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    p = Partition(dim, ann_threshold=10**9)
+    for i in range(n):
+        p.put(_record(i + 1, "u1", f"s{i // 20}", i % 20), vecs[i])
+    assert p.vectors.dtype == np.uint16 and p.vectors[: p.n].nbytes == n * dim * 2
+    overlap = []
+    for _ in range(20):
+        q = rng.standard_normal(dim).astype(np.float32)
+        q /= np.linalg.norm(q)
+        exact = vecs @ q
+        got = p._dense(np.arange(n), q)  # the full scan
+        assert np.abs(got - exact).max() < 1e-3
+        few = np.array([5, 17, 2999])
+        assert np.allclose(p._dense(few, q), got[few], rtol=0, atol=1e-6)  # the gather
+        overlap.append(len(set(np.argsort(-got)[:10]) & set(np.argsort(-exact)[:10])))
+    assert np.mean(overlap) >= 9.5
+
+
+def test_turn_links_follow_out_of_order_arrivals_and_removals():
+    """Links between turns come from a session's latest turn or, out of order, a scan:
+    the same links a row-by-row map gave."""
+    from retrieval_service.index import Partition
+
+    p = Partition(4, ann_threshold=10**9)
+    v = np.ones(4, np.float32) / 2
+    for i, t in enumerate([0, 1, 3, 2, 4], start=1):  # turn 2 arrives after turn 3
+        p.put(_record(i, "u1", "s1", t), v)
+    p.put(_record(9, "u1", "s2", 0), v)
+    row = {int(p.ids[r]): r for r in range(p.n)}
+    by_turn = {0: row[1], 1: row[2], 2: row[4], 3: row[3], 4: row[5]}
+    for t in range(4):
+        assert p.next_row[by_turn[t]] == by_turn[t + 1]
+        assert p.prev_row[by_turn[t + 1]] == by_turn[t]
+    assert p.next_row[row[9]] == -1 and p.prev_row[row[9]] == -1  # another session
+    assert p.remove(5)  # the last turn: turn 3 becomes the session's latest
+    assert p.last_turn["s1"] == by_turn[3] and p.next_row[by_turn[3]] == -1
+    p.put(_record(10, "u1", "s1", 4), v)  # a new turn 4 links to turn 3 again
+    assert p.prev_row[p.row_of[10]] == by_turn[3]
+    for i in (1, 2, 3, 4, 10):
+        p.remove(i)
+    assert "s1" not in p.last_turn and "s2" in p.last_turn
+
+
+def test_row_map_answers_as_a_dict_would():
+    """Ids in order, out of order (past the merge size), replaced and removed."""
+    from retrieval_service.index.partition import RowMap
+
+    rng = np.random.default_rng(1)
+    m, d = RowMap(), {}
+    ids = list(range(1, 3000)) + rng.integers(1, 20000, 9000).tolist()
+    for row, mid in enumerate(ids):
+        m[mid] = row
+        d[mid] = row
+        if row % 7 == 0:
+            gone = int(rng.integers(1, 20000))
+            assert m.pop(gone, None) == d.pop(gone, None)
+    assert len(m) == len(d) and dict(m.items()) == d and set(m) == set(d)
+    assert all(m.get(k) == d.get(k) for k in range(25000))
+    assert 5 not in RowMap.of(np.array([7, 3]), np.array([0, 1]))
+    assert RowMap.of(np.array([7, 3]), np.array([0, 1]))[3] == 1
+
+
+def test_key_map_answers_as_a_dict_would_and_forgets_unused_keys():
+    from retrieval_service.index.partition import KeyMap
+
+    rng = np.random.default_rng(2)
+    m, d = KeyMap(), {}
+    for mid in list(range(1, 2000)) + rng.integers(1, 5000, 6000).tolist():
+        key = ("t", f"u:{int(rng.integers(0, 30))}")
+        m[mid] = key
+        d[mid] = key
+        if mid % 5 == 0:
+            assert m.pop(mid + 1) == d.pop(mid + 1, None)
+    assert len(m) == len(d) and set(m) == set(d)
+    assert all(m.get(k) == d.get(k) for k in range(6000))
+    for k in list(d):
+        assert m.pop(k) == d.pop(k)
+    assert len(m) == 0 and not m.code and not any(m.keys)  # no scope string left
+
+
+def test_a_hit_removed_after_ranking_is_dropped_not_returned_empty():
+    """A Forget applied by the tailer between ranking and reading the documents blanks the
+    row's document; search and context drop that hit instead of failing on an empty id."""
+    from retrieval_service.index import Partition
+    from retrieval_service.ranking import Hit
+    from retrieval_service.servicer import _materialized
+
+    p = Partition(8, ann_threshold=10**9)
+    vec = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    for i in (1, 2):
+        p.put(_record(i, "u1", "s1"), vec)
+    hits = [Hit(p, row, 1.0, 1.0, 0.0, 0.0, 0.5, 1.0, False) for row in (0, 1)]
+    assert [m.id for _, m in _materialized(hits)] == ["1", "2"]
+    assert p.remove(1)
+    assert [m.id for _, m in _materialized(hits)] == ["2"]

@@ -339,10 +339,12 @@ def test_compose_file(tmp_path):
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_retrieval_statefulset_spreads_partitions_over_its_pods(rendered, overlay):
-    """Rendered: the pods take their ordinal from their name, hash over as many replicas as
-    the StatefulSet runs, and reach each other through a headless Service that selects
-    them; every ordinal builds a ring whose peers are those pods' DNS names."""
-    from retrieval_service.ownership import ring_from_settings
+    """Rendered: the pods take their ordinal from their name and advertise their headless
+    Service DNS name (the ring itself is agreed in the database, so no replica count is
+    configured); the headless Service selects them and publishes not-ready pods (a pod
+    handing over its partitions still answers forwards); the shutdown grace fits in the
+    pod's termination grace, so the handover on a scale-down is not cut short."""
+    from retrieval_service.ownership import identity_from_settings
     from shared.settings import Settings
 
     docs = rendered[overlay]
@@ -351,32 +353,26 @@ def test_retrieval_statefulset_spreads_partitions_over_its_pods(rendered, overla
         for d in docs
         if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "memlake-retrieval"
     )
-    c = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "retrieval")
+    pod = sts["spec"]["template"]["spec"]
+    c = next(c for c in pod["containers"] if c["name"] == "retrieval")
     env = {e["name"]: e for e in c["env"]}
     assert env["MEMLAKE_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    count = sts["spec"]["replicas"]
-    assert int(env["MEMLAKE_REPLICA_COUNT"]["value"]) == count
+    assert "MEMLAKE_REPLICA_COUNT" not in env and "MEMLAKE_REPLICA_PEERS" not in env
+    assert float(env["MEMLAKE_SHUTDOWN_GRACE_S"]["value"]) < pod["terminationGracePeriodSeconds"]
     headless = next(
         d
         for d in docs
         if d["kind"] == "Service" and d["metadata"]["name"] == sts["spec"]["serviceName"]
     )
     assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert headless["spec"]["selector"].items() <= labels.items()
     port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
     template = env["MEMLAKE_REPLICA_PEER_TEMPLATE"]["value"]
     name = sts["metadata"]["name"]
-    for ordinal in range(count):
-        ring = ring_from_settings(
-            Settings(
-                pod_name=f"{name}-{ordinal}",
-                replica_count=count,
-                replica_peer_template=template,
-            )
+    for ordinal in range(sts["spec"]["replicas"] + 2):  # and the pods a scale-up adds
+        ident = identity_from_settings(
+            Settings(pod_name=f"{name}-{ordinal}", replica_peer_template=template)
         )
-        assert ring.ordinal == ordinal and ring.count == count
-        if count > 1:
-            assert (
-                ring.address(ordinal) == f"{name}-{ordinal}.{headless['metadata']['name']}:{port}"
-            )
+        assert ident == (ordinal, f"{name}-{ordinal}.{headless['metadata']['name']}:{port}")

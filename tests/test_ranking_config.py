@@ -46,7 +46,9 @@ def _qa_ranked(tmp_path, name: str, **weights) -> list[str]:
 
 def test_an_answered_question_ranks_below_its_answer(tmp_path):
     """The question turn shares the query's words; the answer after it is what is wanted."""
-    words_only = dict(rank_alpha=0.0, rank_window_weight=0.0, rank_lexical_prev=0.0)
+    words_only = dict(
+        rank_alpha=0.0, rank_window_weight=0.0, rank_lexical_prev=0.0, rank_echo_penalty=0.0
+    )
     off = _qa_ranked(tmp_path, "off", rank_question_factor=1.0, **words_only)
     assert off[0].startswith("When does")  # on its own words the question wins
     on = _qa_ranked(tmp_path, "on", rank_question_factor=0.2, **words_only)

@@ -89,6 +89,36 @@ def test_graph_and_exact_paths_score_the_same_items_equally():
     assert np.mean(agree) >= 0.9, agree
 
 
+def test_graph_candidates_include_the_turns_smoothing_reads():
+    """A turn borrows from its next turn's dense score and its previous turn's lexical
+    one, so on the graph path the turn before each of the graph's rows and the turn after
+    each candidate compete too; a small boosted set competes whole."""
+    from retrieval_service.index import partition as pt
+
+    rnd = random.Random(3)
+    emb = HashEmbedder()
+    recs = [_record(i, rnd) for i in range(2000)]
+    graph = _manager(100)
+    for rec, v in zip(recs, emb.embed([r.content for r in recs]), strict=True):
+        _add(graph, rec, v)
+    graph._build_graphs()
+    (p,) = graph.partitions.values()
+    f = Filters(user_id="u1")
+    qv = emb.embed_one("apple piano")
+    m = p.mask(f, 0.0)
+    dense_rows = p._graph(m, qv, pt.graph_depth(50, int(m.sum())))
+    few = np.zeros(p.n, dtype=bool)
+    few[[3, 700, 1999]] = True  # far from the query, most likely
+    c = p.candidates(f, 0.0, qv, "apple piano", 50, [lambda n: few[:n]])
+    assert not c.exact
+    got = set(c.rows.tolist())
+    prv = p.prev_row[dense_rows]
+    assert set(prv[prv >= 0].tolist()) <= got
+    nxt = p.next_row[dense_rows]
+    assert set(nxt[nxt >= 0].tolist()) <= got
+    assert {3, 700, 1999} <= got
+
+
 def test_a_score_does_not_depend_on_the_other_candidates():
     """The same memory scores the same whether the filter lets 3 or 3,000 rows compete,
     and the lexical channel is within [0, 1]."""

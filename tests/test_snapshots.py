@@ -171,3 +171,23 @@ def test_a_forgotten_memory_leaves_no_snapshot_file(writer, tmp_path):
     assert int(gone.memory.id) not in _ids(m2, "acme", "u1", "harbour gate passcode")
     m._store.close()
     m2._store.close()
+
+
+def test_a_snapshot_with_float32_vectors_still_loads():
+    """Snapshots of format 3 hold float32 vectors; they load as bfloat16 rows."""
+    import numpy as np
+
+    from retrieval_service.index import Partition
+    from tests.test_index import _record
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((30, 8)).astype(np.float32)
+    p = Partition(8, ann_threshold=10**9)
+    for i in range(30):
+        p.put(_record(i + 1, "u1", "s1", i), vecs[i])
+    c = snapshots.copy_partition(p)
+    c.vectors = vecs  # as format 3 wrote them
+    q = snapshots.decode(snapshots.encode(c), 8, 10**9, 1, None)
+    assert q.vectors.dtype == np.uint16
+    assert np.array_equal(q.vectors[: q.n], p.vectors[: p.n])
+    assert np.allclose(q.vector_rows(np.arange(30)), vecs, rtol=1e-2)

@@ -14,12 +14,14 @@ import faiss
 import numpy as np
 from sqlalchemy import select
 
+from retrieval_service.index import adoption
 from retrieval_service.index.partition import (
+    KeyMap,
     Partition,
     Smoothing,
     partition_key,
 )
-from retrieval_service.ownership import Ring, ring_from_settings
+from retrieval_service.ownership import View
 from shared import changelog
 from shared.db.engine import Database
 from shared.db.models import MemoryRecord
@@ -47,11 +49,12 @@ class IndexManager:
         ann_threshold: int = 20000,
         lexical_window: int = 1,
         smoothing: Smoothing | None = None,
-        ring: Ring | None = None,
+        ring: View | None = None,
         borrowed_idle_s: float = 120.0,
     ) -> None:
         self.db = db
-        self.ring = ring or Ring()
+        self.ring = ring or View()  # swapped by membership.py when the rings change
+        self._unowned_since: dict[tuple[str, str], float] = {}  # see adoption.release
         self.borrowed_idle_s = borrowed_idle_s
         self._dirty: set[tuple[str, str]] = set()  # changed since their last snapshot
         self._purge: set[tuple[str, str]] = set()  # ... by a removal
@@ -75,7 +78,7 @@ class IndexManager:
         self.ann_threshold = ann_threshold
         self.lexical_window = lexical_window
         self.partitions: dict[tuple[str, str], Partition] = {}
-        self.where: dict[int, tuple[str, str]] = {}
+        self.where = KeyMap()  # memory id -> partition key
         self.applied_seq = 0
         self.snapshot_seq = -1
         # A removal (Forget, erasure, expiry) was applied: snapshot soon, so the previous
@@ -99,7 +102,7 @@ class IndexManager:
     def load_all(self) -> None:
         """Builds every partition from the database alone, then catches up with the log."""
         with self._apply_lock:
-            self.partitions, self.where = {}, {}
+            self.partitions, self.where = {}, KeyMap()
             self._stored, self._manifest_parts = {}, {}
             with self.db.read() as s:
                 start_seq = changelog.stable_last_seq(s)
@@ -212,68 +215,24 @@ class IndexManager:
         vec = from_bytes(rec.embedding)
         return vec if vec.shape[0] == self.dim else None
 
-    @staticmethod
-    def _scope_query(key: tuple[str, str]):
-        tenant, k = key
-        q = select(MemoryRecord).where(MemoryRecord.tenant == tenant)
-        if k.startswith("u:"):
-            return q.where(MemoryRecord.user_id == k[2:])
-        q = q.where(MemoryRecord.user_id == "")
-        return q.where(MemoryRecord.agent_id == (k[2:] if k.startswith("a:") else ""))
-
     def discover(self) -> set[tuple[str, str]]:
         """Every partition key the database has memories for."""
-        with self.db.read() as s:
-            rows = s.execute(
-                select(MemoryRecord.tenant, MemoryRecord.user_id, MemoryRecord.agent_id).distinct()
-            )
-            return {partition_key(t, u, a) for t, u, a in rows}
+        return adoption.discover(self)
 
-    def adopt(self, keys: Iterable[tuple[str, str]]) -> int:
-        """Builds partitions from the database by scope (not from the log), outside the
-        apply lock; then under it replays the log rows that arrived meanwhile for them
-        and installs them. Rows seen twice are harmless: a put re-reads the memory."""
-        keys = [k for k in keys if k not in self.partitions and k not in self._stored]
-        if not keys:
-            return 0
-        with self.db.read() as s:
-            seq0 = changelog.stable_last_seq(s)  # nothing at or below it still in flight
-        built: dict[tuple[str, str], Partition] = {}
-        for key in keys:
-            p = self._new_partition()
-            with self.db.read() as s:
-                recs = list(s.scalars(self._scope_query(key).order_by(MemoryRecord.id)))
-            for rec in sorted(recs, key=lambda r: (r.session_id, r.turn_index or 0, r.id)):
-                vec = self._vector(rec)
-                if vec is not None:
-                    p.put(rec, vec)
-            built[key] = p
-        with self._apply_lock:
-            for key, p in built.items():
-                if key in self.partitions:
-                    continue
-                self.partitions[key] = p
-                for mid in p.row_of:
-                    self.where[mid] = key
-                self._dirty.add(key)
-            pos = seq0
-            while pos < self.applied_seq:
-                with self.db.read() as s:
-                    rows = changelog.read_after_with_scope(s, pos, upto=self.applied_seq)
-                    recs = self._records_for(s, rows, lambda k: k in built)
-                if not rows:
-                    break
-                for r in rows:
-                    rec = recs.get(r.memory_id) if r.op == "put" else None
-                    if rec is not None:
-                        self._put(rec)
-                    elif (r.op != "put" or r.tenant is None) and self.where.get(
-                        r.memory_id
-                    ) in built:
-                        self._remove(r.memory_id)
-                pos = rows[-1].seq
-        log.info("built %d index partitions from the database", len(built))
-        return len(built)
+    def adopt(self, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
+        """Builds partitions from the database by scope (see adoption.py)."""
+        return adoption.adopt(self, keys, held)
+
+    def set_view(self, view: View) -> None:
+        """The rings changed: holds from now on what view says (the tail applies new rows
+        by it at once); rehome builds what is missing, release drops the rest later."""
+        self.ring = view
+
+    def rehome(self) -> int:
+        return adoption.rehome(self)
+
+    def release(self, grace_s: float) -> int:
+        return adoption.release(self, grace_s)
 
     @staticmethod
     def _records_for(s, rows, want) -> dict[int, MemoryRecord]:
@@ -286,7 +245,9 @@ class IndexManager:
         }
         if not ids:
             return {}
-        return {r.id: r for r in s.scalars(select(MemoryRecord).where(MemoryRecord.id.in_(ids)))}
+        # Core rows (read by attribute like records), not ORM objects: a third of the cost.
+        t = MemoryRecord.__table__
+        return {r.id: r for r in s.execute(select(t).where(t.c.id.in_(ids)))}
 
     def partition(self, key: tuple[str, str], borrow: bool = True) -> Partition | None:
         """The partition for a scoped query: loaded, or loaded now from the snapshot, or
@@ -297,8 +258,12 @@ class IndexManager:
         if p is None and borrow and not self.ring.owns(key):
             self.adopt([key])
             p = self.partitions.get(key)
-        if p is not None and not self.ring.owns(key):
+            if p is not None:  # borrowed: kept while it is used
+                self._used[key] = time.monotonic()
+        elif p is not None and key in self._used:
             self._used[key] = time.monotonic()
+        # A partition this replica stopped owning answers stale forwards until
+        # adoption.release drops it; using it does not make it borrowed.
         return p
 
     def _drop_idle_borrowed(self) -> None:
@@ -489,14 +454,16 @@ class IndexManager:
         return True
 
     def partitions_for(self, tenant: str, user_id: str, agent_id: str) -> Iterable[Partition]:
-        """A user's partition; otherwise every partition of the tenant this replica owns
+        """A user's partition; otherwise every partition of the tenant this replica holds
         (other replicas answer for theirs: see routing.py)."""
         if user_id:
             p = self.partition(partition_key(tenant, user_id, ""))
             return [p] if p is not None else []
         for k in [k for k in list(self._stored) if k[0] == tenant]:
             self._load_stored(k)
-        return [p for k, p in list(self.partitions.items()) if k[0] == tenant and self.owns(k)]
+        # Every partition held here, owned or not: during an ownership move a coordinator
+        # keeps one copy of each (routing.FanOut), and every copy is caught up alike.
+        return [p for k, p in list(self.partitions.items()) if k[0] == tenant]
 
     def check_ready(self) -> None:
         if not self.ready:
@@ -520,7 +487,7 @@ def smoothing_from(settings) -> Smoothing:
 
 
 def build_from_settings(
-    settings, embedder_name: str, dim: int, db: Database | None = None
+    settings, embedder_name: str, dim: int, db: Database | None = None, ring: View | None = None
 ) -> IndexManager:
     return IndexManager(
         db or Database(settings.sqlalchemy_url()),
@@ -532,7 +499,7 @@ def build_from_settings(
         ann_threshold=settings.ann_threshold,
         lexical_window=settings.lexical_window,
         smoothing=smoothing_from(settings),
-        ring=ring_from_settings(settings),
+        ring=ring,
         borrowed_idle_s=settings.borrowed_idle_s,
     )
 

@@ -32,10 +32,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval_service.index.partition import COLUMNS, STRINGS, Partition
+from retrieval_service.index.partition import COLUMNS, STRINGS, KeyMap, Partition
 
 log = logging.getLogger("memlake.snapshots")
-FORMAT = 3
+FORMAT = 4  # 4: vectors as bfloat16 bits; 3 (float32 vectors) is still read
+READABLE = (3, 4)
 MANIFEST = "manifest.json"
 _HEAD = struct.Struct("<I")
 
@@ -332,7 +333,10 @@ def load(m) -> bool:
         manifest = store.read_manifest()
         if manifest is None:
             return False
-        if any(manifest.get(k) != v for k, v in _config(m).items()):
+        want = _config(m)
+        if manifest.get("format") in READABLE:
+            want["format"] = manifest["format"]
+        if any(manifest.get(k) != v for k, v in want.items()):
             log.warning("index snapshot does not match this configuration; rebuilding")
             return False
         parts = manifest["partitions"]
@@ -341,15 +345,17 @@ def load(m) -> bool:
         log.warning("index snapshot unreadable (%s); rebuilding from the database", exc)
         return False
     with m._apply_lock:
-        m.partitions, m.where = {}, {}
+        m.partitions, m.where = {}, KeyMap()
         m._stored = {part_key(n): e for n, e in parts.items() if m.owns(part_key(n))}
         m._manifest_parts = dict(parts)
         m.snapshot_seq = seq
         m._set_applied(seq)
-    if manifest.get("ring") != m.ring.describe():
+    # Shared partitions: the snapshot may predate a move (or a build cut short), so what
+    # this replica holds and the snapshot lacks is built now, before it says ready.
+    if m.ring.sharded or manifest.get("ring") != m.ring.describe():
         missing = {k for k in m.discover() if m.owns(k) and k not in m._stored}
         log.info("replica set changed since the snapshot: %d partitions to build", len(missing))
-        m.adopt(missing)
+        m.adopt(missing, held=True)
     log.info("index snapshot loaded at seq %d (%d partitions)", seq, len(m._stored))
     m.catch_up()
     m._mark_ready()

@@ -312,3 +312,32 @@ class AccessEvent(Base):
     peer: Mapped[str] = mapped_column(String(256), default="")
 
     __table_args__ = (Index("ix_access_events_tenant", "tenant", "id"),)
+
+
+class RetrievalMember(Base):
+    """A retrieval replica taking part in partition ownership (retrieval_service/
+    membership.py): its address, a heartbeat it renews, the ring epoch whose partitions it
+    holds caught up, and whether it is leaving. Not tenant data: one row per replica."""
+
+    __tablename__ = "retrieval_members"
+
+    ordinal: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    address: Mapped[str] = mapped_column(String(256))
+    incarnation: Mapped[str] = mapped_column(String(32))  # one per process start
+    heartbeat: Mapped[float] = mapped_column(Float)  # epoch seconds, the replica's clock
+    ready_epoch: Mapped[int] = mapped_column(BigId, default=0)
+    leaving: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RetrievalRing(Base):
+    """The one row saying which replicas own partitions: the serving ring (queries are
+    routed by it) and the target ring (the live members; each builds what it will own).
+    The target becomes the serving ring once every target member is ready for its epoch."""
+
+    __tablename__ = "retrieval_ring"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    serving_epoch: Mapped[int] = mapped_column(BigId)
+    serving: Mapped[str] = mapped_column(Text)  # ordinals, comma-separated
+    target_epoch: Mapped[int] = mapped_column(BigId)
+    target: Mapped[str] = mapped_column(Text)

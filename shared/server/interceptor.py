@@ -1,28 +1,17 @@
-"""gRPC server bootstrap shared by every service: one interceptor for errors, metrics,
-logs and request ids; health that says SERVING only when dependencies answer; reflection;
-Prometheus over HTTP; graceful drain on SIGTERM."""
+"""The one interceptor every RPC passes: authentication, validation, limits, deadlines,
+error mapping to google.rpc.Status, request ids, metrics and access audit."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import signal
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent import futures
-from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -32,9 +21,10 @@ from shared.auth.identity import Authenticator, is_public, reset_caller, set_cal
 from shared.errors import InvalidArgument, MemlakeError
 from shared.limits import TenantLimiter
 from shared.tenancy import tenant_from_metadata
-from shared.tracing import annotate, server_interceptors
+from shared.tracing import annotate
 
 log = logging.getLogger("memlake")
+
 
 REQUESTS = Counter(
     "memlake_grpc_requests_total",
@@ -52,15 +42,6 @@ ERROR_DOMAIN = "memlake.dev"
 # clients refuse trailers over 8 KiB: keep it to this many UTF-8 bytes.
 MAX_ERROR_BYTES = 1024
 AUDIT_GRACE_S = 0.25
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
-    """The one message-size limit, for servers and for the channels services open."""
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ]
 
 
 class _Undecodable:
@@ -93,30 +74,6 @@ def _checked_stream(requests, validate: bool):
         if validate:
             validation.check(req)
         yield req
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        out.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it picked
 
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
@@ -345,254 +302,3 @@ def _is_db_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | PoolTimeout) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     )
-
-
-@dataclass
-class ServiceSpec:
-    """One gRPC service hosted by a server."""
-
-    full_name: str  # e.g. "memlake.v1.IngestService"
-    register: Callable[[grpc.Server], None]
-    # Each raises when a dependency does not answer; SERVING only when all pass.
-    checks: list[Callable[[], None]] = field(default_factory=list)
-    on_stop: list[Callable[[], None]] = field(default_factory=list)
-
-
-LIVENESS = "memlake.liveness"  # SERVING while the process can answer at all
-
-
-@dataclass
-class Dependency:
-    """A health entry of its own (e.g. "memlake.database"). `required`: the overall
-    status "" is NOT_SERVING while it fails; otherwise its failure only degrades."""
-
-    name: str
-    check: Callable[[], None]
-    required: bool = True
-    on_result: Callable[[bool], None] | None = None  # told each verdict
-
-
-class HealthMonitor:
-    """Re-runs the checks periodically and publishes: LIVENESS (always SERVING: the
-    process answers; for liveness probes), each dependency, each service (readiness: its
-    own checks), and "" (every service and every required dependency). A check that does
-    not answer within `timeout` counts as failed, so a database that hangs rather than
-    refuses turns readiness NOT_SERVING within interval + timeout seconds."""
-
-    def __init__(
-        self,
-        servicer: health.HealthServicer,
-        specs: list[ServiceSpec],
-        interval: float,
-        dependencies: list[Dependency] | None = None,
-        timeout: float = 2.0,
-    ):
-        self.servicer = servicer
-        self.specs = specs
-        self.deps = dependencies or []
-        self.interval = interval
-        self.timeout = timeout
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
-        self._running: dict[Callable, threading.Thread] = {}
-        for spec in specs:
-            servicer.set(spec.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        for dep in self.deps:
-            servicer.set(dep.name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-
-    def _run_check(self, check: Callable[[], None]) -> str | None:
-        """None when the check passed within the timeout, else why not."""
-        prev = self._running.get(check)
-        if prev is not None and prev.is_alive():
-            return "the previous check has not returned"
-        out: list = []
-
-        def run():
-            try:
-                check()
-                out.append(None)
-            except Exception as exc:  # noqa: BLE001 - any failure means not ready
-                out.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-
-        t = threading.Thread(target=run, name="health-check", daemon=True)
-        self._running[check] = t
-        t.start()
-        t.join(self.timeout)
-        if t.is_alive():
-            return f"no answer within {self.timeout:g} s"
-        return out[0] if out else "no result"
-
-    def check_once(self) -> bool:
-        results: dict[Callable, str | None] = {}
-
-        def result(check):
-            if check not in results:
-                results[check] = self._run_check(check)
-            return results[check]
-
-        def publish(name: str, ok: bool) -> None:
-            self.servicer.set(
-                name,
-                health_pb2.HealthCheckResponse.SERVING
-                if ok
-                else health_pb2.HealthCheckResponse.NOT_SERVING,
-            )
-
-        all_ok = True
-        for dep in self.deps:
-            why = result(dep.check)
-            if why is not None:
-                log.warning("health: %s failing: %s", dep.name, why)
-            if dep.on_result is not None:
-                dep.on_result(why is None)
-            publish(dep.name, why is None)
-            all_ok = all_ok and (why is None or not dep.required)
-        for spec in self.specs:
-            why = next((w for w in map(result, spec.checks) if w is not None), None)
-            if why is not None:
-                log.warning("health check failed for %s: %s", spec.full_name, why)
-            publish(spec.full_name, why is None)
-            all_ok = all_ok and why is None
-        publish("", all_ok)
-        return all_ok
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        delay = 0.1
-        while not self._stop.is_set():
-            ok = self.check_once()
-            # Poll quickly until first SERVING, then at the configured interval.
-            delay = self.interval if ok else min(max(delay * 2, 0.1), self.interval)
-            self._stop.wait(delay)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-@dataclass
-class RunningServer:
-    server: grpc.Server
-    port: int
-    health: health.HealthServicer
-    monitor: HealthMonitor
-    specs: list[ServiceSpec]
-
-    def stop(self, grace: float) -> None:
-        """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish. Returns
-        within `grace` whatever clients do: calls still running when the drain share of
-        it ends are cancelled, and stop hooks (index snapshot, closing pools) get the rest."""
-        end = time.monotonic() + grace
-        self.monitor.stop()
-        self.health.enter_graceful_shutdown()
-        self.server.stop(max(grace - min(1.0, grace / 4), 0)).wait()
-        hooks = threading.Thread(target=self._run_on_stop, name="on-stop", daemon=True)
-        hooks.start()
-        hooks.join(max(end - time.monotonic(), 0))
-        if hooks.is_alive():
-            log.warning("stop hooks still running when the grace ended; not waiting for them")
-
-    def _run_on_stop(self) -> None:
-        for spec in self.specs:
-            for fn in spec.on_stop:
-                try:
-                    fn()
-                except Exception:  # noqa: BLE001
-                    log.exception("error while stopping %s", spec.full_name)
-
-
-def create_server(
-    specs: list[ServiceSpec],
-    address: str,
-    *,
-    max_workers: int = 16,
-    health_interval: float = 5.0,
-    log_requests: bool = True,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    tracer_provider=None,
-    authenticator: Authenticator | None = None,
-    auditor: AccessAuditor | None = None,
-    server_credentials: grpc.ServerCredentials | None = None,
-    limiter: TenantLimiter | None = None,
-    default_tenant: str = "default",
-    dependencies: list[Dependency] | None = None,
-    health_timeout: float = 2.0,
-) -> RunningServer:
-    """Builds and starts a server on address (port 0 picks a free port)."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        # The tracing interceptor (when on) is outermost, so ours runs in its span.
-        interceptors=[
-            *server_interceptors(tracer_provider),
-            ServiceInterceptor(log_requests, authenticator, auditor, limiter, default_tenant),
-        ],
-        options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)],
-    )
-    for spec in specs:
-        spec.register(server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [s.full_name for s in specs] + [
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    ]
-    reflection.enable_server_reflection(names, server)
-    if server_credentials is not None:
-        port = server.add_secure_port(address, server_credentials)
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"could not bind {address}")
-    monitor = HealthMonitor(
-        health_servicer, specs, health_interval, dependencies, timeout=health_timeout
-    )
-    server.start()
-    monitor.start()
-    return RunningServer(server, port, health_servicer, monitor, specs)
-
-
-def start_metrics(host: str, port: int) -> int:
-    """Serves Prometheus metrics over HTTP; returns the bound port."""
-    httpd, _ = start_http_server(port, addr=host, registry=REGISTRY)
-    return httpd.server_port
-
-
-def serve_forever(running: RunningServer, grace: float) -> None:
-    """Blocks until SIGTERM/SIGINT, then drains in-flight calls for up to grace seconds."""
-    done = threading.Event()
-
-    def _handle(signum, _frame):
-        log.info("signal %s: draining for up to %ss", signal.Signals(signum).name, grace)
-        done.set()
-
-    signal.signal(signal.SIGTERM, _handle)
-    signal.signal(signal.SIGINT, _handle)
-    done.wait()
-    # A handler stuck in a call that ignores cancellation would keep the interpreter from
-    # exiting (it joins worker threads): end the process anyway when the grace is over.
-    watchdog = threading.Timer(grace, _hard_exit)
-    watchdog.daemon = True
-    watchdog.start()
-    running.stop(grace)
-    log.info("stopped")
-
-
-def _hard_exit() -> None:
-    log.warning("threads still busy after the shutdown grace; exiting now")
-    logging.shutdown()
-    os._exit(0)
-
-
-__all__ = [
-    "Dependency",
-    "LIVENESS",
-    "ServiceSpec",
-    "RunningServer",
-    "create_server",
-    "start_metrics",
-    "serve_forever",
-    "configure_logging",
-]
