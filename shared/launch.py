@@ -165,6 +165,9 @@ def main(which: str) -> None:
         httpd.shutdown()  # stops accepting; calls in flight finish on their own threads
         log.info("stopped")
         return
+    if which in ("ingest", "versioning") and settings.writer_nice > 0:
+        # Before any thread starts (threads inherit it): writes yield the CPU to searches.
+        os.nice(settings.writer_nice)
     try:
         running, _ = start(which, settings)
     except RuntimeError as exc:

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     embed_threads: int = 1
     # Batches embedded at once for bulk writes (each on one thread); 0 = one per core.
     embed_workers: int = 0
+    # A process serving only writes (ingest or versioning alone) lowers its CPU priority
+    # by this nice increment, so searches on the same machine get the cores first; 0: off.
+    writer_nice: int = 10
 
     # Index: exact search up to this many vectors in a partition, HNSW above.
     ann_threshold: int = 20000
