@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     # Batches embedded at once for bulk writes (each on one thread); 0 = one per core.
     embed_workers: int = 0
     # A process serving only writes (ingest or versioning alone) lowers its CPU priority
-    # by this nice increment, so searches on the same machine get the cores first; 0: off.
-    writer_nice: int = 10
+    # by this nice increment (19: the lowest), so searches get the cores first; 0: off.
+    writer_nice: int = 19
 
     # Index: exact search up to this many vectors in a partition, HNSW above.
     ann_threshold: int = 20000

@@ -24,7 +24,7 @@ def test_write_only_services_yield_the_cpu_to_search(tmp_path):
     try:
         for s in servers.values():
             s.wait_serving(60)
-        assert _nice(servers["versioning"].proc.pid) == min(base + 10, 19)
+        assert _nice(servers["versioning"].proc.pid) == min(base + 19, 19)
         assert _nice(servers["retrieval"].proc.pid) == base
         assert _nice(servers["off"].proc.pid) == base
     finally:
