@@ -43,7 +43,7 @@ def test_duplicates_are_not_embedded(tmp_path):
 def test_record_time_never_goes_back_on_a_key(tmp_path, monkeypatch):
     from datetime import timedelta
 
-    import versioning_service.facts as facts
+    import versioning_service.facts.base as facts
 
     st, _ = store(tmp_path)
     r1 = st.assert_fact("t", FactIn("u", "", "s", "p", "one"))

@@ -370,7 +370,7 @@ def test_turn_links_follow_out_of_order_arrivals_and_removals():
 
 def test_row_map_answers_as_a_dict_would():
     """Ids in order, out of order (past the merge size), replaced and removed."""
-    from retrieval_service.index.partition import RowMap
+    from retrieval_service.index.storage import RowMap
 
     rng = np.random.default_rng(1)
     m, d = RowMap(), {}
@@ -388,7 +388,7 @@ def test_row_map_answers_as_a_dict_would():
 
 
 def test_key_map_answers_as_a_dict_would_and_forgets_unused_keys():
-    from retrieval_service.index.partition import KeyMap
+    from retrieval_service.index.storage import KeyMap
 
     rng = np.random.default_rng(2)
     m, d = KeyMap(), {}

@@ -1,7 +1,9 @@
 """The derived search index (see partition.py for what a partition holds).
 
 partition.py: one scope's rows, vectors, postings, filters and candidate scoring.
-manager.py: the partitions a replica holds, the change-log tailer, ownership adoption.
+storage.py: bfloat16 vectors, coded string columns, compact id -> row / key maps.
+manager.py: the partitions a replica holds and the change-log tailer.
+adoption.py: building the partitions a replica comes to own, by scope, from the database.
 snapshots.py: incremental, crash-safe snapshot files and lazy loading.
 """
 

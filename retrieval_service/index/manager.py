@@ -15,12 +15,8 @@ import numpy as np
 from sqlalchemy import select
 
 from retrieval_service.index import adoption
-from retrieval_service.index.partition import (
-    KeyMap,
-    Partition,
-    Smoothing,
-    partition_key,
-)
+from retrieval_service.index.partition import Partition, Smoothing, partition_key
+from retrieval_service.index.storage import KeyMap
 from retrieval_service.ownership import View
 from shared import changelog
 from shared.db.engine import Database

@@ -32,7 +32,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval_service.index.partition import COLUMNS, STRINGS, KeyMap, Partition
+from retrieval_service.index.partition import COLUMNS, STRINGS, Partition
+from retrieval_service.index.storage import KeyMap
 
 log = logging.getLogger("memlake.snapshots")
 FORMAT = 4  # 4: vectors as bfloat16 bits; 3 (float32 vectors) is still read

@@ -1,0 +1,193 @@
+"""Compact storage for the index: bfloat16 vectors, string columns as integer codes, and
+memory id -> row / partition-key maps in a few bytes an entry (a dict took about 85)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), rounded to nearest even."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
+
+
+def from_bf16(b: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) -> float32, exactly."""
+    w = b.astype(np.uint32)
+    w <<= 16
+    return w.view(np.float32)
+
+
+class _Codes:
+    """A string column as integer codes, so a filter on it is one numpy comparison instead
+    of a Python comparison per row. Extended lazily with the rows appended since the last
+    use (rows are append-only and keep their scope strings)."""
+
+    __slots__ = ("codes", "lookup", "n")
+
+    def __init__(self) -> None:
+        self.codes = np.zeros(0, dtype=np.int32)
+        self.lookup: dict[str, int] = {}
+        self.n = 0
+
+    def equal(self, column: list[str], value: str, n: int) -> np.ndarray:
+        if self.n < n:
+            if n > len(self.codes):
+                grown = np.zeros(max(n, 2 * len(self.codes)), dtype=np.int32)
+                grown[: self.n] = self.codes[: self.n]
+                self.codes = grown
+            lookup = self.lookup
+            self.codes[self.n : n] = np.fromiter(
+                (lookup.setdefault(s, len(lookup)) for s in column[self.n : n]),
+                np.int32,
+                n - self.n,
+            )
+            self.n = n
+        code = self.lookup.get(value)
+        if code is None:
+            return np.zeros(n, dtype=bool)
+        return self.codes[:n] == code
+
+
+class RowMap:
+    """Memory id -> row, as a dict would answer, in 12 bytes an entry (a dict of ints took
+    about 85): ids arrive mostly in increasing order (the database numbers them), so they
+    go into sorted arrays searched by bisection; an id that arrives out of order goes
+    into a small dict, merged into the arrays once it grows."""
+
+    __slots__ = ("ids", "rows", "m", "extra", "count")
+    MERGE = 4096
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, np.int64)
+        self.rows = np.zeros(0, np.int32)  # -1: removed
+        self.m = 0
+        self.extra: dict[int, int] = {}
+        self.count = 0
+
+    @classmethod
+    def of(cls, ids: np.ndarray, rows: np.ndarray) -> RowMap:
+        """A map of distinct ids to their rows, built in one sort."""
+        r = cls()
+        order = np.argsort(ids, kind="stable")
+        r.ids, r.rows = ids[order].astype(np.int64), rows[order].astype(np.int32)
+        r.m = r.count = len(ids)
+        return r
+
+    def _find(self, mid: int) -> int:
+        i = int(np.searchsorted(self.ids[: self.m], mid))
+        return i if i < self.m and self.ids[i] == mid and self.rows[i] >= 0 else -1
+
+    def get(self, mid: int, default=None):
+        row = self.extra.get(mid)
+        if row is not None:
+            return row
+        i = self._find(mid)
+        return int(self.rows[i]) if i >= 0 else default
+
+    def __getitem__(self, mid: int) -> int:
+        row = self.get(mid)
+        if row is None:
+            raise KeyError(mid)
+        return row
+
+    def __contains__(self, mid: int) -> bool:
+        return self.get(mid) is not None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __setitem__(self, mid: int, row: int) -> None:
+        self.pop(mid, None)
+        self.count += 1
+        if self.m == 0 or mid > self.ids[self.m - 1]:
+            if self.m == len(self.ids):
+                cap = max(4, 2 * self.m if self.m < 4096 else self.m + self.m // 4)
+                self.ids = np.resize(self.ids, cap)
+                self.rows = np.resize(self.rows, cap)
+            self.ids[self.m], self.rows[self.m] = mid, row
+            self.m += 1
+            return
+        self.extra[mid] = row
+        if len(self.extra) >= self.MERGE:
+            self._merge()
+
+    def pop(self, mid: int, default=None):
+        row = self.extra.pop(mid, None)
+        if row is None:
+            i = self._find(mid)
+            if i < 0:
+                return default
+            row, self.rows[i] = int(self.rows[i]), -1
+        self.count -= 1
+        return row
+
+    def _merge(self) -> None:
+        keep = self.rows[: self.m] >= 0
+        ids = np.concatenate([self.ids[: self.m][keep], np.fromiter(self.extra, np.int64)])
+        rows = np.concatenate(
+            [self.rows[: self.m][keep], np.fromiter(self.extra.values(), np.int32)]
+        )
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.rows, self.m = ids[order], rows[order], len(ids)
+        self.extra = {}
+
+    def __iter__(self):
+        live = self.rows[: self.m] >= 0
+        yield from self.ids[: self.m][live].tolist()
+        yield from list(self.extra)
+
+    def items(self):
+        live = self.rows[: self.m] >= 0
+        ids, rows = self.ids[: self.m][live].tolist(), self.rows[: self.m][live].tolist()
+        yield from zip(ids, rows, strict=True)
+        yield from list(self.extra.items())
+
+
+class KeyMap:
+    """Memory id -> partition key, as a dict would answer, in about 12 bytes an id (a dict
+    took about 80): the ids in a RowMap whose values are codes of the keys. A key no id
+    points to any more is dropped (its scope strings leave memory, as erasure wants)."""
+
+    __slots__ = ("ids", "keys", "code", "uses")
+
+    def __init__(self) -> None:
+        self.ids = RowMap()
+        self.keys: list = []
+        self.code: dict = {}
+        self.uses: list[int] = []
+
+    def __setitem__(self, mid: int, key) -> None:
+        self.pop(mid)
+        c = self.code.get(key)
+        if c is None:
+            c = self.code[key] = len(self.keys)
+            self.keys.append(key)
+            self.uses.append(0)
+        self.uses[c] += 1
+        self.ids[mid] = c
+
+    def get(self, mid: int, default=None):
+        c = self.ids.get(mid)
+        return self.keys[c] if c is not None else default
+
+    def pop(self, mid: int, default=None):
+        c = self.ids.pop(mid)
+        if c is None:
+            return default
+        key = self.keys[c]
+        self.uses[c] -= 1
+        if not self.uses[c]:
+            del self.code[key]
+            self.keys[c] = None  # the code is not reused: ids may still name it until merged
+        return key
+
+    def __contains__(self, mid: int) -> bool:
+        return mid in self.ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        return iter(self.ids)
