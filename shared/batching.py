@@ -68,8 +68,13 @@ class MicroBatcher(Embedder):
         max_batch: int = 64,
         max_queue: int = 4096,
         workers: int = 1,
+        write_nice: int = 0,
     ) -> None:
         self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        # > 0: write batches run only on the workers, which lower their own CPU priority by
+        # this much, and a search's query runs at once in its caller's thread at the
+        # process's priority: the OS gives queries the cores first, even mid-batch.
+        self.write_nice = max(0, write_nice)
         self.max_batch = max_batch
         self.max_queue = max_queue
         self._lanes: tuple[deque[_Job], deque[_Job]] = (deque(), deque())
@@ -104,10 +109,22 @@ class MicroBatcher(Embedder):
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         lane = URGENT if _urgent.get() else NORMAL
+        if lane == URGENT and self.write_nice:
+            with self._cv:
+                self._last_query = time.monotonic()
+            out = self.inner.embed(texts)
+            with self._cv:
+                self.batches += 1
+                self.texts += len(texts)
+            return out
         with self._cv:
             if lane == URGENT:
                 self._last_query = time.monotonic()
-            inline = len(texts) <= self.max_batch and self._free_now(lane)
+            inline = (
+                len(texts) <= self.max_batch
+                and not (lane == NORMAL and self.write_nice)
+                and self._free_now(lane)
+            )
             if inline:
                 self._start(lane, ("caller", threading.get_ident()), len(texts))
         if inline:  # nothing queued and a worker's share free: no hand-over to a thread
@@ -155,7 +172,7 @@ class MicroBatcher(Embedder):
             return None
         if self._lanes[URGENT]:
             return URGENT
-        if self._lanes[NORMAL] and not (self._writing and self._searching()):
+        if self._lanes[NORMAL] and (self.write_nice or not (self._writing and self._searching())):
             return NORMAL
         return None
 
@@ -205,6 +222,11 @@ class MicroBatcher(Embedder):
         return parts, late
 
     def _run(self, worker: int) -> None:
+        if self.write_nice:
+            try:  # this thread only (Linux): queries in other threads go first
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.write_nice)
+            except (OSError, AttributeError):
+                pass
         while True:
             with self._cv:
                 while (lane := self._lane()) is None:
@@ -244,7 +266,10 @@ class MicroBatcher(Embedder):
 
 
 def scheduled(
-    embedder: Embedder, workers: int = 0, instrument: Callable[[Embedder], Embedder] | None = None
+    embedder: Embedder,
+    workers: int = 0,
+    instrument: Callable[[Embedder], Embedder] | None = None,
+    write_nice: int = 0,
 ) -> Embedder:
     """The embedder with its model calls queued through one MicroBatcher; a cache in front
     (CachedEmbedder) stays in front, so a hit is answered without queueing. `instrument`
@@ -253,5 +278,12 @@ def scheduled(
     model = embedder.inner if cached else embedder
     if instrument is not None:
         model = instrument(model)
-    batcher = MicroBatcher(model, workers=workers or os.cpu_count() or 1)
+    # With write_nice, a batch is one model call (32 texts) so it runs whole on the niced
+    # worker; a larger one would be split over the model's own (not niced) threads.
+    batcher = MicroBatcher(
+        model,
+        max_batch=32 if write_nice else 64,
+        workers=workers or os.cpu_count() or 1,
+        write_nice=write_nice,
+    )
     return CachedEmbedder(batcher) if cached else batcher

@@ -79,6 +79,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True, service: str = "a
                 settings.embed_precision,
             ),
             instrument=instrument_embedder,
+            write_nice=settings.writer_nice,
         ),
         tracer_provider=provider_for(settings, service),
     )

@@ -100,8 +100,10 @@ class Settings(BaseSettings):
     embed_threads: int = 1
     # Batches embedded at once for bulk writes (each on one thread); 0 = one per core.
     embed_workers: int = 0
-    # A process serving only writes (ingest or versioning alone) lowers its CPU priority
-    # by this nice increment (19: the lowest), so searches get the cores first; 0: off.
+    # Writes yield the CPU to searches: a process serving only writes (ingest or
+    # versioning alone) lowers its priority by this nice increment (19: the lowest), and
+    # in a process that also searches, write batches run on embedding threads niced so
+    # while a search's query runs at once at full priority (shared/batching.py); 0: off.
     writer_nice: int = 19
 
     # Index: exact search up to this many vectors in a partition, HNSW above.

@@ -171,3 +171,32 @@ def test_a_lone_caller_runs_its_own_batch():
     with urgent():
         b.embed(["a query, nothing queued ahead"])
     assert seen == [threading.get_ident()] * 2
+
+
+def test_with_write_nice_writes_run_niced_and_queries_at_once_at_full_priority():
+    """write_nice: write batches run on worker threads at a lower CPU priority, and a
+    search's query runs in its caller's thread at once, even with every worker busy."""
+    import os
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's nice (Linux: per thread)
+    nice_of: dict[str, list[int]] = {"write": [], "query": []}
+
+    class Nice(Slow):
+        def _embed(self, texts):
+            kind = "query" if texts[0].startswith("q") else "write"
+            nice_of[kind].append(os.getpriority(os.PRIO_PROCESS, 0))
+            return super()._embed(texts)
+
+    b = MicroBatcher(Nice(per_call=0.1), max_batch=4, workers=2, write_nice=5)
+    writers = _writes(b, jobs=6, size=4)  # both workers busy for about 0.3 s
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    with urgent():
+        vec = b.embed(["q the query"])
+    took = time.monotonic() - t0
+    for t in writers:
+        t.join()
+    assert np.allclose(vec, HashEmbedder().embed(["q the query"]))
+    assert took < 0.2, f"the query waited {took:.2f} s behind busy workers"
+    assert nice_of["query"] == [base]
+    assert nice_of["write"] and set(nice_of["write"]) == {min(base + 5, 19)}
