@@ -126,6 +126,41 @@ def tenant_api_key(addr: str, operator_key: str, tenant: str) -> str:
         return op.tenant_admin_key(tenant, name="bench")
 
 
+def embedder_alone(memories) -> dict:
+    """The model alone on the texts ingest embeds (each memory's index text), in length-sorted
+    batches of 32, in this process, at the precision the server is set to: texts/s by wall
+    clock and per CPU-second, on one worker and on one per core (the server's default). The
+    bar bulk ingest is held to (issue 8: at least 0.8 of it)."""
+    from shared.convert import ts_to_dt
+    from shared.minilm import MiniLMEmbedder
+    from shared.settings import Settings
+    from shared.text import index_text
+
+    texts = [
+        index_text(m.type, m.content, {"speaker": m.conversation.speaker}, ts_to_dt(m.occur_time))
+        for m in memories
+    ]
+    out: dict = {}
+    for workers in sorted({1, os.cpu_count() or 1}):
+        e = MiniLMEmbedder(workers=workers, precision=Settings().embed_precision)
+        e._embed(texts[:64])  # warm up
+        t, cpu = time.perf_counter(), time.process_time()
+        e._embed(texts)
+        out[f"workers_{workers}"] = round(len(texts) / (time.perf_counter() - t), 1)
+        out[f"workers_{workers}_per_cpu_s"] = round(len(texts) / (time.process_time() - cpu), 1)
+    out["precision"] = e.precision
+    return out
+
+
+def best_rate(raw: dict, per_cpu_s: bool = False) -> float:
+    """The best of embedder_alone's texts/s (or texts per CPU-second) over its workers."""
+    return max(
+        v
+        for k, v in raw.items()
+        if k.startswith("workers_") and k.endswith("_per_cpu_s") == per_cpu_s
+    )
+
+
 def cpu_info() -> dict:
     """CPU model and the SIMD flags that decide the embedder's speed (printed with figures)."""
     model, flags = "", []

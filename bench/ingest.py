@@ -23,11 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.client_vectors import cpu_seconds  # noqa: E402
-from bench.common import Server, tenant_api_key, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    Server,
+    best_rate,
+    embedder_alone,
+    tenant_api_key,
+    write_json,
+)
 from bench.locomo import turn_memories  # noqa: E402
 from memlake.client import MemlakeClient, scope  # noqa: E402
 from shared.cpu import cpu_info  # noqa: E402
-from shared.settings import Settings  # noqa: E402
 
 BATCH = 256  # RememberBatch items per call
 
@@ -42,33 +47,6 @@ def load(path: str, n: int) -> list[list]:
         if reqs:
             out.append(reqs)
         left -= len(reqs)
-    return out
-
-
-def raw_embedder(convs: list[list]) -> dict:
-    """The model alone on the texts ingest embeds (each turn's index text)."""
-    from shared.convert import ts_to_dt
-    from shared.minilm import MiniLMEmbedder
-    from shared.text import index_text
-
-    texts = []
-    for reqs in convs:
-        for r in reqs:
-            m = r.memory
-            texts.append(
-                index_text(m.type, m.content, {"speaker": m.conversation.speaker},
-                           ts_to_dt(m.occur_time))
-            )  # fmt: skip
-    out = {}
-    for workers in sorted({1, os.cpu_count() or 1}):
-        # The path the server takes (it reads the same setting).
-        e = MiniLMEmbedder(workers=workers, precision=Settings().embed_precision)
-        e._embed(texts[:64])  # warm up
-        t, cpu = time.perf_counter(), time.process_time()
-        e._embed(texts)
-        out[f"workers_{workers}"] = round(len(texts) / (time.perf_counter() - t), 1)
-        out[f"workers_{workers}_per_cpu_s"] = round(len(texts) / (time.process_time() - cpu), 1)
-    out["precision"] = e.precision
     return out
 
 
@@ -120,9 +98,8 @@ def main(argv=None) -> int:
     print(f"CPU {info['model']}; {info['cores']} cores; flags {' '.join(info['flags'])}; "
           f"path {info['chosen']}; load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
     convs = load(args.data, args.n)
-    raw = raw_embedder(convs)
-    best = max(v for k, v in raw.items() if k.startswith("workers_") and "cpu" not in k)
-    best_cpu = max(v for k, v in raw.items() if k.endswith("_per_cpu_s"))
+    raw = embedder_alone(r.memory for reqs in convs for r in reqs)
+    best, best_cpu = best_rate(raw), best_rate(raw, per_cpu_s=True)
     print(f"embedder alone, length-sorted batches of 32 (texts/s): {raw}", flush=True)
     result = {"cpu": info, "embedder_alone_per_s": raw, "modes": {}}
     for mode in args.modes.split(","):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import tempfile
@@ -24,7 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, percentile, tenant_api_key, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    Server,
+    best_rate,
+    embedder_alone,
+    percentile,
+    tenant_api_key,
+    write_json,
+)
 from memlake.client import MemlakeClient, find_api_key, scope, ts  # noqa: E402
 from memlake.v1 import ingest_service_pb2 as ipb  # noqa: E402
 from memlake.v1 import memory_pb2 as pb  # noqa: E402
@@ -227,31 +233,15 @@ def _questions(client, data, audit, ids) -> dict:
 
 
 def raw_embedder(data, source_uri: str, embedder: str) -> dict:
-    """The model alone on the texts ingest embeds (every turn's index text), in length-sorted
-    batches of 32, in this process while the server idles: on one worker, and on one per core
-    (the server's default). The bar bulk ingest is held to (issue 8: at least 0.8 of it)."""
+    """The model alone on every turn's index text (bench.common.embedder_alone); nothing
+    for the hash embedder."""
     if embedder == "hash":
         return {}
-    from shared.convert import ts_to_dt
-    from shared.minilm import MiniLMEmbedder
-    from shared.text import index_text
-
-    texts = []
-    for ci, sample in enumerate(data):
-        for _, req in turn_memories(sample, f"c{ci}", source_uri):
-            m = req.memory
-            texts.append(
-                index_text(m.type, m.content, {"speaker": m.conversation.speaker},
-                           ts_to_dt(m.occur_time))
-            )  # fmt: skip
-    out = {}
-    for workers in (1, os.cpu_count() or 1):
-        e = MiniLMEmbedder(workers=workers)
-        e._embed(texts[:64])  # warm up
-        t = time.perf_counter()
-        e._embed(texts)
-        out[f"workers_{workers}"] = round(len(texts) / (time.perf_counter() - t), 1)
-    return out
+    return embedder_alone(
+        req.memory
+        for ci, sample in enumerate(data)
+        for _, req in turn_memories(sample, f"c{ci}", source_uri)
+    )
 
 
 def _bench(client, args, data, audit) -> dict:
@@ -275,7 +265,7 @@ def _bench(client, args, data, audit) -> dict:
         "ingest_s": round(ingest_s, 2),
         "embedder_alone_per_s": raw,
         "ingest_vs_embedder": (
-            round(n_turns / ingest_s / max(raw.values()), 2) if raw and not args.addr else None
+            round(n_turns / ingest_s / best_rate(raw), 2) if raw and not args.addr else None
         ),
         "cpu": info,
         "embedder": args.embedder or "server default",
