@@ -101,7 +101,7 @@ class MicroBatcher(Embedder):
             workers = self.workers
             if lane == NORMAL:
                 ahead += self._queued[NORMAL]
-                if now - self._last_query < QUERY_QUIET_S:
+                if self._searching():
                     workers = 1
             ends = [max(t - now, 0.0) for t in self._busy_until.values()]
             busy = min(ends) if len(ends) == self.workers else 0.0
