@@ -224,7 +224,9 @@ class MicroBatcher(Embedder):
     def _run(self, worker: int) -> None:
         if self.write_nice:
             try:  # this thread only (Linux): queries in other threads go first
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.write_nice)
+                tid = threading.get_native_id()
+                nice = os.getpriority(os.PRIO_PROCESS, tid) + self.write_nice
+                os.setpriority(os.PRIO_PROCESS, tid, min(nice, 19))
             except (OSError, AttributeError):
                 pass
         while True:
