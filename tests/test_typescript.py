@@ -61,7 +61,7 @@ def test_node_client_against_the_suite(built, suite, client):
         httpd.server_close()
         up.close()
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "# pass 8" in p.stdout and "# fail 0" in p.stdout, p.stdout
+    assert "# pass 10" in p.stdout and "# fail 0" in p.stdout, p.stdout
 
 
 def test_generated_code_matches_the_protos(tmp_path):

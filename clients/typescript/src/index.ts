@@ -65,24 +65,50 @@ export function credentials(apiKey?: string, tenant?: string): Interceptor {
   };
 }
 
+/** The request header that names a user-scoped query's index partition, "<tenant>/u:<user>",
+ * so a service mesh can hash on it and send each partition's queries to the replica that
+ * owns it (docs/scale.md). The same value the retrieval replicas compute. */
+export const PARTITION_HEADER = "x-memlake-partition";
+
+const SCOPED_READS = new Set(["SearchMemories", "GetContext", "GetMemoryByKey"]);
+
+/** An interceptor that adds x-memlake-partition to user-scoped retrieval reads. The tenant
+ * is `tenant` when given, else learned once from `caller` (GetCaller); empty if that fails. */
+export function partitionHeader(
+  tenant: string | undefined,
+  caller: () => Promise<string>,
+): Interceptor {
+  let known: Promise<string> | undefined = tenant ? Promise.resolve(tenant) : undefined;
+  return (next) => async (req) => {
+    const userId = req.stream ? "" : (req.message as { scope?: { userId?: string } }).scope?.userId;
+    if (userId && SCOPED_READS.has(req.method.name)) {
+      known ??= caller().catch(() => "");
+      req.header.set(PARTITION_HEADER, `${await known}/u:${userId}`);
+    }
+    return next(req);
+  };
+}
+
 export function createMemlake(options: MemlakeOptions = {}): Memlake {
   const env = typeof process !== "undefined" ? process.env : {};
   const baseUrl = options.baseUrl ?? `http://${env.MEMLAKE_ADDR || "127.0.0.1:50051"}`;
-  const interceptors = [
-    credentials(options.apiKey ?? env.MEMLAKE_API_KEY, options.tenant ?? env.MEMLAKE_TENANT),
-    ...(options.interceptors ?? []),
-  ];
+  const tenant = options.tenant ?? env.MEMLAKE_TENANT;
+  const interceptors = [credentials(options.apiKey ?? env.MEMLAKE_API_KEY, tenant)];
   const defaultTimeoutMs = options.timeoutMs ?? 30_000;
-  const transport = (url: string) =>
-    options.protocol === "connect"
-      ? createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors, defaultTimeoutMs })
-      : createGrpcTransport({ baseUrl: url, interceptors, defaultTimeoutMs });
+  const transport = (url: string, extra: Interceptor[] = []) => {
+    const all = [...interceptors, ...extra, ...(options.interceptors ?? [])];
+    return options.protocol === "connect"
+      ? createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors: all, defaultTimeoutMs })
+      : createGrpcTransport({ baseUrl: url, interceptors: all, defaultTimeoutMs });
+  };
   const main = transport(baseUrl);
+  const admin = createClient(AdminService, main);
+  const scoped = partitionHeader(tenant, async () => (await admin.getCaller({}, { timeoutMs: 5_000 })).tenant);
   return {
     ingest: createClient(IngestService, main),
-    admin: createClient(AdminService, main),
+    admin,
     privacy: createClient(PrivacyService, main),
-    retrieval: createClient(RetrievalService, options.retrievalUrl ? transport(options.retrievalUrl) : main),
+    retrieval: createClient(RetrievalService, transport(options.retrievalUrl ?? baseUrl, [scoped])),
     versioning: createClient(
       VersioningService,
       options.versioningUrl ? transport(options.versioningUrl) : main,

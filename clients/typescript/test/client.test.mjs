@@ -10,6 +10,7 @@ import {
   ConnectError,
   MemoryType,
   WriteOutcome,
+  PARTITION_HEADER,
   createMemlake,
   errorInfo,
   timestamp,
@@ -79,6 +80,24 @@ for (const protocol of ["grpc", "connect"]) {
     const info = errorInfo(err);
     assert.equal(info.code, "FAILED_PRECONDITION");
     assert.equal(info.currentFact?.value, "Paris");
+  });
+
+  test(`${protocol}: user-scoped reads name their partition in a header, others do not`, async () => {
+    const sent = [];
+    const spy = (next) => async (req) => {
+      sent.push([req.method.name, req.header.get(PARTITION_HEADER)]);
+      return next(req);
+    };
+    const c = createMemlake({ baseUrl, protocol, tenant: "", interceptors: [spy] });
+    await c.retrieval.searchMemories({ query: "payments deploy", scope });
+    await c.retrieval.getContext({ scope, intent: "deploy" });
+    await c.retrieval.searchMemories({ query: "payments deploy" });
+    const want = `${process.env.MEMLAKE_EXPECT_TENANT}/u:${scope.userId}`;
+    assert.deepEqual(
+      sent.filter(([m]) => m !== "GetCaller"),
+      [["SearchMemories", want], ["GetContext", want], ["SearchMemories", null]],
+    );
+    assert.equal(sent.filter(([m]) => m === "GetCaller").length, 1, "the tenant is asked once");
   });
 
   test(`${protocol}: an error's details name the field`, async () => {
