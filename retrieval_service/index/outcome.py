@@ -11,19 +11,31 @@ cost LoCoMo recall@5 0.761 -> 0.738 there, so the answer must be an assistant's.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
 
 
-@lru_cache(maxsize=16384)
 def _assistant(doc: bytes) -> bool:
-    """A stored turn spoken by an assistant, by role or speaker (keyed by its serialized
-    form, so a changed memory is a new entry)."""
+    """A stored turn spoken by an assistant, by role or speaker."""
     c = pb.Memory.FromString(doc).conversation
     return c.role.lower() == "assistant" or c.speaker.lower() == "assistant"
+
+
+def _assistants(part, rows: np.ndarray) -> np.ndarray:
+    """Whether each row is an assistant's turn, read from its document once per row and
+    kept on the partition (not in snapshots: rows are append-only and a row's role never
+    changes, and a compacted partition starts afresh)."""
+    known = getattr(part, "_assistant_rows", None)
+    if known is None or len(known) < part.n:
+        grown = np.full(max(part.n, 2 * (0 if known is None else len(known))), -1, np.int8)
+        if known is not None:
+            grown[: len(known)] = known
+        part._assistant_rows = known = grown
+    todo = rows[known[rows] < 0]
+    for r in np.unique(todo).tolist():
+        known[r] = _assistant(part.docs[r])
+    return known[rows] == 1
 
 
 def outcome_of(part, m: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -43,6 +55,6 @@ def outcome_of(part, m: np.ndarray, rows: np.ndarray) -> np.ndarray:
     r, p, qq = rows[ok], prv[ok], q[ok]
     good = m[qq] & m[p] & part.question[qq] & (who[qq] == who[r]) & (who[p] != who[r])
     if good.any():
-        good[good] = [_assistant(part.docs[int(i)]) for i in p[good]]
+        good[good] = _assistants(part, p[good])
     out[np.nonzero(ok)[0][good]] = qq[good]
     return out
