@@ -67,6 +67,16 @@ class Vectors:
         return np.stack([self.known[self.key(t)] for t in texts])
 
 
+class PlainMax(Partition):
+    """A partition whose dense score is the better of the stored (window-mixed) vector's
+    cosine and the turn's plain embedding's: what storing the plain vector beside the mixed
+    one would give (--plain max). Offline only: the index stores one vector per memory."""
+
+    def _dense(self, rows, qvec):
+        own = self.own_vectors[rows] @ np.asarray(qvec, dtype=np.float32)
+        return np.maximum(super()._dense(rows, qvec), own)
+
+
 class OneScope:
     """What ranking.search needs of an IndexManager: the partitions of a scope."""
 
@@ -77,7 +87,7 @@ class OneScope:
         return [self.part]
 
 
-def build(sample: dict, vectors: Vectors, smoothing=None) -> tuple[Partition, dict[int, str]]:
+def build(sample: dict, vectors: Vectors, kind=Partition) -> tuple[Partition, dict[int, str]]:
     """One conversation's partition, rows as ingest writes them; memory id -> dia id."""
     recs, texts, dias = [], [], []
     i = 0
@@ -102,7 +112,7 @@ def build(sample: dict, vectors: Vectors, smoothing=None) -> tuple[Partition, di
             texts.append(index_text(pb.MEMORY_TYPE_CONVERSATION, text, attrs, when))
             dias.append(t.get("dia_id", ""))
     own = vectors(texts)
-    part = Partition(own.shape[1], ann_threshold=10**9, lexical_window=1, smoothing=smoothing)
+    part = kind(own.shape[1], ann_threshold=10**9, lexical_window=1)
     prev: dict[str, list] = {}
     part.own_vectors = []  # the plain per-turn embeddings, for experiments
     for r, t, v in zip(recs, texts, own, strict=True):
@@ -141,11 +151,11 @@ def summary(rows) -> dict:
     return out
 
 
-def cuetrigger(data, vectors: Vectors, cfg) -> dict:
+def cuetrigger(data, vectors: Vectors, cfg, kind=Partition) -> dict:
     """bench/cuetrigger.py's pairs, offline: recall@k of each trigger for its cue."""
     pairs = json.loads(PAIRS.read_text())["pairs"]
     padded_data, where = padded(data, pairs)
-    parts = [build(s, vectors) for s in padded_data]
+    parts = [build(s, vectors, kind) for s in padded_data]
     qvecs = vectors([p["cue"] for p in pairs])
     f = Filters(user_id="u", types=frozenset([pb.MEMORY_TYPE_CONVERSATION]))
     ranks = []
@@ -163,17 +173,22 @@ def main(argv=None) -> int:
     ap.add_argument("--audit")
     ap.add_argument("--cuetrigger", action="store_true", help="also bench/cuetrigger.py's pairs")
     ap.add_argument("--keep", type=int, default=ranking.DEFAULT.dense_keep, help="dense keep")
+    ap.add_argument(
+        "--plain", choices=("none", "max"), default="none",
+        help="max: a turn's dense score is the better of its mixed and plain cosines",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     data = json.loads(Path(args.data).read_text())
     audit = json.loads(Path(args.audit).read_text()) if args.audit else {}
     cfg = replace(ranking.DEFAULT, dense_keep=args.keep)
     vectors = Vectors()
-    parts = [build(s, vectors) for s in data]
+    kind = PlainMax if args.plain == "max" else Partition
+    parts = [build(s, vectors, kind) for s in data]
     qs = [q for q in questions(data, audit, [dia for _, dia in parts]) if q[4]]
     qvecs = vectors([q[3] for q in qs])
     print(json.dumps({"locomo": summary(evaluate(parts, qs, qvecs, cfg))}))
     if args.cuetrigger:
-        print(json.dumps({"cuetrigger": cuetrigger(data, vectors, cfg)}))
+        print(json.dumps({"cuetrigger": cuetrigger(data, vectors, cfg, kind)}))
     return 0
 
 
