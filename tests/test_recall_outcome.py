@@ -33,14 +33,25 @@ def _unit(i: int, lean: float) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _exchange(speakers=("user", "assistant", "user"), roles=("", "", ""), **kw) -> IndexManager:
+def _exchange(
+    speakers=("user", "assistant", "user"),
+    roles=("", "", ""),
+    filler: int = 0,
+    lean: float = 1.2,
+    **kw,
+) -> IndexManager:
     """One session: the question (closest to the query), the advice, the outcome (farthest),
-    then an unrelated event."""
-    index = IndexManager(None, DIM, embed_model="test", ann_threshold=10**9, **kw)
-    turns = [(ASKED, _unit(1, 1.2)), (ADVICE, _unit(2, 1.0)), (OUTCOME, _unit(3, 0.6))]
+    then an unrelated event, and `filler` events nearer the query than the outcome."""
+    kw.setdefault("ann_threshold", 10**9)
+    index = IndexManager(None, DIM, embed_model="test", **kw)
+    turns = [(ASKED, _unit(1, lean)), (ADVICE, _unit(2, 1.0)), (OUTCOME, _unit(3, 0.6))]
     for i, ((text, vec), who, role) in enumerate(zip(turns, speakers, roles, strict=True)):
         index._put(_record(i + 1, text, vec, i, {"speaker": who, "role": role}))
     index._put(_record(4, "Ran a 10k along the canal", _unit(4, 0.5), None, {}))
+    rng = np.random.default_rng(7)
+    for i in range(filler):  # cosines 0.62-0.83: above the outcome's, below the question's
+        v = _unit(5 + i % 3, float(rng.uniform(0.8, 1.5)))
+        index._put(_record(5 + i, f"market stall note {i}", v, None, {}))
     return index
 
 
@@ -102,6 +113,23 @@ def test_the_outcome_needs_its_exchange_to_pass_the_filters():
     off_index = _exchange(smoothing=Smoothing(outcome=0.0))
     off = {h.memory_id: h.score for h in search(off_index, "t", _unit(0, 0.0), FIX, f, 10, DEFAULT)}
     assert on == off
+
+
+def test_the_graph_path_scores_the_outcome_as_the_exact_path_does():
+    """Above the graph threshold, with no word of the query in the exchange, the question is
+    among the nearest rows and the outcome is not: it competes as the turn two after it."""
+    query = "How did Sam sort out that dinner disaster?"
+    exact = _exchange(filler=300, lean=3.0)
+    graph = _exchange(filler=300, lean=3.0, ann_threshold=50)
+    (part,) = graph.partitions.values()
+    part.build_ann()
+    f = Filters(user_id="u")
+    by_exact = search(exact, "t", _unit(0, 0.0), query, f, 10, DEFAULT)
+    by_graph = search(graph, "t", _unit(0, 0.0), query, f, 10, DEFAULT)
+    assert by_graph[0].memory_id == 3 == by_exact[0].memory_id
+    assert [(h.memory_id, h.score) for h in by_graph] == [
+        (h.memory_id, h.score) for h in by_exact
+    ]
 
 
 def test_outcome_questions_and_the_setting():
