@@ -127,9 +127,7 @@ def test_the_graph_path_scores_the_outcome_as_the_exact_path_does():
     by_exact = search(exact, "t", _unit(0, 0.0), query, f, 10, DEFAULT)
     by_graph = search(graph, "t", _unit(0, 0.0), query, f, 10, DEFAULT)
     assert by_graph[0].memory_id == 3 == by_exact[0].memory_id
-    assert [(h.memory_id, h.score) for h in by_graph] == [
-        (h.memory_id, h.score) for h in by_exact
-    ]
+    assert [(h.memory_id, h.score) for h in by_graph] == [(h.memory_id, h.score) for h in by_exact]
 
 
 def test_outcome_questions_and_the_setting():
