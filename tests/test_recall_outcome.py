@@ -38,13 +38,14 @@ def _exchange(
     roles=("", "", ""),
     filler: int = 0,
     lean: float = 1.2,
+    outcome_text: str = OUTCOME,
     **kw,
 ) -> IndexManager:
     """One session: the question (closest to the query), the advice, the outcome (farthest),
     then an unrelated event, and `filler` events nearer the query than the outcome."""
     kw.setdefault("ann_threshold", 10**9)
     index = IndexManager(None, DIM, embed_model="test", **kw)
-    turns = [(ASKED, _unit(1, lean)), (ADVICE, _unit(2, 1.0)), (OUTCOME, _unit(3, 0.6))]
+    turns = [(ASKED, _unit(1, lean)), (ADVICE, _unit(2, 1.0)), (outcome_text, _unit(3, 0.6))]
     for i, ((text, vec), who, role) in enumerate(zip(turns, speakers, roles, strict=True)):
         index._put(_record(i + 1, text, vec, i, {"speaker": who, "role": role}))
     index._put(_record(4, "Ran a 10k along the canal", _unit(4, 0.5), None, {}))
@@ -102,6 +103,11 @@ def test_an_exchange_between_people_is_left_alone():
     # The answer by the asker's own second turn is no exchange.
     same = _exchange(speakers=("user", "user", "user"))
     assert _ids(same, FIX)[:3] == [1, 2, 3]
+
+
+def test_a_new_question_after_the_advice_is_no_outcome():
+    index = _exchange(outcome_text="Thanks! And what about the rice for the party?")
+    assert _ids(index, FIX)[:3] == [1, 2, 3]
 
 
 def test_the_outcome_needs_its_exchange_to_pass_the_filters():

@@ -41,8 +41,8 @@ def _assistants(part, rows: np.ndarray) -> np.ndarray:
 def outcome_of(part, m: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """For each of a partition's rows that concludes an exchange, the row of the question
     it concludes, else -1: the turn two before it asked (its text ends with "?"), the turn
-    before it is an assistant's, and this turn is the asker's again. All three pass the
-    filters m. Call with the partition's lock held."""
+    before it is an assistant's, and this turn is the asker's again and no new question.
+    All three pass the filters m. Call with the partition's lock held."""
     out = np.full(len(rows), -1, dtype=np.int64)
     prv = part.prev_row[rows]
     q = np.where(prv >= 0, part.prev_row[np.maximum(prv, 0)], -1)
@@ -53,7 +53,8 @@ def outcome_of(part, m: np.ndarray, rows: np.ndarray) -> np.ndarray:
     codes.equal(part.speakers, "", part.n)  # bring the codes up to date
     who = codes.codes
     r, p, qq = rows[ok], prv[ok], q[ok]
-    good = m[qq] & m[p] & part.question[qq] & (who[qq] == who[r]) & (who[p] != who[r])
+    good = m[qq] & m[p] & part.question[qq] & ~part.question[r]
+    good &= (who[qq] == who[r]) & (who[p] != who[r])
     if good.any():
         good[good] = _assistants(part, p[good])
     out[np.nonzero(ok)[0][good]] = qq[good]
