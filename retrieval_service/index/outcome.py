@@ -46,16 +46,16 @@ def outcome_of(part, m: np.ndarray, rows: np.ndarray) -> np.ndarray:
     out = np.full(len(rows), -1, dtype=np.int64)
     prv = part.prev_row[rows]
     q = np.where(prv >= 0, part.prev_row[np.maximum(prv, 0)], -1)
-    ok = (q >= 0) & (prv >= 0)
-    if not ok.any():
+    at = np.nonzero(q >= 0)[0]
+    at = at[part.question[q[at]]]  # the few whose turn two before asked, first
+    if not len(at):
         return out
     codes = part._codes["speakers"]
     codes.equal(part.speakers, "", part.n)  # bring the codes up to date
     who = codes.codes
-    r, p, qq = rows[ok], prv[ok], q[ok]
-    good = m[qq] & m[p] & part.question[qq] & ~part.question[r]
-    good &= (who[qq] == who[r]) & (who[p] != who[r])
+    r, p, qq = rows[at], prv[at], q[at]
+    good = m[qq] & m[p] & ~part.question[r] & (who[qq] == who[r]) & (who[p] != who[r])
     if good.any():
         good[good] = _assistants(part, p[good])
-    out[np.nonzero(ok)[0][good]] = qq[good]
+    out[at[good]] = qq[good]
     return out
