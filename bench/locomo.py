@@ -100,6 +100,7 @@ ABLATIONS = {
     "no question factor": {"MEMLAKE_RANK_QUESTION_FACTOR": "1"},
     "no echo penalty": {"MEMLAKE_RANK_ECHO_PENALTY": "0"},
     "no dense keep": {"MEMLAKE_RANK_DENSE_KEEP": "0"},
+    "no outcome turn": {"MEMLAKE_RANK_OUTCOME": "0"},
     "no neighbour smoothing": {"MEMLAKE_RANK_DENSE_NEXT": "0", "MEMLAKE_RANK_LEXICAL_PREV": "0"},
     "no window BM25": {"MEMLAKE_RANK_WINDOW_WEIGHT": "0"},
     "dense only (alpha 1)": {"MEMLAKE_RANK_ALPHA": "1"},
@@ -109,7 +110,7 @@ ABLATIONS = {
         "MEMLAKE_RANK_TIME_BOOST": "0", "MEMLAKE_RANK_DENSE_NEXT": "0",
         "MEMLAKE_RANK_LEXICAL_PREV": "0", "MEMLAKE_RANK_WINDOW_WEIGHT": "0",
         "MEMLAKE_RANK_QUESTION_FACTOR": "1", "MEMLAKE_RANK_ECHO_PENALTY": "0",
-        "MEMLAKE_RANK_DENSE_KEEP": "0",
+        "MEMLAKE_RANK_DENSE_KEEP": "0", "MEMLAKE_RANK_OUTCOME": "0",
     },
 }  # fmt: skip
 

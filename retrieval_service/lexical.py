@@ -31,7 +31,7 @@ then there there's these they they'd they'll they're they've this those through
 to too under until up very was wasn't we we'd we'll we're we've were weren't what
 what's when when's where where's which while who who's whom why why's with won't
 would wouldn't you you'd you'll you're you've your yours yourself yourselves
-also just really get got yeah oh wow hey
+also just really get got yeah oh wow hey now
 """.replace("'", " ").split()
 ) - {"won"}  # contractions split at the apostrophe; "won" stays (as in "won a prize")
 
@@ -224,6 +224,15 @@ def is_question(q: str) -> bool:
     """A question (a question mark, or a question word or auxiliary first), as opposed to
     a lookup by words ("buy milk") or a remark."""
     return _QUESTION.search(q) is not None
+
+
+_OUTCOME_Q = re.compile(r"\b(did|didn't|worked)\b", re.I)
+
+
+def is_outcome_query(q: str) -> bool:
+    """A question about what came of something ("how did she fix it", "what did he buy",
+    "what worked"): the turn that reports what was done answers, not the advice before it."""
+    return _OUTCOME_Q.search(q) is not None and is_question(q)
 
 
 def is_howto_query(q: str) -> bool:

@@ -1,8 +1,10 @@
 """Hybrid ranking: dense similarity and BM25 (each smoothed over a turn's neighbours in
-the partition), fused; then multiplicative cues (the speaker a question names, a date it
-writes out, a time expression for "when" questions, a SKILL for "how do I" questions, a
-question turn that was answered, a memory that only echoes the query); then small recency
-and importance terms where the type calls for them. Last, the best match by cosine alone
+the partition; for a question about what was done, a user's turn concluding an exchange
+with an assistant takes its question's scores: retrieval_service/index/outcome.py),
+fused; then multiplicative cues (the speaker a question names, a date it writes out, a time
+expression for "when" questions, a SKILL for "how do I" questions, a question turn that was
+answered, a memory that only echoes the query); then small recency and importance terms
+where the type calls for them. Last, the best match by cosine alone
 keeps a place in the first ten results (it keeps its own score).
 
 What a score means: each channel is normalised on its own, never against the other

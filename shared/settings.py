@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     rank_dense_next: float = 0.3  # neighbour smoothing
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document
+    # A turn concluding an exchange (its speaker asked two turns before, another answered)
+    # takes at least this share of the question's dense and lexical scores; 0: off.
+    rank_outcome: float = 1.0
     snapshot_interval_s: float = 30.0
     # Retrieval replicas sharing the index partitions (retrieval_service/membership.py).
     # On when replica_address or replica_peer_template ("{ordinal}" replaced) gives the

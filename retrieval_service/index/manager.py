@@ -479,6 +479,7 @@ def smoothing_from(settings) -> Smoothing:
         dense_next=settings.rank_dense_next,
         lexical_prev=settings.rank_lexical_prev,
         window_weight=settings.rank_window_weight,
+        outcome=settings.rank_outcome,
     )
 
 

@@ -33,8 +33,9 @@ import faiss
 import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
+from retrieval_service.index.outcome import outcome_of
 from retrieval_service.index.storage import RowMap, _Codes, from_bf16, to_bf16
-from retrieval_service.lexical import BM25, has_time_expression, tokenize
+from retrieval_service.lexical import BM25, has_time_expression, is_outcome_query, tokenize
 from shared.convert import record_to_proto
 from shared.db.models import MemoryRecord
 from shared.text import index_text, speaker_of
@@ -145,6 +146,7 @@ class Smoothing:
     dense_next: float = 0.3  # a turn inherits this share of the next turn's dense score
     lexical_prev: float = 0.5  # ... and of the previous turn's lexical score
     window_weight: float = 1.5  # weight of the window document's BM25 score
+    outcome: float = 1.0  # an exchange's outcome turn takes this share of its question's
 
 
 class Partition:
@@ -466,7 +468,13 @@ class Partition:
         return (own + w * win) / (1 + w)  # doc id -1 (no window) reads as 0
 
     def _smooth(
-        self, m: np.ndarray, rows: np.ndarray, dense: np.ndarray, lex_all: np.ndarray, qvec
+        self,
+        m: np.ndarray,
+        rows: np.ndarray,
+        dense: np.ndarray,
+        lex_all: np.ndarray,
+        qvec,
+        outcome: bool = False,
     ):
         """A turn's scores borrow from its neighbours that pass the filters: the next
         turn's dense score, the previous turn's lexical score. A neighbour's score is
@@ -490,6 +498,12 @@ class Partition:
         l_prev = np.where(has_prev, lex_all[np.maximum(prv, 0)], 0)
         d = (dense + sm.dense_next * d_next) / (1 + sm.dense_next * has_next)
         lx = (lex_all[rows] + sm.lexical_prev * l_prev) / (1 + sm.lexical_prev * has_prev)
+        if sm.outcome and outcome:
+            asked = outcome_of(self, m, rows)
+            out = asked >= 0
+            if out.any():
+                d[out] = np.maximum(d[out], sm.outcome * self._dense(asked[out], qvec))
+                lx[out] = np.maximum(lx[out], sm.outcome * lex_all[asked[out]])
         return d.astype(np.float32), lx.astype(np.float32)
 
     def candidates(
@@ -519,6 +533,7 @@ class Partition:
                         ks = min(k, n_sub)
                         dense_rows = np.union1d(dense_rows, self._graph(sub, qvec, ks))
             lex_all = self._lexical(query)  # once per query, for either path
+            outcome = bool(self.smoothing.outcome) and is_outcome_query(query)
             if exact:
                 rows = np.nonzero(m)[0]
             else:
@@ -536,9 +551,9 @@ class Partition:
                     with_lex = best
                 rows = np.union1d(dense_rows, with_lex)
                 if NEIGHBOURS:
-                    rows = self._with_neighbours(m, rows, dense_rows)
+                    rows = self._with_neighbours(m, rows, dense_rows, outcome)
             dense = self._dense(rows, qvec)
-            dense, lex = self._smooth(m, rows, dense, lex_all, qvec)
+            dense, lex = self._smooth(m, rows, dense, lex_all, qvec, outcome)
             return Candidates(rows, dense, lex, exact)
 
     def _boosted_sets(self, m: np.ndarray, focus) -> list[np.ndarray]:
@@ -552,13 +567,21 @@ class Partition:
                 out.append(np.logical_and.reduce(combo))
         return out
 
-    def _with_neighbours(self, m: np.ndarray, rows: np.ndarray, dense_rows: np.ndarray):
+    def _with_neighbours(
+        self, m: np.ndarray, rows: np.ndarray, dense_rows: np.ndarray, outcome: bool = False
+    ):
         """Smoothing lends a turn part of its next turn's dense score and of its previous
         turn's lexical one: so the turn before each dense candidate, and the turn after
-        each candidate, compete too (when they pass the filters)."""
+        each candidate, compete too (when they pass the filters); for a question about an
+        outcome, also the turn two after each (an exchange's outcome takes its question's
+        scores)."""
         prv = self.prev_row[dense_rows]
         nxt = self.next_row[rows]
-        more = np.concatenate([prv[prv >= 0], nxt[nxt >= 0]])
+        more = [prv[prv >= 0], nxt[nxt >= 0]]
+        if outcome:
+            nxt2 = self.next_row[nxt[nxt >= 0]]
+            more.append(nxt2[nxt2 >= 0])
+        more = np.concatenate(more)
         more = more[m[more]]
         return np.union1d(rows, more) if len(more) else rows
 
