@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     # a forwarded call during an ownership move) is dropped after this long unused.
     borrowed_idle_s: float = 120.0
     tail_poll_interval_s: float = 0.2
+    # The index applies the change log in rounds at least this far apart (seconds), so
+    # a stream of writes costs one round per gap, not one per write; a search passing
+    # min_seq never waits for it.
+    tail_apply_gap_s: float = 0.05
 
     # Memories past their expire_time are never returned; this often (seconds) the ingest
     # process also deletes them everywhere (0: never).

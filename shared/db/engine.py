@@ -220,15 +220,15 @@ class Database:
             {"s": str(stmt), "l": str(lock)},
         )
 
-    def scalars_now(self, stmt) -> list:
+    def scalars_now(self, stmt, params: dict | None = None) -> list:
         """One read statement with the fewest round trips: on Postgres outside a
         transaction (no BEGIN/COMMIT); on SQLite a plain read."""
         if self.dialect != "postgresql":
             with self.read() as s:
-                return list(s.scalars(stmt))
+                return list(s.scalars(stmt, params))
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            return list(conn.scalars(stmt))
+            return list(conn.scalars(stmt, params))
 
     def truncate_wal(self) -> bool:
         """SQLite: copies the write-ahead log into the database file and empties it, so
