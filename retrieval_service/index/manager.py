@@ -159,11 +159,20 @@ class IndexManager:
 
     def _partition(self, key: tuple[str, str]) -> Partition:
         p = self.partitions.get(key)
-        if p is None and key in self._stored:
-            p = self._load_stored(key)
-        if p is None:
-            p = self.partitions[key] = self._new_partition()
-        return p
+        if p is not None:
+            return p
+        # Under the load lock: a search or the background loader may be decoding this
+        # partition from the snapshot right now. Checked without it, the partition could
+        # be published between "not loaded" and "not in the snapshot", and a new empty one
+        # would replace it, dropping every row the snapshot held (bench-faults saw an
+        # acknowledged write missing from the index after a retrieval restart).
+        with self._load_lock:
+            p = self.partitions.get(key)
+            if p is None and key in self._stored:
+                p = self._load_stored(key)
+            if p is None:
+                p = self.partitions[key] = self._new_partition()
+            return p
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -279,7 +288,7 @@ class IndexManager:
         ]
         if not idle:
             return
-        with self._apply_lock:
+        with self._apply_lock, self._load_lock:
             for k in idle:
                 p = self.partitions.pop(k, None)
                 self._used.pop(k, None)
@@ -299,17 +308,20 @@ class IndexManager:
         if not self._holds(key):
             return  # another replica's
         self._partition(key).put(rec, vec)
-        self.where[rec.id] = key
+        with self._load_lock:  # a snapshot partition being decoded adds its ids too
+            self.where[rec.id] = key
         self._dirty.add(key)
         if self._touched is not None:
             self._touched.add(key)
 
     def _remove(self, memory_id: int) -> None:
-        key = self.where.pop(memory_id, None)
+        with self._load_lock:
+            key = self.where.pop(memory_id, None)
         if key is None and self._stored:  # maybe in a partition not loaded yet
             for k in list(self._stored):
                 self._load_stored(k)
-            key = self.where.pop(memory_id, None)
+            with self._load_lock:
+                key = self.where.pop(memory_id, None)
         if key is not None:
             p = self.partitions[key]
             p.remove(memory_id)
