@@ -161,8 +161,10 @@ class Settings(BaseSettings):
     tail_poll_interval_s: float = 0.2
     # The index applies the change log in rounds at least this far apart (seconds), so
     # a stream of writes costs one round per gap, not one per write; a search passing
-    # min_seq never waits for it.
-    tail_apply_gap_s: float = 0.05
+    # min_seq never waits for it, one without sees a write up to this much later.
+    # 0: every wake-up applies at once (a read right after a write without min_seq
+    # usually sees it; tests rely on that).
+    tail_apply_gap_s: float = 0.0
 
     # Memories past their expire_time are never returned; this often (seconds) the ingest
     # process also deletes them everywhere (0: never).
