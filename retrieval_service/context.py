@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from memlake.v1 import memory_pb2 as pb
 from shared.convert import TYPE_NAMES
-from shared.tokens import count_tokens, truncate
+from shared.tokens import additive, count_tokens, truncate
 
 
 @dataclass
@@ -86,4 +86,10 @@ def assemble(cands: list[Candidate], budget: int) -> tuple[list[tuple[Candidate,
         if lines:
             blocks.append(SECTIONS[reason] + "\n" + "\n".join(lines))
     rendered = "\n\n".join(blocks)
-    return [(c, cost) for c, cost, _ in chosen], rendered, count_tokens(rendered) if rendered else 0
+    if not rendered:
+        total = 0
+    elif additive():  # WordPiece never joins words across a line break: sum the parts
+        total = sum(cost for _, cost, _ in chosen) + sum(count_tokens(SECTIONS[r]) for r in headers)
+    else:
+        total = count_tokens(rendered)
+    return [(c, cost) for c, cost, _ in chosen], rendered, total

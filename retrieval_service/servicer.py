@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from memlake.v1 import memory_pb2 as pb
 from memlake.v1 import retrieval_service_pb2 as rpb
@@ -44,6 +44,16 @@ KEYED_TYPES = (pb.MEMORY_TYPE_BACKGROUND, pb.MEMORY_TYPE_REFLECTION, pb.MEMORY_T
 
 def _not_expired():
     return or_(MemoryRecord.expire_time.is_(None), MemoryRecord.expire_time > utcnow())
+
+
+_T = MemoryRecord.__table__
+# Built once: building it per call (ORM attributes, coercions) cost about as much Python
+# as running it, and every search and GetContext runs it.
+_LIVE = select(_T.c.id).where(
+    _T.c.tenant == bindparam("tenant"),
+    _T.c.id.in_(bindparam("ids", expanding=True)),
+    or_(_T.c.expire_time.is_(None), _T.c.expire_time > bindparam("now")),
+)
 
 
 def _types(values, field: str) -> frozenset[int]:
@@ -114,11 +124,7 @@ class RetrievalServicer(rpb_grpc.RetrievalServiceServicer):
             # under the 0.2 s tail poll) could show until the database is back.
             return ids
         return set(
-            self.db.scalars_now(
-                select(MemoryRecord.id).where(
-                    MemoryRecord.tenant == tenant, MemoryRecord.id.in_(ids), _not_expired()
-                )
-            )
+            self.db.scalars_now(_LIVE, {"tenant": tenant, "ids": list(ids), "now": utcnow()})
         )
 
     def _search_live(

@@ -69,8 +69,14 @@ class MicroBatcher(Embedder):
         max_queue: int = 4096,
         workers: int = 1,
         write_nice: int = 0,
+        write_model: Embedder | None = None,
     ) -> None:
         self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        # With write_nice: the model in a niced child process (shared/embed_child.py) for
+        # write batches, so the workers stay at the process's priority (a niced thread
+        # holding the GIL stalls every thread of the process). Until it is ready, or if
+        # it fails, the workers nice themselves and run the model here.
+        self.write_model = write_model
         # > 0: write batches run only on the workers, which lower their own CPU priority by
         # this much, and a search's query runs at once in its caller's thread at the
         # process's priority: the OS gives queries the cores first, even mid-batch.
@@ -86,6 +92,7 @@ class MicroBatcher(Embedder):
         self._writing = 0  # batches of writes running
         self._active = 0  # batches running (by workers, or by callers themselves)
         self.workers = max(1, workers)
+        self._niced = threading.local()
         self.batches = 0
         self.texts = 0
         for w in range(self.workers):
@@ -221,14 +228,29 @@ class MicroBatcher(Embedder):
                 q.popleft()
         return parts, late
 
+    def _nice_thread(self) -> None:
+        try:  # this thread only (Linux): queries in other threads go first
+            tid = threading.get_native_id()
+            nice = os.getpriority(os.PRIO_PROCESS, tid) + self.write_nice
+            os.setpriority(os.PRIO_PROCESS, tid, min(nice, 19))
+        except (OSError, AttributeError):
+            pass
+
+    def _model(self, lane: int) -> Embedder:
+        """The model a worker runs a batch of lane on: writes in the niced child when it
+        is up; otherwise here (the worker nices itself once, for good, if it must)."""
+        child = self.write_model
+        if lane == NORMAL and child is not None and self.write_nice:
+            if child.ready:
+                return child
+            if child.broken and not getattr(self._niced, "done", False):
+                self._nice_thread()
+                self._niced.done = True
+        return self.inner
+
     def _run(self, worker: int) -> None:
-        if self.write_nice:
-            try:  # this thread only (Linux): queries in other threads go first
-                tid = threading.get_native_id()
-                nice = os.getpriority(os.PRIO_PROCESS, tid) + self.write_nice
-                os.setpriority(os.PRIO_PROCESS, tid, min(nice, 19))
-            except (OSError, AttributeError):
-                pass
+        if self.write_nice and self.write_model is None:
+            self._nice_thread()
         while True:
             with self._cv:
                 while (lane := self._lane()) is None:
@@ -244,10 +266,17 @@ class MicroBatcher(Embedder):
                 continue
             t0 = time.monotonic()
             vecs = error = None
+            texts = [t for j, s, e in parts for t in j.texts[s:e]]
+            model = self._model(lane)
             try:
-                vecs = self.inner.embed([t for j, s, e in parts for t in j.texts[s:e]])
+                vecs = model.embed(texts)
             except BaseException as exc:  # noqa: BLE001 - handed to every caller
                 error = exc
+                if model is not self.inner:  # the child failed: once more, here
+                    try:
+                        vecs, error = self._model(lane).embed(texts), None
+                    except BaseException as exc2:  # noqa: BLE001
+                        error = exc2
             finished = []
             with self._cv:
                 self._finish(lane, worker, n, t0)
@@ -272,6 +301,7 @@ def scheduled(
     workers: int = 0,
     instrument: Callable[[Embedder], Embedder] | None = None,
     write_nice: int = 0,
+    child: tuple[str, int, str] | None = None,
 ) -> Embedder:
     """The embedder with its model calls queued through one MicroBatcher; a cache in front
     (CachedEmbedder) stays in front, so a hit is answered without queueing. `instrument`
@@ -282,10 +312,18 @@ def scheduled(
         model = instrument(model)
     # With write_nice, a batch is one model call (32 texts) so it runs whole on the niced
     # worker; a larger one would be split over the model's own (not niced) threads.
+    write_model = None
+    if child is not None and write_nice:  # (kind, threads, precision) of the model
+        from shared.embed_child import ChildEmbedder
+
+        write_model = ChildEmbedder(*child, nice=write_nice, dim=model.dim, name=model.name)
+        if instrument is not None:
+            write_model = instrument(write_model)
     batcher = MicroBatcher(
         model,
         max_batch=32 if write_nice else 64,
         workers=workers or os.cpu_count() or 1,
         write_nice=write_nice,
+        write_model=write_model,
     )
     return CachedEmbedder(batcher) if cached else batcher

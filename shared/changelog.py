@@ -92,11 +92,11 @@ def read_after(session: Session, seq: int, limit: int = 2000) -> list[ChangeLogE
     )
 
 
-def read_after_with_scope(session: Session, seq: int, limit: int = 2000, upto: int | None = None):
-    """Like read_after, with each row's (tenant, user_id, agent_id) from the memory it
-    names (None for a memory that no longer exists), so a reader can skip rows of scopes
-    it does not hold before loading any memory. Rows: (seq, op, memory_id, tenant, user,
-    agent)."""
+def _with_scope(upto: bool):
+    """The statement of read_after_with_scope, built once (building it per call, ORM
+    attributes and coercions, cost as much Python as running it)."""
+    from sqlalchemy import bindparam
+
     from shared.db.models import MemoryRecord
 
     q = (
@@ -109,11 +109,29 @@ def read_after_with_scope(session: Session, seq: int, limit: int = 2000, upto: i
             MemoryRecord.agent_id,
         )
         .outerjoin(MemoryRecord, MemoryRecord.id == ChangeLogEntry.memory_id)
-        .where(ChangeLogEntry.seq > seq)
+        .where(ChangeLogEntry.seq > bindparam("after"))
     )
-    if upto is not None:
-        q = q.where(ChangeLogEntry.seq <= upto)
-    return list(session.execute(q.order_by(ChangeLogEntry.seq).limit(limit)))
+    if upto:
+        q = q.where(ChangeLogEntry.seq <= bindparam("upto"))
+    return q.order_by(ChangeLogEntry.seq).limit(bindparam("limit"))
+
+
+_SCOPED: dict[bool, object] = {}
+
+
+def read_after_with_scope(session: Session, seq: int, limit: int = 2000, upto: int | None = None):
+    """Like read_after, with each row's (tenant, user_id, agent_id) from the memory it
+    names (None for a memory that no longer exists), so a reader can skip rows of scopes
+    it does not hold before loading any memory. Rows: (seq, op, memory_id, tenant, user,
+    agent)."""
+    bounded = upto is not None
+    stmt = _SCOPED.get(bounded)
+    if stmt is None:
+        stmt = _SCOPED[bounded] = _with_scope(bounded)
+    params = {"after": seq, "limit": limit}
+    if bounded:
+        params["upto"] = upto
+    return list(session.execute(stmt, params))
 
 
 def _contiguous(rows: list, after: int, settled: int) -> list:

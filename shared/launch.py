@@ -165,6 +165,8 @@ def main(which: str) -> None:
         httpd.shutdown()  # stops accepting; calls in flight finish on their own threads
         log.info("stopped")
         return
+    if settings.gil_switch_ms > 0:
+        sys.setswitchinterval(settings.gil_switch_ms / 1000)
     if which in ("ingest", "versioning") and settings.writer_nice > 0:
         # Before any thread starts (threads inherit it): writes yield the CPU to searches.
         os.nice(settings.writer_nice)

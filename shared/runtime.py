@@ -80,6 +80,14 @@ def build_runtime(settings: Settings, *, migrate: bool = True, service: str = "a
             ),
             instrument=instrument_embedder,
             write_nice=settings.writer_nice,
+            # MEMLAKE_WRITER_CHILD: a process that answers searches too runs write batches
+            # in a niced child (shared/embed_child.py) instead of on niced threads; a
+            # write-only service is niced whole already.
+            child=(
+                (settings.embedder, settings.embed_threads, settings.embed_precision)
+                if settings.writer_child and service == "all" and settings.embedder == "minilm"
+                else None
+            ),
         ),
         tracer_provider=provider_for(settings, service),
     )

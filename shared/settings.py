@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # in a process that also searches, write batches run on embedding threads niced so
     # while a search's query runs at once at full priority (shared/batching.py); 0: off.
     writer_nice: int = 19
+    # All-in-one: write batches in a child process niced by writer_nice rather than on
+    # niced threads, whose turns holding the GIL stall the searches (off: not yet measured
+    # on a quiet machine; on a loaded one it cost write throughput).
+    writer_child: bool = False
 
     # Index: exact search up to this many vectors in a partition, HNSW above.
     ann_threshold: int = 20000
@@ -158,6 +162,12 @@ class Settings(BaseSettings):
     # a forwarded call during an ownership move) is dropped after this long unused.
     borrowed_idle_s: float = 120.0
     tail_poll_interval_s: float = 0.2
+    # The index applies the change log in rounds at least this far apart (seconds), so
+    # a stream of writes costs one round per gap, not one per write; a search passing
+    # min_seq never waits for it, one without sees a write up to this much later.
+    # 0: every wake-up applies at once (a read right after a write without min_seq
+    # usually sees it; tests rely on that).
+    tail_apply_gap_s: float = 0.0
 
     # Memories past their expire_time are never returned; this often (seconds) the ingest
     # process also deletes them everywhere (0: never).
@@ -175,6 +185,8 @@ class Settings(BaseSettings):
     otlp_insecure: bool = True
 
     max_workers: int = 16
+    # How long (ms) a thread may hold the GIL while another waits (CPython's default 5).
+    gil_switch_ms: float = 0.0  # 0: leave Python's default
     # One maximum gRPC message size (bytes) for every server, internal client and the SDK.
     max_message_bytes: int = 16 * 1024 * 1024
 

@@ -27,6 +27,13 @@ def _tokenizer():
     return tok
 
 
+def additive() -> bool:
+    """Whether the count of lines joined by line breaks is the sum of their counts (the
+    WordPiece tokenizer splits on whitespace first; the characters / 4 estimate does not
+    add up), so a rendered block need not be encoded again as a whole."""
+    return _tokenizer() is not None
+
+
 def count_tokens(text: str) -> int:
     # The same memory's line is counted again by every GetContext that considers it, and
     # encoding holds the GIL: remember the counts of lines of ordinary length.

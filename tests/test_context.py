@@ -55,3 +55,35 @@ def test_budget_counts_wordpiece_tokens(client):
         client.remember(background(f"k{i}", f"A longer profile attribute number {i} " * 4))
     r = client.context(scope=scope("u1"), intent="profile", token_budget=60)
     assert r.token_count == count_tokens(r.rendered) and r.token_count <= 60
+
+
+def test_token_count_of_parts_equals_the_rendered_blocks_count():
+    """assemble adds up the counts of its lines and headers instead of encoding the whole
+    block again: the sum must be exactly the block's own count."""
+    from datetime import UTC, datetime
+
+    from memlake.v1 import memory_pb2 as pb
+    from retrieval_service.context import Candidate, assemble
+    from shared.tokens import _count
+
+    cands = []
+    for i in range(6):
+        m = pb.Memory(
+            id=str(i + 1), type=pb.MEMORY_TYPE_BACKGROUND, content=f"Zoë’s café n°{i} " * 9
+        )
+        m.background.key = f"k{i}"
+        cands.append(Candidate(m, 1.0, "background"))
+    for i in range(8):
+        m = pb.Memory(id=str(100 + i), type=pb.MEMORY_TYPE_EVENT, content=f"trip-{i} to Kraków!?")
+        m.occur_time.FromDatetime(datetime(2024, 5, i + 1, tzinfo=UTC))
+        cands.append(Candidate(m, 0.5, "relevant", conflicted=i % 2 == 0))
+    for i in range(3):
+        m = pb.Memory(id=str(200 + i), type=pb.MEMORY_TYPE_CONVERSATION, content=f"turn {i}…")
+        m.conversation.speaker, m.conversation.turn_index = "Ada", i
+        cands.append(Candidate(m, 0.0, "session_tail"))
+    sections = []
+    for budget in (40, 90, 150, 400, 2000):
+        chosen, rendered, total = assemble(cands, budget)
+        assert total == _count(rendered) and total <= budget
+        sections.append(rendered.count("## "))
+    assert max(sections) == 3  # every kind of section, headers included, at some budget

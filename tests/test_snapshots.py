@@ -4,6 +4,7 @@ a restart loads partitions lazily and catches up."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -191,3 +192,43 @@ def test_a_snapshot_with_float32_vectors_still_loads():
     assert q.vectors.dtype == np.uint16
     assert np.array_equal(q.vectors[: q.n], p.vectors[: p.n])
     assert np.allclose(q.vector_rows(np.arange(30)), vecs, rtol=1e-2)
+
+
+def test_a_partition_loaded_by_a_search_while_the_tailer_applies_keeps_its_rows(writer, tmp_path):
+    """After a restart the snapshot's partitions are decoded on first use, by a search or
+    the background loader, while the tailer applies new rows. A partition published by
+    another thread between the tailer's two looks (loaded? in the snapshot?) must not be
+    replaced by an empty one: the rows the snapshot held would leave the index."""
+    settings, c = writer
+    old = [c.remember(event(f"harbour walk number {i}", user="u1")) for i in range(3)]
+    root = tmp_path / "idx"
+    m = _manager(settings, root)
+    m.load_all()
+    assert m.save_snapshot()
+    m2 = _manager(settings, root)
+    assert m2.load_snapshot()
+    key = ("acme", "u:u1")
+    assert key in m2._stored and key not in m2.partitions
+
+    class Racing(dict):
+        """The snapshot's entries; the tailer's look at them comes just after another
+        thread has decoded and published the partition."""
+
+        def __contains__(self, k):
+            looking = sys._getframe(1).f_code.co_name == "_partition"
+            if k == key and looking and not getattr(self, "raced", False):
+                self.raced = True
+                t = threading.Thread(target=m2.partition, args=(key,))
+                t.start()
+                t.join(2.0)  # (it waits for the tailer instead, when the tailer holds the
+                # lock that decoding a partition takes)
+            return dict.__contains__(self, k)
+
+    m2._stored = Racing(m2._stored)
+    new = c.remember(event("harbour ferry timetable", user="u1"))
+    m2.catch_up()
+    assert m2._stored.raced, "the race was not exercised"
+    held = set(m2.partitions[key].row_of)
+    assert held == {int(w.memory.id) for w in [*old, new]}
+    assert set(_ids(m2, "acme", "u1", "harbour")) == held
+    assert all(m2.where.get(mid) == key for mid in held)

@@ -65,7 +65,7 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
         built[key] = p
     if not built:
         return 0
-    with m._apply_lock:
+    with m._apply_lock, m._load_lock:  # the order _remove takes them in
         for key, p in built.items():
             old = m.partitions.get(key)
             if old is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from retrieval_service.index import adoption
 from retrieval_service.index.partition import Partition, Smoothing, partition_key
@@ -25,6 +25,8 @@ from shared.embedding import from_bytes
 
 log = logging.getLogger("memlake.index")
 CATCH_UP_ROWS = 2000  # change-log rows read per statement while catching up
+_T = MemoryRecord.__table__
+_RECORDS = select(_T).where(_T.c.id.in_(bindparam("ids", expanding=True)))  # built once
 
 
 class IndexManager:
@@ -47,8 +49,15 @@ class IndexManager:
         smoothing: Smoothing | None = None,
         ring: View | None = None,
         borrowed_idle_s: float = 120.0,
+        apply_gap_s: float = 0.0,
     ) -> None:
         self.db = db
+        # Writes wake the tailer one by one; each round pays a transaction and its
+        # statements whatever it applies. So a round starts at least apply_gap_s after the
+        # last one ended, and applies what arrived meanwhile at once, unless a caller
+        # waits for a sequence (wait_for: read-your-writes is never delayed).
+        self.apply_gap_s = apply_gap_s
+        self._urgent = threading.Event()
         self.ring = ring or View()  # swapped by membership.py when the rings change
         self._unowned_since: dict[tuple[str, str], float] = {}  # see adoption.release
         self.borrowed_idle_s = borrowed_idle_s
@@ -150,11 +159,20 @@ class IndexManager:
 
     def _partition(self, key: tuple[str, str]) -> Partition:
         p = self.partitions.get(key)
-        if p is None and key in self._stored:
-            p = self._load_stored(key)
-        if p is None:
-            p = self.partitions[key] = self._new_partition()
-        return p
+        if p is not None:
+            return p
+        # Under the load lock: a search or the background loader may be decoding this
+        # partition from the snapshot right now. Checked without it, the partition could
+        # be published between "not loaded" and "not in the snapshot", and a new empty one
+        # would replace it, dropping every row the snapshot held (bench-faults saw an
+        # acknowledged write missing from the index after a retrieval restart).
+        with self._load_lock:
+            p = self.partitions.get(key)
+            if p is None and key in self._stored:
+                p = self._load_stored(key)
+            if p is None:
+                p = self.partitions[key] = self._new_partition()
+            return p
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -242,8 +260,7 @@ class IndexManager:
         if not ids:
             return {}
         # Core rows (read by attribute like records), not ORM objects: a third of the cost.
-        t = MemoryRecord.__table__
-        return {r.id: r for r in s.execute(select(t).where(t.c.id.in_(ids)))}
+        return {r.id: r for r in s.execute(_RECORDS, {"ids": list(ids)})}
 
     def partition(self, key: tuple[str, str], borrow: bool = True) -> Partition | None:
         """The partition for a scoped query: loaded, or loaded now from the snapshot, or
@@ -271,7 +288,7 @@ class IndexManager:
         ]
         if not idle:
             return
-        with self._apply_lock:
+        with self._apply_lock, self._load_lock:
             for k in idle:
                 p = self.partitions.pop(k, None)
                 self._used.pop(k, None)
@@ -291,17 +308,20 @@ class IndexManager:
         if not self._holds(key):
             return  # another replica's
         self._partition(key).put(rec, vec)
-        self.where[rec.id] = key
+        with self._load_lock:  # a snapshot partition being decoded adds its ids too
+            self.where[rec.id] = key
         self._dirty.add(key)
         if self._touched is not None:
             self._touched.add(key)
 
     def _remove(self, memory_id: int) -> None:
-        key = self.where.pop(memory_id, None)
+        with self._load_lock:
+            key = self.where.pop(memory_id, None)
         if key is None and self._stored:  # maybe in a partition not loaded yet
             for k in list(self._stored):
                 self._load_stored(k)
-            key = self.where.pop(memory_id, None)
+            with self._load_lock:
+                key = self.where.pop(memory_id, None)
         if key is not None:
             p = self.partitions[key]
             p.remove(memory_id)
@@ -389,6 +409,7 @@ class IndexManager:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._urgent.clear()
             try:
                 if not self.ready:
                     if self.load_snapshot():
@@ -401,8 +422,12 @@ class IndexManager:
             except Exception:  # noqa: BLE001 - database hiccup: retry after a pause
                 log.exception("index tail failed")
                 self._stop.wait(1.0)
+            ended = time.monotonic()
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+            gap = ended + self.apply_gap_s - time.monotonic()
+            if gap > 0 and self.ready:
+                self._urgent.wait(gap)  # more writes arrive meanwhile: one round for all
 
     def _snapshot_loop(self) -> None:
         """Snapshots on their own thread, so the tail thread keeps applying meanwhile:
@@ -438,6 +463,7 @@ class IndexManager:
         """Blocks until applied_seq >= seq or timeout; True if reached."""
         if self.ready and seq <= self.applied_seq:
             return True
+        self._urgent.set()
         self.wake(seq)
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -446,6 +472,7 @@ class IndexManager:
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.05))
+                self._urgent.set()
                 self._wake.set()
         return True
 
@@ -498,6 +525,7 @@ def build_from_settings(
         smoothing=smoothing_from(settings),
         ring=ring,
         borrowed_idle_s=settings.borrowed_idle_s,
+        apply_gap_s=settings.tail_apply_gap_s,
     )
 
 

@@ -24,6 +24,10 @@ from shared.errors import DeadlineExceeded, Unavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_MS = 30000
+# A pooled Postgres connection is pinged on checkout unless it was returned this recently
+# (seconds): under load every statement would otherwise cost two round trips, and a
+# connection that answered a moment ago is as likely alive as one just pinged.
+PING_IDLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,13 @@ def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = Non
         dog = Watchdog(default_budget_s=g.statement_timeout_s + 5)
 
         @event.listens_for(engine, "checkout")
-        def _checkout(dbapi_conn, _record, _proxy):
+        def _checkout(dbapi_conn, record, _proxy):
             # Watched from here to checkin; the ping replaces pool_pre_ping, which would
             # run before anything watches it.
             dog.watch(dbapi_conn)
+            at, kills = record.info.get("returned", (-PING_IDLE_S, -1))
+            if time.monotonic() - at < PING_IDLE_S and kills == dog.killed:
+                return  # answered a moment ago: a ping would cost a round trip for nothing
             try:
                 autocommit = dbapi_conn.autocommit
                 dbapi_conn.autocommit = True  # the ping leaves no transaction open
@@ -85,9 +92,15 @@ def make_engine(url: str, *, immediate: bool = True, guards: Guards | None = Non
                 raise DisconnectionError(str(exc)) from exc
 
         @event.listens_for(engine, "checkin")
-        def _checkin(dbapi_conn, _record):
+        def _checkin(dbapi_conn, record):
             if dbapi_conn is not None:
                 dog.unwatch(dbapi_conn)
+                # (the watchdog shut no socket since: it could have been this one's)
+                record.info["returned"] = (time.monotonic(), dog.killed)
+
+        @event.listens_for(engine, "invalidate")
+        def _invalidate(_dbapi_conn, record, _exc):
+            record.info.pop("returned", None)  # a new connection is pinged first
 
         return engine
     path = url.split("///", 1)[-1]
@@ -220,15 +233,15 @@ class Database:
             {"s": str(stmt), "l": str(lock)},
         )
 
-    def scalars_now(self, stmt) -> list:
+    def scalars_now(self, stmt, params: dict | None = None) -> list:
         """One read statement with the fewest round trips: on Postgres outside a
         transaction (no BEGIN/COMMIT); on SQLite a plain read."""
         if self.dialect != "postgresql":
             with self.read() as s:
-                return list(s.scalars(stmt))
+                return list(s.scalars(stmt, params))
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            return list(conn.scalars(stmt))
+            return list(conn.scalars(stmt, params))
 
     def truncate_wal(self) -> bool:
         """SQLite: copies the write-ahead log into the database file and empties it, so
