@@ -243,7 +243,7 @@ class IndexManager:
             return {}
         # Core rows (read by attribute like records), not ORM objects: a third of the cost.
         t = MemoryRecord.__table__
-        return {r.id: r for r in s.execute(select(t).where(t.c.id.in_(ids)))}
+        return {r.id: r for r in s.execute(select(t).where(t.c.id.in_(ids))).all()}
 
     def partition(self, key: tuple[str, str], borrow: bool = True) -> Partition | None:
         """The partition for a scoped query: loaded, or loaded now from the snapshot, or
@@ -295,6 +295,38 @@ class IndexManager:
         self._dirty.add(key)
         if self._touched is not None:
             self._touched.add(key)
+
+    def _put_many(self, recs: list[MemoryRecord]) -> None:
+        """_put of each record in order: a partition's new rows are appended together."""
+        if len(recs) < 2:
+            for rec in recs:
+                self._put(rec)
+            return
+        groups: dict[tuple[str, str], list] = {}
+        for rec in recs:
+            if rec.embedding is None:
+                continue
+            key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
+            groups.setdefault(key, []).append(rec)
+        for key, group in groups.items():
+            if not self._holds(key):
+                continue  # another replica's
+            vecs = np.frombuffer(b"".join(r.embedding for r in group), dtype="<f4")
+            if len(vecs) != len(group) * self.dim:  # some row of another dimension
+                for rec in group:
+                    self._put(rec)
+                continue
+            # A memory moved between partitions (never today) must leave the old one first.
+            if any(self.where.get(r.id, key) != key for r in group):
+                for rec in group:
+                    self._put(rec)
+                continue
+            self._partition(key).put_many(group, vecs.reshape(len(group), self.dim))
+            for rec in group:
+                self.where[rec.id] = key
+            self._dirty.add(key)
+            if self._touched is not None:
+                self._touched.add(key)
 
     def _remove(self, memory_id: int) -> None:
         key = self.where.pop(memory_id, None)
@@ -357,12 +389,17 @@ class IndexManager:
                     recs = self._records_for(s, entries, self._holds)
                 if not entries:
                     break
+                puts: list[MemoryRecord] = []  # a run of puts, applied together
                 for e in entries:
                     rec = recs.get(e.memory_id) if e.op == "put" else None
                     if rec is not None:
-                        self._put(rec)
-                    elif e.op != "put" or e.tenant is None:  # removed, or no longer exists
+                        puts.append(rec)
+                        continue
+                    if e.op != "put" or e.tenant is None:  # removed, or no longer exists
+                        self._put_many(puts)
+                        puts = []
                         self._remove(e.memory_id)
+                self._put_many(puts)
                 self._set_applied(entries[-1].seq)
                 applied += len(entries)
                 if len(entries) < CATCH_UP_ROWS and not self._cursor.waiting:
