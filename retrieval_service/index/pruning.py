@@ -1,0 +1,103 @@
+"""The best lexical rows of a large partition without scoring every row (MaxScore).
+
+A row's lexical score is the sum, over the query's terms in its own BM25 document and in
+its window document, of what each term adds (Partition._lexical). What a term can add
+to any row has an upper bound (lexical.QueryTerm.upper), known without reading its
+postings. Once some rows' exact scores are known, the score the `top`-th best row has
+at least (theta) is known too; the terms whose bounds, summed from the smallest, stay
+below theta cannot lift a row holding only them into the top. Only rows holding one of
+the other terms are candidates, and only those are scored (exactly, with every term).
+The common terms (a speaker's name is in half of the turns) are the long postings and
+the small bounds, so they are the ones skipped.
+
+Scores are the exhaustive path's, sum for sum in the same order (BM25.scores_of)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval_service.lexical import QueryTerm
+
+
+class LexicalQuery:
+    """One query's lexical scores over one partition (read under its lock)."""
+
+    def __init__(self, part, query: str) -> None:
+        self.p = part
+        self.w = part.smoothing.window_weight
+        self.own, self.own_bound = part.bm25.query_terms(query)
+        self.win, self.win_bound = part.bm25_window.query_terms(query)
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        """Partition._lexical(query)[rows] without scoring the other rows (row -1: 0)."""
+        p, w = self.p, self.w
+        rows = np.asarray(rows, dtype=np.int64)
+        safe = np.maximum(rows, 0)
+        own = p.bm25.scores_of(self.own, self.own_bound, p.doc_turn[safe])
+        win = p.bm25_window.scores_of(self.win, self.win_bound, p.doc_window[safe])
+        out = (own + w * win) / (1 + w)
+        out[rows < 0] = 0
+        return out
+
+    def _lists(self) -> list[tuple[float, QueryTerm, object]]:
+        """(upper bound on the row score it adds, term, index) per term and index."""
+        w, out = self.w, []
+        for terms, bound, index, share in (
+            (self.own, self.own_bound, self.p.bm25, 1.0),
+            (self.win, self.win_bound, self.p.bm25_window, w),
+        ):
+            if bound > 0:
+                scale = share / (bound * (1 + w))
+                out.extend((t.upper * scale, t, index) for t in terms)
+        return out
+
+    @staticmethod
+    def _rows(t: QueryTerm, index, m: np.ndarray) -> np.ndarray:
+        """The rows passing m whose live document holds t."""
+        live = index.live[t.docs]
+        rows = index.owner[t.docs[live]]
+        rows = rows[rows >= 0]
+        return rows[m[rows]]
+
+    def best(self, m: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(rows, scores, pruned): rows passing m with a lexical score above 0, with their
+        scores, among them every row that could be among the `top` best; pruned: rows with
+        lower scores were left out (else these are all the rows with lexical evidence)."""
+        lists = sorted(self._lists(), key=lambda x: -x[0])
+        seen = np.zeros(len(m), dtype=bool)
+        cand: list[np.ndarray] = []
+        count, used = 0, 0
+        for _, t, index in lists:  # the strongest terms' rows until there are enough
+            rows = self._rows(t, index, m)
+            rows = rows[~seen[rows]]
+            seen[rows] = True
+            cand.append(rows)
+            count += len(rows)
+            used += 1
+            if count >= top:
+                break
+        rows = np.concatenate(cand) if cand else np.zeros(0, np.int64)
+        scores = self.at(rows)
+        pruned = False
+        if used < len(lists) and len(rows) >= top:
+            theta = float(np.partition(scores, len(scores) - top)[len(scores) - top])
+            rest = lists[used:]  # the weaker terms: skip those summing below theta
+            skip, total = 0, 0.0
+            for upper, _, _ in reversed(rest):
+                if total + upper >= theta * (1 - 1e-6):
+                    break
+                total += upper
+                skip += 1
+            more = []
+            for _, t, index in rest[: len(rest) - skip]:
+                r = self._rows(t, index, m)
+                r = r[~seen[r]]
+                seen[r] = True
+                more.append(r)
+            pruned = skip > 0
+            if more:
+                extra = np.concatenate(more)
+                rows = np.concatenate([rows, extra])
+                scores = np.concatenate([scores, self.at(extra)])
+        keep = scores > 0
+        return rows[keep], scores[keep], pruned
