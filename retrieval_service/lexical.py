@@ -248,19 +248,24 @@ class BM25:
 
     def scores_of(self, terms: list[QueryTerm], bound: float, docs: np.ndarray) -> np.ndarray:
         """scores(normalise=True)[docs] of these docs only (doc -1 reads 0): the same sums,
-        term by term in the same order, each doc's tf found by bisecting the postings."""
+        term by term in the same order, each doc's tf found by bisecting the postings (in
+        ascending doc order, which bisection walks several times faster)."""
         out = np.zeros(len(docs), dtype=np.float32)
         if not terms or not len(docs):
             return out
+        order = np.argsort(docs, kind="stable")
+        sdocs = docs[order]
+        acc = np.zeros(len(docs), dtype=np.float32)
         for t in terms:
-            at = np.searchsorted(t.docs, docs)
+            at = np.searchsorted(t.docs, sdocs)
             np.minimum(at, len(t.docs) - 1, out=at)
-            hit = t.docs[at] == docs
+            hit = t.docs[at] == sdocs
             if hit.any():
-                out[hit] += self._contribution(t, docs[hit], t.tfs[at[hit]])
-        out *= self.live[docs] & (docs >= 0)
+                acc[hit] += self._contribution(t, sdocs[hit], t.tfs[at[hit]])
+        acc *= self.live[sdocs] & (sdocs >= 0)
         if bound > 0:
-            out /= bound
+            acc /= bound
+        out[order] = acc
         return out
 
 

@@ -101,6 +101,8 @@ def test_pruned_best_rows_are_the_exhaustive_best_with_the_same_scores(seed):
                 if len(want) == top:
                     above = evidence[full[evidence] > want[-1] + 1e-6]
                     assert set(above.tolist()) <= set(got.tolist())
+                # Once best() has scored some rows, any row still reads its exact score.
+                np.testing.assert_allclose(q.at(rows), np.concatenate([[0], full]), atol=1e-7)
     assert pruned_any  # the corpora do exercise pruning
 
 

@@ -27,15 +27,33 @@ class LexicalQuery:
         self.w = part.smoothing.window_weight
         self.own, self.own_bound = part.bm25.query_terms(query)
         self.win, self.win_bound = part.bm25_window.query_terms(query)
+        # Per index, from the last _scored: each document's normalised score, and which
+        # documents' scores are complete (the others got only some of their terms).
+        self._known: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
 
     def at(self, rows: np.ndarray) -> np.ndarray:
         """Partition._lexical(query)[rows] without scoring the other rows (row -1: 0)."""
         p, w = self.p, self.w
         rows = np.asarray(rows, dtype=np.int64)
         safe = np.maximum(rows, 0)
-        own = p.bm25.scores_of(self.own, self.own_bound, p.doc_turn[safe])
-        win = p.bm25_window.scores_of(self.win, self.win_bound, p.doc_window[safe])
-        out = (own + w * win) / (1 + w)
+        parts = []
+        for i, (terms, bound, index, docs) in enumerate(
+            (
+                (self.own, self.own_bound, p.bm25, p.doc_turn[safe]),
+                (self.win, self.win_bound, p.bm25_window, p.doc_window[safe]),
+            )
+        ):
+            known = self._known[i]
+            if known is None:
+                parts.append(index.scores_of(terms, bound, docs))
+                continue
+            acc, done = known
+            out = acc[docs]  # doc -1: acc's last entry, 0
+            todo = ~done[docs]
+            if todo.any():
+                out[todo] = index.scores_of(terms, bound, docs[todo])
+            parts.append(out)
+        out = (parts[0] + w * parts[1]) / (1 + w)
         out[rows < 0] = 0
         return out
 
@@ -50,6 +68,41 @@ class LexicalQuery:
                 scale = share / (bound * (1 + w))
                 out.extend((t.upper * scale, t, index) for t in terms)
         return out
+
+    def _scored(self, rows: np.ndarray, full: set[int]) -> np.ndarray:
+        """at(rows) for many rows: the terms in `full` (whose every row is among these)
+        are added for all their documents into one array per index, the others looked
+        up for these rows' documents only; term by term in query order, as scores() adds
+        them, so each of these rows gets the same sum."""
+        p, w = self.p, self.w
+        parts = []
+        for i, (terms, bound, index, docs) in enumerate(
+            (
+                (self.own, self.own_bound, p.bm25, p.doc_turn[rows]),
+                (self.win, self.win_bound, p.bm25_window, p.doc_window[rows]),
+            )
+        ):
+            acc = np.zeros(index.n_docs + 1, dtype=np.float32)  # [-1]: no document
+            sdocs = np.sort(docs[docs >= 0])  # distinct: rows are, and each has one doc
+            for t in terms:
+                if id(t) in full:
+                    acc[t.docs] += index._contribution(t, t.docs, t.tfs)
+                    continue
+                at = np.searchsorted(t.docs, sdocs)
+                np.minimum(at, len(t.docs) - 1, out=at)
+                hit = t.docs[at] == sdocs
+                if hit.any():
+                    acc[sdocs[hit]] += index._contribution(t, sdocs[hit], t.tfs[at[hit]])
+            acc[: index.n_docs] *= index.live[: index.n_docs]
+            if bound > 0:
+                acc /= bound
+            acc[-1] = 0
+            done = np.zeros(index.n_docs + 1, dtype=bool)
+            done[sdocs] = True
+            done[-1] = True
+            self._known[i] = (acc, done)
+            parts.append(acc[docs])
+        return (parts[0] + w * parts[1]) / (1 + w)
 
     @staticmethod
     def _rows(t: QueryTerm, index, m: np.ndarray) -> np.ndarray:
@@ -77,7 +130,8 @@ class LexicalQuery:
             if count >= top:
                 break
         rows = np.concatenate(cand) if cand else np.zeros(0, np.int64)
-        scores = self.at(rows)
+        seeds = {id(t) for _, t, _ in lists[:used]}
+        scores = self._scored(rows, seeds)
         pruned = False
         if used < len(lists) and len(rows) >= top:
             theta = float(np.partition(scores, len(scores) - top)[len(scores) - top])
@@ -88,16 +142,14 @@ class LexicalQuery:
                     break
                 total += upper
                 skip += 1
+            essential = {id(t) for _, t, _ in rest[: len(rest) - skip]}
             more = []
             for _, t, index in rest[: len(rest) - skip]:
                 r = self._rows(t, index, m)
-                r = r[~seen[r]]
+                more.append(r[~seen[r]])
                 seen[r] = True
-                more.append(r)
             pruned = skip > 0
-            if more:
-                extra = np.concatenate(more)
-                rows = np.concatenate([rows, extra])
-                scores = np.concatenate([scores, self.at(extra)])
+            rows = np.concatenate([rows, *more])
+            scores = self._scored(rows, essential | seeds)
         keep = scores > 0
         return rows[keep], scores[keep], pruned
