@@ -106,9 +106,13 @@ def test_pruned_best_rows_are_the_exhaustive_best_with_the_same_scores(seed):
     assert pruned_any  # the corpora do exercise pruning
 
 
-def test_graph_and_exact_paths_score_each_row_alike():
-    """The graph path scores its candidates (pruned lexical) as the exact path scores the
-    same rows (every row, exhaustive lexical)."""
+@pytest.mark.parametrize("prune", [True, False])
+def test_graph_and_exact_paths_score_each_row_alike(prune, monkeypatch):
+    """The graph path scores its candidates (lexical pruned or not) as the exact path
+    scores the same rows (every row, exhaustive lexical)."""
+    from retrieval_service.index import partition
+
+    monkeypatch.setattr(partition, "PRUNE_POSTINGS", 0 if prune else 10**12)
     rnd = random.Random(5)
     p, words, vecs = _partition(9, 4000, dim=16, ann_threshold=500)
     p.build_ann()

@@ -56,6 +56,9 @@ NEIGHBOURS = True  # the turns next to candidates compete too (see _with_neighbo
 # When more rows have lexical evidence than are taken by it, the graph's nearest among
 # them compete too: a row with some words of the query and a good cosine.
 LEXICAL_GRAPH = True
+# On the graph path, the query terms' postings (both BM25 indexes) from which the best
+# lexical rows are found by pruning (pruning.py) rather than by scoring every row.
+PRUNE_POSTINGS = 200_000
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -596,12 +599,21 @@ class Partition:
                 # without any scores at most alpha * cosine, and the graph holds the best
                 # of those. So the graph path ranks nearly as the exact one does.
                 top = lexical_depth(k, count)
-                with_lex, lex, pruned = lq.best(m, top)
+                lexical = None  # the rows with lexical evidence, when every one is known
+                if lq.postings() < PRUNE_POSTINGS:  # few: scoring every row is cheaper
+                    lex_all = self._lexical(query)
+                    lex_at = lex_all.__getitem__
+                    lexical = m & (lex_all[: self.n] > 0)
+                    with_lex = np.nonzero(lexical)[0]
+                    lex, pruned = lex_all[with_lex], False
+                else:
+                    with_lex, lex, pruned = lq.best(m, top)
                 if len(with_lex) > top or pruned:
                     best = with_lex[np.argpartition(-lex, top - 1)[:top]]
                     if LEXICAL_GRAPH:  # and the nearest of them past the lexical cut
-                        lexical = np.zeros(self.n, dtype=bool)
-                        lexical[with_lex] = True
+                        if lexical is None:  # those that could place, when pruned
+                            lexical = np.zeros(self.n, dtype=bool)
+                            lexical[with_lex] = True
                         near = self._graph(lexical, qvec, min(k, len(with_lex)))
                         best = _union(best, near)
                     with_lex = best

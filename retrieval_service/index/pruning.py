@@ -31,6 +31,10 @@ class LexicalQuery:
         # documents' scores are complete (the others got only some of their terms).
         self._known: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
 
+    def postings(self) -> int:
+        """The query terms' postings in both indexes: what scoring every row reads."""
+        return sum(len(t.docs) for t in self.own) + sum(len(t.docs) for t in self.win)
+
     def at(self, rows: np.ndarray) -> np.ndarray:
         """Partition._lexical(query)[rows] without scoring the other rows (row -1: 0)."""
         p, w = self.p, self.w
@@ -120,36 +124,46 @@ class LexicalQuery:
         seen = np.zeros(len(m), dtype=bool)
         cand: list[np.ndarray] = []
         count, used = 0, 0
+        # What the strongest terms add to their rows: a lower bound of each row's score.
+        part = np.zeros(len(m), dtype=np.float32)
         for _, t, index in lists:  # the strongest terms' rows until there are enough
-            rows = self._rows(t, index, m)
-            rows = rows[~seen[rows]]
-            seen[rows] = True
-            cand.append(rows)
-            count += len(rows)
+            live = index.live[t.docs]
+            docs = t.docs[live]
+            rows = index.owner[docs]
+            ok = (rows >= 0) & m[np.maximum(rows, 0)]
+            rows, docs = rows[ok], docs[ok]
+            share = self.w if index is self.p.bm25_window else 1.0
+            bound = self.win_bound if index is self.p.bm25_window else self.own_bound
+            tfs = t.tfs[np.flatnonzero(live)[ok]]
+            part[rows] += index._contribution(t, docs, tfs) * (share / (bound * (1 + self.w)))
+            new = rows[~seen[rows]]
+            seen[new] = True
+            cand.append(new)
+            count += len(new)
             used += 1
             if count >= top:
                 break
         rows = np.concatenate(cand) if cand else np.zeros(0, np.int64)
-        seeds = {id(t) for _, t, _ in lists[:used]}
-        scores = self._scored(rows, seeds)
+        full = {id(t) for _, t, _ in lists[:used]}
         pruned = False
         if used < len(lists) and len(rows) >= top:
-            theta = float(np.partition(scores, len(scores) - top)[len(scores) - top])
+            low = part[rows]
+            theta = float(np.partition(low, len(low) - top)[len(low) - top])
             rest = lists[used:]  # the weaker terms: skip those summing below theta
             skip, total = 0, 0.0
             for upper, _, _ in reversed(rest):
-                if total + upper >= theta * (1 - 1e-6):
+                if total + upper >= theta * (1 - 1e-5):
                     break
                 total += upper
                 skip += 1
-            essential = {id(t) for _, t, _ in rest[: len(rest) - skip]}
             more = []
             for _, t, index in rest[: len(rest) - skip]:
                 r = self._rows(t, index, m)
                 more.append(r[~seen[r]])
                 seen[r] = True
+                full.add(id(t))
             pruned = skip > 0
             rows = np.concatenate([rows, *more])
-            scores = self._scored(rows, essential | seeds)
+        scores = self._scored(rows, full)
         keep = scores > 0
         return rows[keep], scores[keep], pruned
