@@ -303,30 +303,38 @@ class IndexManager:
                 self._put(rec)
             return
         groups: dict[tuple[str, str], list] = {}
+        held: dict[tuple[str, str], bool] = {}
+        order = []  # (record, key) in seq order
         for rec in recs:
             if rec.embedding is None:
                 continue
             key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
-            groups.setdefault(key, []).append(rec)
+            if key not in held:
+                held[key] = self._holds(key)
+            if held[key]:  # else another replica's
+                groups.setdefault(key, []).append(rec)
+                order.append((rec, key))
+        # A memory that moved between partitions (never today) must leave the old one.
+        # (Ids are looked up and set in seq order: ascending ids keep the map's fast path.)
+        if any(self.where.get(r.id, k) != k for r, k in order):
+            for rec, _ in order:
+                self._put(rec)
+            return
+        done = set()
         for key, group in groups.items():
-            if not self._holds(key):
-                continue  # another replica's
             vecs = np.frombuffer(b"".join(r.embedding for r in group), dtype="<f4")
             if len(vecs) != len(group) * self.dim:  # some row of another dimension
                 for rec in group:
                     self._put(rec)
                 continue
-            # A memory moved between partitions (never today) must leave the old one first.
-            if any(self.where.get(r.id, key) != key for r in group):
-                for rec in group:
-                    self._put(rec)
-                continue
             self._partition(key).put_many(group, vecs.reshape(len(group), self.dim))
-            for rec in group:
-                self.where[rec.id] = key
+            done.add(key)
             self._dirty.add(key)
             if self._touched is not None:
                 self._touched.add(key)
+        for rec, key in order:
+            if key in done:
+                self.where[rec.id] = key
 
     def _remove(self, memory_id: int) -> None:
         key = self.where.pop(memory_id, None)
