@@ -4,6 +4,7 @@ their own query vector. Vectors are random unit vectors of the server model's di
 their meaning does not matter for write throughput.
 
     python bench/client_vectors.py --n 20000 --out bench/out/client_vectors.json
+    python bench/client_vectors.py --database-url postgresql+psycopg://postgres@127.0.0.1/DB
 
 The machine is shared: compare figures of one run only.
 """
@@ -68,13 +69,17 @@ def main(argv=None) -> int:
     p.add_argument("--users", type=int, default=10)
     p.add_argument("--kind", choices=["event", "turn"], default="event")
     p.add_argument("--out", default="bench/out/client_vectors.json")
+    p.add_argument(
+        "--database-url", default="", help="an empty Postgres database (default: SQLite)"
+    )
     args = p.parse_args(argv)
     info = cpu_info()
     print(f"CPU {info['model']}; {info['cores']} cores; flags {' '.join(info['flags'])}")
     rng = np.random.default_rng(0)
     reqs = requests(args.n, args.users, args.kind, rng)
     with tempfile.TemporaryDirectory(prefix="memlake-vec-") as tmp:
-        server = Server(Path(tmp) / "data")
+        env = {"MEMLAKE_DATABASE_URL": args.database_url} if args.database_url else {}
+        server = Server(Path(tmp) / "data", env=env)
         try:
             server.wait_serving()
             key = tenant_api_key(server.addr, server.operator_key(), "bench")
@@ -100,6 +105,7 @@ def main(argv=None) -> int:
     result = {
         "cpu": info,
         "n": args.n,
+        "database": "postgresql" if args.database_url else "sqlite",
         "kind": args.kind,
         "users": args.users,
         "ingest_per_s": round(args.n / secs, 1),

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from shared import changelog
 from shared.auth.sql import granted_sql
 from shared.cache import Cache, safe
 from shared.convert import record_to_proto
+from shared.db.bulk import insert_rows
 from shared.db.engine import Database, lock_key
 from shared.db.models import ChangeLogEntry, IdempotencyKey, MemoryRecord
 from shared.db.types import utcnow
@@ -176,6 +177,31 @@ def _same(rec: MemoryRecord, item: MemoryIn) -> bool:
         and abs(rec.importance - (item.importance or 0.5)) < 1e-6
         and rec.expire_time == item.expire_time
     )
+
+
+# A new memory row: the columns every row of a write shares, and each row's own (both
+# write paths, bulk and item by item, build rows here).
+ROW_COLUMNS = ("type", "user_id", "agent_id", "session_id", "content", "attributes",
+               "importance", "source", "occur_time", "expire_time", "etag", "embedding",
+               "turn_index")  # fmt: skip
+ETAG = ROW_COLUMNS.index("etag")
+KEY_COLUMNS = ("request_id", "fingerprint", "response", "user_id", "agent_id", "memory_id")
+MEMORIES = MemoryRecord.__table__
+
+
+def _shared_columns(tenant: str, now: datetime, model: str) -> dict[str, Any]:
+    return dict(tenant=tenant, create_time=now, update_time=now, embed_model=model,
+                current=True, revision=1, conflicted=False)  # fmt: skip
+
+
+def _row(item: MemoryIn, vec: np.ndarray, now: datetime, turn: int | None = None) -> tuple:
+    """The ROW_COLUMNS of a new memory. A turn without a time takes the write's."""
+    return (
+        item.type, item.user_id, item.agent_id, item.session_id, item.content,
+        item.attributes, item.importance or 0.5, item.source,
+        item.occur_time or (now if item.type == CONV else None), item.expire_time,
+        uuid.uuid4().hex[:16], to_bytes(vec), turn,
+    )  # fmt: skip
 
 
 class IngestDomain:
@@ -341,6 +367,7 @@ class IngestDomain:
             )
             next_turn[key] = 0 if last is None else last + 1
         now = utcnow()
+        same = _shared_columns(tenant, now, self.embedder.name)
         rows = []
         for i in new:
             item = items[i]
@@ -348,56 +375,28 @@ class IngestDomain:
             if item.type == CONV:
                 turn = next_turn[_session(item)]
                 next_turn[_session(item)] = turn + 1
-            rows.append(
-                dict(
-                    tenant=tenant,
-                    type=item.type,
-                    user_id=item.user_id,
-                    agent_id=item.agent_id,
-                    session_id=item.session_id,
-                    content=item.content,
-                    attributes=item.attributes,
-                    importance=item.importance or 0.5,
-                    source=item.source,
-                    create_time=now,
-                    update_time=now,
-                    occur_time=item.occur_time or (now if item.type == CONV else None),
-                    expire_time=item.expire_time,
-                    etag=uuid.uuid4().hex[:16],
-                    embedding=to_bytes(vec_of[i]),
-                    embed_model=self.embedder.name,
-                    current=True,
-                    revision=1,
-                    turn_index=turn,
-                    conflicted=False,
-                )
-            )
-        # Core statements (not the ORM's bulk path); ids matched back by the unique etag.
-        table = MemoryRecord.__table__
+            rows.append(_row(item, vec_of[i], now, turn))
+        # Driver-level multi-row statements (shared/db/bulk.py); ids matched back by the
+        # unique etag.
         conn = s.connection()
-        got = dict(conn.execute(insert(table).returning(table.c.etag, table.c.id), rows).all())
-        ids = [got[r["etag"]] for r in rows]
+        got = dict(insert_rows(conn, MEMORIES, same, ROW_COLUMNS, rows, ("etag", "id")))
+        ids = [got[r[ETAG]] for r in rows]
         seqs = changelog.append_each(s, tenant, ids)
         keys = []
         for i, row, mid, seq in zip(new, rows, ids, seqs, strict=True):
-            rec = SimpleNamespace(id=mid, key=None, fact_status=None, **row)
+            rec = SimpleNamespace(id=mid, key=None, fact_status=None, **same)
+            rec.__dict__.update(zip(ROW_COLUMNS, row, strict=True))
             res = WriteResult(rec, seq, pb.WRITE_OUTCOME_CREATED)  # type: ignore[arg-type]
             out[i] = res
-            if items[i].request_id:
+            item = items[i]
+            if item.request_id:
                 keys.append(
-                    dict(
-                        tenant=tenant,
-                        request_id=items[i].request_id,
-                        fingerprint=items[i].fingerprint,
-                        response=encode(res),
-                        create_time=now,
-                        user_id=items[i].user_id,
-                        agent_id=items[i].agent_id,
-                        memory_id=mid,
-                    )
-                )
+                    (item.request_id, item.fingerprint, encode(res), item.user_id,
+                     item.agent_id, mid)
+                )  # fmt: skip
         if keys:
-            conn.execute(insert(IdempotencyKey.__table__), keys)
+            insert_rows(conn, IdempotencyKey.__table__, {"tenant": tenant, "create_time": now},
+                        KEY_COLUMNS, keys)  # fmt: skip
         return out
 
     def embed_ahead(self, items: list[MemoryIn]) -> None:
@@ -472,24 +471,8 @@ class IngestDomain:
     def _write_one(self, s: Session, tenant: str, item: MemoryIn, vec) -> WriteResult:
         now = utcnow()
         rec = MemoryRecord(
-            tenant=tenant,
-            type=item.type,
-            user_id=item.user_id,
-            agent_id=item.agent_id,
-            session_id=item.session_id,
-            content=item.content,
-            attributes=item.attributes,
-            importance=item.importance or 0.5,
-            source=item.source,
-            create_time=now,
-            update_time=now,
-            occur_time=item.occur_time,
-            expire_time=item.expire_time,
-            etag=uuid.uuid4().hex[:16],
-            embedding=to_bytes(vec),
-            embed_model=self.embedder.name,
-            current=True,
-            revision=1,
+            **_shared_columns(tenant, now, self.embedder.name),
+            **dict(zip(ROW_COLUMNS, _row(item, vec, now), strict=True)),
         )
         outcome = pb.WRITE_OUTCOME_CREATED
         changed = []

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from shared.db.bulk import insert_rows
 from shared.db.models import ChangeLogEntry
 from shared.db.types import utcnow
 
@@ -52,15 +53,11 @@ def append_each(session: Session, tenant: str, memory_ids: list[int], op: str = 
     """append() for many distinct memories in one statement; returns each one's seq."""
     if _pg(session):
         session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": WRITER_LOCK})
-    now = utcnow()
+    same = {"tenant": tenant, "op": op, "create_time": utcnow()}
+    rows = [(m,) for m in memory_ids]
     t = ChangeLogEntry.__table__
     got = dict(
-        session.connection()
-        .execute(
-            insert(t).returning(t.c.memory_id, t.c.seq),
-            [dict(tenant=tenant, memory_id=m, op=op, create_time=now) for m in memory_ids],
-        )
-        .all()
+        insert_rows(session.connection(), t, same, ("memory_id",), rows, ("memory_id", "seq"))
     )
     return [got[m] for m in memory_ids]  # memory ids are distinct: new rows
 

@@ -314,6 +314,46 @@ class IndexManager:
         if self._touched is not None:
             self._touched.add(key)
 
+    def _put_many(self, recs: list[MemoryRecord]) -> None:
+        """_put of each record in order: a partition's new rows are appended together."""
+        if len(recs) < 2:
+            for rec in recs:
+                self._put(rec)
+            return
+        groups: dict[tuple[str, str], list] = {}
+        held: dict[tuple[str, str], bool] = {}
+        order = []  # (record, key) in seq order
+        for rec in recs:
+            if rec.embedding is None:
+                continue
+            key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
+            if key not in held:
+                held[key] = self._holds(key)
+            if held[key]:  # else another replica's
+                groups.setdefault(key, []).append(rec)
+                order.append((rec, key))
+        # A memory that moved between partitions (never today) must leave the old one.
+        # (Ids are looked up and set in seq order: ascending ids keep the map's fast path.)
+        if any(self.where.get(r.id, k) != k for r, k in order):
+            for rec, _ in order:
+                self._put(rec)
+            return
+        done = set()
+        for key, group in groups.items():
+            vecs = np.frombuffer(b"".join(r.embedding for r in group), dtype="<f4")
+            if len(vecs) != len(group) * self.dim:  # some row of another dimension
+                for rec in group:
+                    self._put(rec)
+                continue
+            self._partition(key).put_many(group, vecs.reshape(len(group), self.dim))
+            done.add(key)
+            self._dirty.add(key)
+            if self._touched is not None:
+                self._touched.add(key)
+        for rec, key in order:
+            if key in done:
+                self.where[rec.id] = key
+
     def _remove(self, memory_id: int) -> None:
         with self._load_lock:
             key = self.where.pop(memory_id, None)
@@ -377,12 +417,17 @@ class IndexManager:
                     recs = self._records_for(s, entries, self._holds)
                 if not entries:
                     break
+                puts: list[MemoryRecord] = []  # a run of puts, applied together
                 for e in entries:
                     rec = recs.get(e.memory_id) if e.op == "put" else None
                     if rec is not None:
-                        self._put(rec)
-                    elif e.op != "put" or e.tenant is None:  # removed, or no longer exists
+                        puts.append(rec)
+                        continue
+                    if e.op != "put" or e.tenant is None:  # removed, or no longer exists
+                        self._put_many(puts)
+                        puts = []
                         self._remove(e.memory_id)
+                self._put_many(puts)
                 self._set_applied(entries[-1].seq)
                 applied += len(entries)
                 if len(entries) < CATCH_UP_ROWS and not self._cursor.waiting:

@@ -56,7 +56,7 @@ class RowMap:
     go into sorted arrays searched by bisection; an id that arrives out of order goes
     into a small dict, merged into the arrays once it grows."""
 
-    __slots__ = ("ids", "rows", "m", "extra", "count")
+    __slots__ = ("ids", "rows", "m", "extra", "count", "top")
     MERGE = 4096
 
     def __init__(self) -> None:
@@ -65,6 +65,7 @@ class RowMap:
         self.m = 0
         self.extra: dict[int, int] = {}
         self.count = 0
+        self.top = 0  # ids[m - 1] as a Python int: the largest id in the arrays
 
     @classmethod
     def of(cls, ids: np.ndarray, rows: np.ndarray) -> RowMap:
@@ -73,9 +74,12 @@ class RowMap:
         order = np.argsort(ids, kind="stable")
         r.ids, r.rows = ids[order].astype(np.int64), rows[order].astype(np.int32)
         r.m = r.count = len(ids)
+        r.top = int(r.ids[-1]) if r.m else 0
         return r
 
     def _find(self, mid: int) -> int:
+        if self.m == 0 or mid > self.top:  # a new id (the usual case): no search
+            return -1
         i = int(np.searchsorted(self.ids[: self.m], mid))
         return i if i < self.m and self.ids[i] == mid and self.rows[i] >= 0 else -1
 
@@ -101,13 +105,14 @@ class RowMap:
     def __setitem__(self, mid: int, row: int) -> None:
         self.pop(mid, None)
         self.count += 1
-        if self.m == 0 or mid > self.ids[self.m - 1]:
+        if self.m == 0 or mid > self.top:
             if self.m == len(self.ids):
                 cap = max(4, 2 * self.m if self.m < 4096 else self.m + self.m // 4)
                 self.ids = np.resize(self.ids, cap)
                 self.rows = np.resize(self.rows, cap)
             self.ids[self.m], self.rows[self.m] = mid, row
             self.m += 1
+            self.top = mid
             return
         self.extra[mid] = row
         if len(self.extra) >= self.MERGE:
@@ -131,6 +136,7 @@ class RowMap:
         )
         order = np.argsort(ids, kind="stable")
         self.ids, self.rows, self.m = ids[order], rows[order], len(ids)
+        self.top = int(self.ids[self.m - 1]) if self.m else 0
         self.extra = {}
 
     def __iter__(self):
