@@ -128,6 +128,17 @@ def mem0_half(work: dict, model: str, store_dir: str, threads: int = 0) -> dict:
         r = m.search(q["question"], top_k=K, filters={"user_id": q["user"]})
         lat.append((time.perf_counter() - t) * 1000)
         ranked.append([dia_of.get(x["id"], "") for x in r["results"]])
+    # Where a search's time goes: the query embedding and the store's search, 100 questions.
+    emb_ms, store_ms = [], []
+    for q in work["questions"][:100]:
+        t = time.perf_counter()
+        v = m.embedding_model.embed(q["question"], "search")
+        t1 = time.perf_counter()
+        m.vector_store.search(
+            query=q["question"], vectors=v, top_k=60, filters={"user_id": q["user"]}
+        )
+        emb_ms.append((t1 - t) * 1000)
+        store_ms.append((time.perf_counter() - t1) * 1000)
     # mem0 2.x adds BM25 (with fastembed) and entity boosts (with spaCy) when installed.
     extras = [x for x in ("fastembed", "spacy") if importlib.util.find_spec(x)]
     return {
@@ -142,6 +153,7 @@ def mem0_half(work: dict, model: str, store_dir: str, threads: int = 0) -> dict:
         "ingest_per_cpu_s": round(len(turns) / ingest_cpu, 2),
         "search_ms": latency(lat),
         "recall_at": recall(ranked, [q["evidence"] for q in work["questions"]]),
+        "search_parts_ms": {"embed": latency(emb_ms), "store_top60": latency(store_ms)},
         "embedder": f"huggingface SentenceTransformer({model}) fp32",
         "store": "qdrant local, in memory",
         "search_mode": f"with {', '.join(extras)}" if extras else "dense only (no fastembed/spaCy)",
