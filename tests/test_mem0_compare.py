@@ -4,6 +4,9 @@ half where mem0 is not installed (memlake's venv never has it)."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,3 +49,30 @@ def test_mem0_half_is_skipped_with_a_reason_where_mem0_is_missing():
     work = {"turns": [{"user": "u", "dia": "D1:1", "text": "hi", "speaker": "A"}], "questions": []}
     why = mc.mem0_subprocess(sys.executable, work, "/nonexistent-model", {})
     assert isinstance(why, str) and "not importable" in why
+
+
+def _cpuid_faulting() -> bool:
+    try:
+        return "cpuid_fault" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no gcc to build bench/avx2only.c")
+@pytest.mark.skipif(not _cpuid_faulting(), reason="no CPUID faulting on this CPU/kernel")
+def test_avx2_shim_hides_avx512_from_cpuid(tmp_path):
+    """What --emulate-avx2 preloads: numpy (which reads CPUID at import, as ONNX Runtime and
+    PyTorch do) sees AVX2 and no AVX-512 in the child, while this process still sees the CPU."""
+    env = mc.avx2_env(str(tmp_path))
+    probe = (
+        "from numpy._core._multiarray_umath import __cpu_features__ as f; "
+        "print(f['AVX2'], f['AVX512F'], f.get('AVX512_VNNI', False))"
+    )
+    run = [sys.executable, "-c", probe]
+    real = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split()
+    masked = subprocess.run(
+        run, capture_output=True, text=True, check=True, env={**os.environ, **env}
+    ).stdout.split()
+    assert masked == ["True", "False", "False"]
+    assert real[0] == "True"  # and where the CPU has AVX-512, the shim is what hid it
+    assert env["MEMLAKE_EMBED_PRECISION"] == "fp32"
