@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 
-.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-cuetrigger bench-scale bench-shards bench-rering bench-facts bench-interfaces bench-fuzz bench-load bench-faults clean
+.PHONY: install run test lint proto proto-check buf ts ts-gen compose-env k8s-dev-secrets bench-locomo bench-context bench-smallscope bench-cuetrigger bench-scale bench-shards bench-rering bench-facts bench-interfaces bench-fuzz bench-load bench-faults bench-mem0 clean
 
 $(STAMP): pyproject.toml
 	@echo "== installing memlake into $(VENV) (the first time takes a minute or two) =="
@@ -134,6 +134,16 @@ bench-load: install
 ROUNDS ?= 20
 bench-faults: install
 	$(PY) bench/faults.py --rounds $(ROUNDS) --out bench/out/faults.json $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
+
+## memlake against mem0 2.2.1 (add infer=False, search) on the same LoCoMo turns and questions.
+## Needs mem0 in its own venv (not a memlake dependency), made once:
+##   python3 -m venv /work/mem0-venv && /work/mem0-venv/bin/python -m pip install torch==2.13.0 \
+##   && /work/mem0-venv/bin/python -m pip install mem0ai==2.2.1 sentence-transformers
+## Without it the mem0 half is skipped with a message. MEM0_PYTHON: that venv's python.
+MEM0_PYTHON ?= /work/mem0-venv/bin/python
+bench-mem0: install
+	$(PY) bench/mem0_compare.py --data $(DATA) $(if $(AUDIT),--audit $(AUDIT)) --out bench/out/mem0_compare.json \
+		$(if $(wildcard $(MEM0_PYTHON)),--mem0-python $(MEM0_PYTHON))
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache *.egg-info

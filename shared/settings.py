@@ -93,8 +93,8 @@ class Settings(BaseSettings):
     # Embedder: "minilm" (default, all-MiniLM-L6-v2 on ONNX Runtime) or "hash"
     # (deterministic lexical hashing; for unit tests only).
     embedder: str = "minilm"
-    # "auto" picks by CPU flags (shared/cpu.py): int8 where the CPU has VNNI or AVX-512,
-    # fp32 otherwise when installed; or "int8" / "fp32" / "q8" (MEMLAKE_EMBED_PRECISION).
+    # "auto" takes fp32 wherever installed (shared/cpu.py: fewest CPU-seconds on every CPU
+    # measured), else int8; or "int8" / "fp32" / "q8" (MEMLAKE_EMBED_PRECISION).
     embed_precision: str = "auto"
     # Intra-op threads per embedding call; 1 is fastest for a single query on these VMs.
     embed_threads: int = 1
