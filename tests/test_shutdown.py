@@ -23,7 +23,7 @@ from tests.helpers import event
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = 2.0
-SLACK = 1.0  # signal delivery and process teardown on a busy 2-core machine
+SLACK = 2.0  # signal delivery and teardown on a busy 2-core machine (3.006 s seen at load 18)
 STREAM = "/memlake.v1.IngestService/StreamRemember"
 
 
