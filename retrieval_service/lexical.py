@@ -11,7 +11,6 @@ import math
 import re
 from array import array
 from collections import Counter
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -76,35 +75,19 @@ TF_MAX = np.iinfo(np.uint16).max  # a term's count in one document, saturating
 class _Postings:
     """A term's postings: numpy arrays once scored, and the postings added since in two
     compact arrays; either way 6 bytes a posting (int32 doc, uint16 tf), where two lists
-    of ints took ~70. Doc ids ascend (documents are numbered as they are added).
+    of ints took ~70."""
 
-    Also what a query needs without reading the postings: the largest tf and the shortest
-    document among them (an upper bound on what the term adds to any document's score,
-    still valid after removals), and the live document count when last counted."""
-
-    __slots__ = ("docs", "tfs", "new_docs", "new_tfs", "max_tf", "min_len", "df", "df_at")
+    __slots__ = ("docs", "tfs", "new_docs", "new_tfs")
 
     def __init__(self) -> None:
         self.docs = _NO_DOCS
         self.tfs = _NO_TFS
         self.new_docs = array("i")
         self.new_tfs = array("H")
-        self.max_tf = 0
-        self.min_len = math.inf
-        self.df = 0  # live documents among the postings, as of df_at
-        self.df_at = (-1, 0)  # (the index's removal count, the postings' length) then
 
-    def add(self, doc: int, tf: int, length: float) -> None:
-        tf = min(tf, TF_MAX)
+    def add(self, doc: int, tf: int) -> None:
         self.new_docs.append(doc)
-        self.new_tfs.append(tf)
-        if tf > self.max_tf:
-            self.max_tf = tf
-        if length < self.min_len:
-            self.min_len = length
-
-    def __len__(self) -> int:
-        return len(self.docs) + len(self.new_docs)
+        self.new_tfs.append(min(tf, TF_MAX))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.new_docs:
@@ -114,49 +97,32 @@ class _Postings:
         return self.docs, self.tfs
 
 
-@dataclass(slots=True)
-class QueryTerm:
-    """One query term in one index: its weight and postings, and the most it can add to
-    any document's score (weight * (k1 + 1) * tf / (tf + norm) at the largest tf and the
-    shortest document)."""
-
-    term: str
-    idf: float  # idf times the term's count in the query
-    docs: np.ndarray
-    tfs: np.ndarray
-    upper: float
-
-
 class BM25:
     def __init__(self, k1: float = BM25_K1, b: float = BM25_B) -> None:
         self.k1, self.b = k1, b
         self.postings: dict[str, _Postings] = {}
         self.doc_len = np.zeros(1, dtype=np.float32)
         self.live = np.zeros(1, dtype=bool)
-        self.owner = np.full(1, -1, dtype=np.int32)  # doc -> the caller's row (add's owner)
         self.n_docs = 0
         self.n_live = 0
         self.total_len = 0.0
-        self.removals = 0  # documents removed so far (a cached df is stale after one)
 
-    def add(self, text: str, owner: int = -1) -> int:
-        """Indexes a document; returns its id. owner: the caller's id for it (a row)."""
+    def add(self, text: str) -> int:
+        """Indexes a document; returns its id."""
         doc = self.n_docs
         if doc == len(self.doc_len):
             self.doc_len = np.concatenate([self.doc_len, np.zeros(doc, np.float32)])
             self.live = np.concatenate([self.live, np.zeros(doc, bool)])
-            self.owner = np.concatenate([self.owner, np.full(doc, -1, np.int32)])
         self.n_docs += 1
         counts = Counter(tokenize(text))
-        n = float(sum(counts.values()))
         for term, tf in counts.items():
             p = self.postings.get(term)
             if p is None:
                 p = self.postings[term] = _Postings()
-            p.add(doc, tf, n)
+            p.add(doc, tf)
+        n = float(sum(counts.values()))
         self.doc_len[doc] = n
         self.live[doc] = True
-        self.owner[doc] = owner
         self.n_live += 1
         self.total_len += n
         return doc
@@ -166,7 +132,6 @@ class BM25:
             self.live[doc] = False
             self.n_live -= 1
             self.total_len -= float(self.doc_len[doc])
-            self.removals += 1
 
     def purge(self, terms) -> None:
         """Drops removed documents from these terms' postings, and terms left without any
@@ -184,49 +149,6 @@ class BM25:
             else:
                 p.docs, p.tfs = docs[keep], tfs[keep]
 
-    def _df(self, p: _Postings, docs: np.ndarray) -> int:
-        """Live documents among a term's postings: counted again only after a removal
-        (documents added since are live)."""
-        removals, size = p.df_at
-        if removals != self.removals or size > len(docs):
-            p.df = int(self.live[docs].sum())
-        else:
-            p.df += len(docs) - size
-        p.df_at = (self.removals, len(docs))
-        return max(p.df, 1)
-
-    def query_terms(self, query: str) -> tuple[list[QueryTerm], float]:
-        """The query's terms found in the index, in query order, and the most any document
-        could score (see scores: normalise)."""
-        out: list[QueryTerm] = []
-        bound = 0.0
-        if self.n_live == 0:
-            return out, bound
-        avgdl = max(self.total_len / self.n_live, 1.0)
-        k1, b = self.k1, self.b
-        for term, qtf in Counter(tokenize(query)).items():
-            p = self.postings.get(term)
-            if p is None:
-                continue
-            docs, tfs = p.arrays()
-            df = self._df(p, docs)
-            idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
-            bound += idf * (k1 + 1)
-            tf = float(p.max_tf)
-            norm = k1 * (1 - b + b * p.min_len / avgdl)
-            # A little over the bound: scores are summed in float32.
-            upper = idf * tf * (k1 + 1) / (tf + norm) * (1 + 1e-5)
-            out.append(QueryTerm(term, idf, docs, tfs, upper))
-        return out, bound
-
-    def _contribution(self, t: QueryTerm, docs: np.ndarray, tfs: np.ndarray) -> np.ndarray:
-        """What term t adds to the score of docs (which hold it tfs times)."""
-        avgdl = max(self.total_len / self.n_live, 1.0)
-        k1, b = self.k1, self.b
-        tf = tfs.astype(np.float32)
-        norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
-        return t.idf * tf * (k1 + 1) / (tf + norm)
-
     def scores(self, query: str, normalise: bool = False) -> np.ndarray:
         """BM25 score of every document id (0 where no term matches or removed), plus a
         trailing 0 so that doc id -1 ("no document") reads as 0.
@@ -236,36 +158,27 @@ class BM25:
         [0, 1]. That bound does not depend on which documents are candidates, so a
         normalised score compares across queries and search paths."""
         out = np.zeros(self.n_docs + 1, dtype=np.float32)
-        terms, bound = self.query_terms(query)
-        for t in terms:
+        if self.n_live == 0:
+            return out
+        avgdl = max(self.total_len / self.n_live, 1.0)
+        k1, b = self.k1, self.b
+        bound = 0.0
+        for term, qtf in Counter(tokenize(query)).items():
+            p = self.postings.get(term)
+            if p is None:
+                continue
+            docs, tfs = p.arrays()
+            tf = tfs.astype(np.float32)
+            df = max(int(self.live[docs].sum()), 1)
+            idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
+            bound += idf * (k1 + 1)
+            norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
             # A term lists a document once, so a plain indexed add is exact (and several
             # times faster than np.add.at on a term with many documents).
-            out[t.docs] += self._contribution(t, t.docs, t.tfs)
+            out[docs] += idf * tf * (k1 + 1) / (tf + norm)
         out[: self.n_docs] *= self.live[: self.n_docs]
         if normalise and bound > 0:
             out /= bound
-        return out
-
-    def scores_of(self, terms: list[QueryTerm], bound: float, docs: np.ndarray) -> np.ndarray:
-        """scores(normalise=True)[docs] of these docs only (doc -1 reads 0): the same sums,
-        term by term in the same order, each doc's tf found by bisecting the postings (in
-        ascending doc order, which bisection walks several times faster)."""
-        out = np.zeros(len(docs), dtype=np.float32)
-        if not terms or not len(docs):
-            return out
-        order = np.argsort(docs, kind="stable")
-        sdocs = docs[order]
-        acc = np.zeros(len(docs), dtype=np.float32)
-        for t in terms:
-            at = np.searchsorted(t.docs, sdocs)
-            np.minimum(at, len(t.docs) - 1, out=at)
-            hit = t.docs[at] == sdocs
-            if hit.any():
-                acc[hit] += self._contribution(t, sdocs[hit], t.tfs[at[hit]])
-        acc *= self.live[sdocs] & (sdocs >= 0)
-        if bound > 0:
-            acc /= bound
-        out[order] = acc
         return out
 
 

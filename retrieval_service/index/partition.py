@@ -34,7 +34,6 @@ import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index.outcome import outcome_of
-from retrieval_service.index.pruning import LexicalQuery
 from retrieval_service.index.storage import RowMap, _Codes, from_bf16, to_bf16
 from retrieval_service.lexical import BM25, has_time_expression, is_outcome_query, tokenize
 from shared.convert import record_to_proto
@@ -57,11 +56,6 @@ NEIGHBOURS = True  # the turns next to candidates compete too (see _with_neighbo
 # When more rows have lexical evidence than are taken by it, the graph's nearest among
 # them compete too: a row with some words of the query and a good cosine.
 LEXICAL_GRAPH = True
-# On the graph path, the query terms' postings (both BM25 indexes) from which the best
-# lexical rows are found by pruning (pruning.py) rather than by scoring every row. Off:
-# measured slower so far (the lexical step alone, thread CPU p50: 100k rows 4.1 ms
-# pruned vs 2.1 exhaustive; 1M rows 33.9 vs 21.8), with the same top rows and scores.
-PRUNE_POSTINGS = 10**18
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -313,7 +307,7 @@ class Partition:
     def _index_row(self, row: int) -> None:
         """BM25 documents and neighbour links. Turns arrive in order (ingest numbers them),
         so a turn's predecessors are indexed before it."""
-        self.doc_turn[row] = self.bm25.add(self.texts[row], row)
+        self.doc_turn[row] = self.bm25.add(self.texts[row])
         t = int(self.turn[row])
         if t < 0:
             return
@@ -357,8 +351,7 @@ class Partition:
             parts.append(self.texts[r])
         if self.doc_window[row] >= 0:
             self.bm25_window.remove(int(self.doc_window[row]))
-        text = " ".join([*reversed(parts), self.texts[row]])
-        self.doc_window[row] = self.bm25_window.add(text, row)
+        self.doc_window[row] = self.bm25_window.add(" ".join([*reversed(parts), self.texts[row]]))
 
     def _tombstone(self, row: int) -> None:
         self.alive[row] = False
@@ -540,7 +533,13 @@ class Partition:
         return (own + w * win) / (1 + w)  # doc id -1 (no window) reads as 0
 
     def _smooth(
-        self, m: np.ndarray, rows: np.ndarray, dense: np.ndarray, lex_at, qvec, outcome=False
+        self,
+        m: np.ndarray,
+        rows: np.ndarray,
+        dense: np.ndarray,
+        lex_all: np.ndarray,
+        qvec,
+        outcome: bool = False,
     ):
         """A turn's scores borrow from its neighbours that pass the filters: the next
         turn's dense score, the previous turn's lexical score. A neighbour's score is
@@ -561,16 +560,15 @@ class Partition:
         prv = self.prev_row[rows]
         has_prev = prv >= 0
         has_prev[has_prev] = m[prv[has_prev]]
-        both = lex_at(np.concatenate([rows, prv]))  # lex_at(row): the row's _lexical score
-        l_prev = np.where(has_prev, both[len(rows) :], 0)
+        l_prev = np.where(has_prev, lex_all[np.maximum(prv, 0)], 0)
         d = (dense + sm.dense_next * d_next) / (1 + sm.dense_next * has_next)
-        lx = (both[: len(rows)] + sm.lexical_prev * l_prev) / (1 + sm.lexical_prev * has_prev)
+        lx = (lex_all[rows] + sm.lexical_prev * l_prev) / (1 + sm.lexical_prev * has_prev)
         if sm.outcome and outcome:
             asked = outcome_of(self, m, rows)
             out = asked >= 0
             if out.any():
                 d[out] = np.maximum(d[out], sm.outcome * self._dense(asked[out], qvec))
-                lx[out] = np.maximum(lx[out], sm.outcome * lex_at(asked[out]))
+                lx[out] = np.maximum(lx[out], sm.outcome * lex_all[asked[out]])
         return d.astype(np.float32), lx.astype(np.float32)
 
     def candidates(
@@ -599,34 +597,20 @@ class Partition:
                     else:  # as deep as the whole: a boost lifts a row past the whole's top
                         ks = min(k, n_sub)
                         dense_rows = _union(dense_rows, self._graph(sub, qvec, ks))
+            lex_all = self._lexical(query)  # once per query, for either path
             outcome = bool(self.smoothing.outcome) and is_outcome_query(query)
             if exact:
-                lex_all = self._lexical(query)  # every row's
-                lex_at = lex_all.__getitem__
                 rows = np.nonzero(m)[0]
             else:
-                lq = LexicalQuery(self, query)
-                lex_at = lq.at
-                # Every row with lexical evidence that could be among the best
-                # lexical_depth of them competes (the rest could not place): a row
-                # without any scores at most alpha * cosine, and the graph holds the best
-                # of those. So the graph path ranks nearly as the exact one does.
+                # Every row with lexical evidence (its best LEXICAL_CANDIDATES) competes:
+                # a row without any scores at most alpha * cosine, and the graph holds the
+                # best of those. So the graph path ranks nearly as the exact one does.
+                lexical = m & (lex_all[: self.n] > 0)
+                with_lex = np.nonzero(lexical)[0]
                 top = lexical_depth(k, count)
-                lexical = None  # the rows with lexical evidence, when every one is known
-                if lq.postings() < PRUNE_POSTINGS:  # few: scoring every row is cheaper
-                    lex_all = self._lexical(query)
-                    lex_at = lex_all.__getitem__
-                    lexical = m & (lex_all[: self.n] > 0)
-                    with_lex = np.nonzero(lexical)[0]
-                    lex, pruned = lex_all[with_lex], False
-                else:
-                    with_lex, lex, pruned = lq.best(m, top)
-                if len(with_lex) > top or pruned:
-                    best = with_lex[np.argpartition(-lex, top - 1)[:top]]
+                if len(with_lex) > top:
+                    best = with_lex[np.argpartition(-lex_all[with_lex], top - 1)[:top]]
                     if LEXICAL_GRAPH:  # and the nearest of them past the lexical cut
-                        if lexical is None:  # those that could place, when pruned
-                            lexical = np.zeros(self.n, dtype=bool)
-                            lexical[with_lex] = True
                         near = self._graph(lexical, qvec, min(k, len(with_lex)))
                         best = _union(best, near)
                     with_lex = best
@@ -634,7 +618,7 @@ class Partition:
                 if NEIGHBOURS:
                     rows = self._with_neighbours(m, rows, dense_rows, outcome)
             dense = self._dense(rows, qvec)
-            dense, lex = self._smooth(m, rows, dense, lex_at, qvec, outcome)
+            dense, lex = self._smooth(m, rows, dense, lex_all, qvec, outcome)
             return Candidates(rows, dense, lex, exact)
 
     def _boosted_sets(self, m: np.ndarray, focus) -> list[np.ndarray]:

@@ -1,6 +1,5 @@
-"""Pruned BM25 (retrieval_service/index/pruning.py) against exhaustive BM25 on random
-corpora: the same best rows with the same scores; and a partition's graph path scoring
-each row as its exact path does."""
+"""A partition's graph path scores each of its candidates as its exact path scores the
+same row, on random corpora written by put and by the tailer's put_many."""
 
 from __future__ import annotations
 
@@ -8,11 +7,9 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pytest
 
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index import Filters, Partition
-from retrieval_service.index.pruning import LexicalQuery
 from shared.db.models import MemoryRecord
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -67,52 +64,8 @@ def _queries(rnd: random.Random, words: list[str], n: int) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_pruned_best_rows_are_the_exhaustive_best_with_the_same_scores(seed):
-    rnd = random.Random(100 + seed)
-    p, words, _ = _partition(seed, 3000)
-    n = p.n
-    masks = [
-        p.alive[:n].copy(),
-        p.alive[:n] & (np.random.default_rng(seed).random(n) < 0.3),  # a selective filter
-    ]
-    pruned_any = False
-    for query in _queries(rnd, words, 25):
-        full = p._lexical(query)
-        q = LexicalQuery(p, query)
-        rows = np.arange(-1, n)
-        # Scores of any rows, exactly as the exhaustive path computes them.
-        np.testing.assert_allclose(q.at(rows), np.concatenate([[0], full]), rtol=0, atol=1e-7)
-        for m in masks:
-            evidence = np.nonzero(m & (full > 0))[0]
-            for top in (1, 10, 50, 400):
-                got, scores, pruned = q.best(m, top)
-                pruned_any |= pruned
-                assert np.all(m[got]) and len(np.unique(got)) == len(got)
-                np.testing.assert_allclose(scores, full[got], rtol=0, atol=1e-7)
-                if not pruned:  # nothing left out: every row with evidence
-                    assert set(got.tolist()) == set(evidence.tolist())
-                else:
-                    assert len(got) >= top
-                want = np.sort(full[evidence])[::-1][:top]
-                mine = np.sort(scores)[::-1][:top]
-                np.testing.assert_allclose(mine, want, rtol=0, atol=1e-7)
-                # The top rows themselves (ties aside: every row above the cut is there).
-                if len(want) == top:
-                    above = evidence[full[evidence] > want[-1] + 1e-6]
-                    assert set(above.tolist()) <= set(got.tolist())
-                # Once best() has scored some rows, any row still reads its exact score.
-                np.testing.assert_allclose(q.at(rows), np.concatenate([[0], full]), atol=1e-7)
-    assert pruned_any  # the corpora do exercise pruning
-
-
-@pytest.mark.parametrize("prune", [True, False])
-def test_graph_and_exact_paths_score_each_row_alike(prune, monkeypatch):
-    """The graph path scores its candidates (lexical pruned or not) as the exact path
-    scores the same rows (every row, exhaustive lexical)."""
-    from retrieval_service.index import partition
-
-    monkeypatch.setattr(partition, "PRUNE_POSTINGS", 0 if prune else 10**12)
+def test_graph_and_exact_paths_score_each_row_alike():
+    """The graph path scores its candidates as the exact path scores the same rows."""
     rnd = random.Random(5)
     p, words, vecs = _partition(9, 4000, dim=16, ann_threshold=500)
     p.build_ann()
