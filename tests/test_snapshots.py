@@ -107,14 +107,14 @@ def test_applying_the_log_does_not_wait_for_a_snapshot(writer, tmp_path, monkeyp
     m = _manager(settings, tmp_path / "idx")
     m.load_all()
     release, entered = threading.Event(), threading.Event()
-    real = snapshots.encode
+    real = snapshots.SnapshotStore.write_segment
 
-    def slow_encode(copy):
+    def slow_write(self, items, *a, **k):
         entered.set()
         assert release.wait(20)
-        return real(copy)
+        return real(self, items, *a, **k)
 
-    monkeypatch.setattr(snapshots, "encode", slow_encode)
+    monkeypatch.setattr(snapshots.SnapshotStore, "write_segment", slow_write)
     t = threading.Thread(target=m.save_snapshot)
     t.start()
     try:

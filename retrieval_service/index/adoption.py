@@ -71,7 +71,10 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
             if old is not None:
                 for mid in old.row_of:
                     m.where.pop(mid, None)
+            with m._load_lock:
+                m._forget_packed(key)  # a copy the tail started and packed meanwhile
             m.partitions[key] = p
+            m._hot[key] = time.monotonic()
             for mid in p.row_of:
                 m.where[mid] = key
             m._dirty.add(key)
@@ -89,6 +92,7 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
                 elif (r.op != "put" or r.tenant is None) and m.where.get(r.memory_id) in built:
                     m._remove(r.memory_id)
             pos = rows[-1].seq
+        m._pack(list(built))  # built cold: small ones are kept packed until used
     log.info("built %d index partitions from the database", len(built))
     return len(built)
 
@@ -123,7 +127,9 @@ def release(m, grace_s: float) -> int:
             if m.ring.owns(k) or k in m._used:
                 continue
             p = m.partitions.pop(k, None)
+            m._forget_packed(k)
             m._stored.pop(k, None)
+            m._hot.pop(k, None)
             since.pop(k, None)
             m._dirty.add(k)  # the next snapshot's manifest leaves it out
             if p is not None:

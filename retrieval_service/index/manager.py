@@ -47,6 +47,8 @@ class IndexManager:
         smoothing: Smoothing | None = None,
         ring: View | None = None,
         borrowed_idle_s: float = 120.0,
+        pack_rows: int = 64,
+        pack_idle_s: float = 10.0,
     ) -> None:
         self.db = db
         self.ring = ring or View()  # swapped by membership.py when the rings change
@@ -55,7 +57,16 @@ class IndexManager:
         self._dirty: set[tuple[str, str]] = set()  # changed since their last snapshot
         self._purge: set[tuple[str, str]] = set()  # ... by a removal
         self._touched: set[tuple[str, str]] | None = None  # ... by the running catch-up
-        self._stored: dict[tuple[str, str], list] = {}  # in the snapshot, not yet loaded
+        # Partitions held but not decoded: a list is (segment, offset, length) in the
+        # loaded snapshot, not read yet (no ids in `where`); bytes are a small partition
+        # packed while it is not in use (snapshots.pack; its ids are in `where`). A tiny
+        # partition decoded took about 14 KB of Python objects and arrays; packed, its
+        # content and some 60 bytes a row.
+        self._stored: dict[tuple[str, str], list | bytes] = {}
+        self.pack_rows = pack_rows  # partitions of at most this many rows are packed ...
+        self.pack_idle_s = pack_idle_s  # ... once unused (no query, no write) this long
+        self._hot: dict[tuple[str, str], float] = {}  # small decoded partitions: last use
+        self._packed_at = 0.0
         self._manifest_parts: dict[str, list] = {}  # the last manifest's entries
         self._load_lock = threading.RLock()
         self._snapshot_lock = threading.Lock()  # one snapshot round at a time
@@ -99,7 +110,7 @@ class IndexManager:
         """Builds every partition from the database alone, then catches up with the log."""
         with self._apply_lock:
             self.partitions, self.where = {}, KeyMap()
-            self._stored, self._manifest_parts = {}, {}
+            self._stored, self._manifest_parts, self._hot = {}, {}, {}
             with self.db.read() as s:
                 start_seq = changelog.stable_last_seq(s)
             last_id = 0
@@ -119,6 +130,7 @@ class IndexManager:
                 for rec in sorted(recs, key=lambda r: (r.session_id, r.turn_index or 0, r.id)):
                     self._put(rec)
                 last_id = recs[-1].id
+                self._pack(list(self._hot))  # built cold: kept packed until used
             self._compact()
             self._set_applied(start_seq)
         self._build_graphs()
@@ -154,7 +166,74 @@ class IndexManager:
             p = self._load_stored(key)
         if p is None:
             p = self.partitions[key] = self._new_partition()
+            self._hot[key] = time.monotonic()
+        elif key in self._hot:
+            self._hot[key] = time.monotonic()
         return p
+
+    # -- packing small partitions ---------------------------------------------------------
+
+    def _packable(self, p: Partition) -> bool:
+        return (
+            p.ann is None
+            and 0 < p.n_alive <= min(self.pack_rows, self.ann_threshold)
+            and p.n <= 2 * self.pack_rows
+        )
+
+    def _pack(self, keys) -> int:
+        """Packs these partitions (those small enough) into bytes (snapshots.pack); the
+        next query or write decodes them again. The caller holds the apply lock (no
+        write is under way); a query holding the decoded copy keeps reading it."""
+        from retrieval_service.index import snapshots
+
+        if self.pack_rows <= 0:
+            self._hot.clear()
+            return 0
+        done = 0
+        with self._load_lock:
+            for key in keys:
+                p = self.partitions.get(key)
+                self._hot.pop(key, None)
+                if p is None or not self._packable(p):
+                    continue
+                self._stored[key] = snapshots.pack(p)
+                del self.partitions[key]
+                done += 1
+        return done
+
+    def pack_idle(self, idle_s: float | None = None) -> int:
+        """Packs the small partitions unused for idle_s (default pack_idle_s); returns how
+        many. The tail thread calls it between rounds."""
+        idle_s = self.pack_idle_s if idle_s is None else idle_s
+        now = time.monotonic()
+        due = [k for k, t in list(self._hot.items()) if now - t >= idle_s]
+        if not due:
+            return 0
+        with self._apply_lock:
+            return self._pack(due)
+
+    def _forget_packed(self, key: tuple[str, str]) -> None:
+        """Drops a held but undecoded partition, and its ids from `where`."""
+        from retrieval_service.index import snapshots
+
+        entry = self._stored.pop(key, None)
+        if isinstance(entry, bytes):
+            for mid in snapshots.packed_ids(entry).tolist():
+                if self.where.get(mid) == key:
+                    self.where.pop(mid)
+
+    def held(self) -> set[tuple[str, str]]:
+        """The keys of every partition held here: decoded, packed or in the snapshot."""
+        with self._load_lock:
+            return set(self.partitions) | set(self._stored)
+
+    def packed_rows(self) -> int:
+        """Rows held in packed partitions."""
+        from retrieval_service.index import snapshots
+
+        return sum(
+            snapshots.packed_rows(e) for e in list(self._stored.values()) if isinstance(e, bytes)
+        )
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -166,7 +245,7 @@ class IndexManager:
         return key in self.partitions or key in self._stored or self.ring.owns(key)
 
     def _load_stored(self, key: tuple[str, str]) -> Partition | None:
-        """Decodes one partition of the loaded snapshot (first use, or the loader)."""
+        """Decodes one held partition: packed, or in the loaded snapshot (first use)."""
         from retrieval_service.index import snapshots
 
         with self._load_lock:
@@ -176,28 +255,50 @@ class IndexManager:
             entry = self._stored.get(key)
             if entry is None:
                 return None
+            packed = isinstance(entry, bytes)
             p = snapshots.decode(
-                self._store.read(entry),
+                entry if packed else self._store.read(entry),
                 self.dim,
                 self.ann_threshold,
                 self.lexical_window,
                 self.smoothing,
             )
-            for mid in p.row_of:
-                self.where[mid] = key
+            if not packed:  # a packed partition's ids are in `where` already
+                for mid in p.row_of:
+                    self.where[mid] = key
             self.partitions[key] = p
             del self._stored[key]
+            if self.pack_rows > 0 and self._packable(p):
+                self._hot[key] = time.monotonic()
         if p.needs_ann():
             p.build_ann()
         return p
 
+    def _absorb(self, key: tuple[str, str]) -> None:
+        """Reads one partition of the loaded snapshot: a packed one is kept packed (its
+        bytes copied out of the segment, its ids put in `where`), any other is decoded."""
+        from retrieval_service.index import snapshots
+
+        with self._load_lock:
+            entry = self._stored.get(key)
+            if not isinstance(entry, list):
+                return
+            buf = self._store.read(entry)
+            if self.pack_rows > 0 and snapshots.is_packed(buf):
+                blob = bytes(buf)
+                for mid in snapshots.packed_ids(blob).tolist():
+                    self.where[mid] = key
+                self._stored[key] = blob
+                return
+        self._load_stored(key)
+
     def _load_rest(self) -> None:
         """Loads the snapshot's remaining partitions in the background."""
-        for key in list(self._stored):
+        for key in [k for k, e in list(self._stored.items()) if isinstance(e, list)]:
             if self._stop.is_set():
                 return
             try:
-                self._load_stored(key)
+                self._absorb(key)
             except Exception:  # noqa: BLE001 - a query will load (or fail on) it later
                 log.exception("loading index partition %s failed", key)
 
@@ -254,10 +355,14 @@ class IndexManager:
         if p is None and borrow and not self.ring.owns(key):
             self.adopt([key])
             p = self.partitions.get(key)
+            if p is None and key in self._stored:  # adopted small: packed
+                p = self._load_stored(key)
             if p is not None:  # borrowed: kept while it is used
                 self._used[key] = time.monotonic()
         elif p is not None and key in self._used:
             self._used[key] = time.monotonic()
+        if p is not None and key in self._hot:
+            self._hot[key] = time.monotonic()
         # A partition this replica stopped owning answers stale forwards until
         # adoption.release drops it; using it does not make it borrowed.
         return p
@@ -271,9 +376,11 @@ class IndexManager:
         ]
         if not idle:
             return
-        with self._apply_lock:
+        with self._apply_lock, self._load_lock:
             for k in idle:
                 p = self.partitions.pop(k, None)
+                self._forget_packed(k)
+                self._hot.pop(k, None)
                 self._used.pop(k, None)
                 self._dirty.discard(k)
                 if p is not None:
@@ -298,15 +405,17 @@ class IndexManager:
 
     def _remove(self, memory_id: int) -> None:
         key = self.where.pop(memory_id, None)
-        if key is None and self._stored:  # maybe in a partition not loaded yet
-            for k in list(self._stored):
-                self._load_stored(k)
+        unread = [k for k, e in list(self._stored.items()) if isinstance(e, list)]
+        if key is None and unread:  # maybe in a partition not loaded yet
+            for k in unread:
+                self._absorb(k)
             key = self.where.pop(memory_id, None)
         if key is not None:
-            p = self.partitions[key]
+            p = self._partition(key)
             p.remove(memory_id)
             if p.n_alive == 0:  # nothing left of the scope, not even its name
                 del self.partitions[key]
+                self._hot.pop(key, None)
             self.removed_since_snapshot = True
             self._dirty.add(key)
             self._purge.add(key)  # its old snapshot segment must go (snapshots.py)
@@ -398,6 +507,9 @@ class IndexManager:
                 else:
                     self.catch_up()
                     self._drop_idle_borrowed()
+                    if time.monotonic() - self._packed_at >= min(1.0, self.pack_idle_s):
+                        self.pack_idle()
+                        self._packed_at = time.monotonic()
             except Exception:  # noqa: BLE001 - database hiccup: retry after a pause
                 log.exception("index tail failed")
                 self._stop.wait(1.0)
@@ -469,7 +581,8 @@ class IndexManager:
         return {
             "applied_seq": self.applied_seq,
             "partitions": len(self.partitions) + len(self._stored),
-            "rows": sum(p.n_alive for p in self.partitions.values()),
+            "rows": sum(p.n_alive for p in self.partitions.values()) + self.packed_rows(),
+            "packed_partitions": sum(1 for e in self._stored.values() if isinstance(e, bytes)),
             "ann_partitions": sum(1 for p in self.partitions.values() if p.ann is not None),
         }
 
@@ -497,6 +610,8 @@ def build_from_settings(
         smoothing=smoothing_from(settings),
         ring=ring,
         borrowed_idle_s=settings.borrowed_idle_s,
+        pack_rows=settings.index_pack_rows,
+        pack_idle_s=settings.index_pack_idle_s,
     )
 
 
