@@ -39,7 +39,9 @@ _TOKEN = re.compile(r"[^\W_]+")
 _VOWEL = re.compile(r"[aeiouy]")
 
 
-@lru_cache(maxsize=200_000)
+# Bounded: about 135 bytes an entry, so 200k took 27 MB (a quarter of the index of 100k
+# memories with unique words); the stemmer itself is a few microseconds a word.
+@lru_cache(maxsize=1 << 15)
 def stem(w: str) -> str:
     """A conservative suffix stripper: painting/paints/painted -> paint."""
     if len(w) <= 3 or w.isdigit():
@@ -73,28 +75,49 @@ TF_MAX = np.iinfo(np.uint16).max  # a term's count in one document, saturating
 
 
 class _Postings:
-    """A term's postings: numpy arrays once scored, and the postings added since in two
-    compact arrays; either way 6 bytes a posting (int32 doc, uint16 tf), where two lists
-    of ints took ~70."""
+    """A term's postings, each a (doc, tf) pair packed as doc << 16 | tf: one int while the
+    term has a single posting (most terms of a small partition, and rare words), an
+    array('q') of them while it has few, numpy arrays (int32 docs, uint16 tfs) once it has
+    many and is scored. A singleton took about 330 bytes as two numpy arrays or two
+    array objects; one int takes none beyond the object."""
 
-    __slots__ = ("docs", "tfs", "new_docs", "new_tfs")
+    __slots__ = ("docs", "tfs", "new")
+    SMALL = 32  # fewer postings than this stay packed (decoded at each use)
 
     def __init__(self) -> None:
         self.docs = _NO_DOCS
         self.tfs = _NO_TFS
-        self.new_docs = array("i")
-        self.new_tfs = array("H")
+        self.new: int | array | None = None  # packed postings added since the arrays
 
     def add(self, doc: int, tf: int) -> None:
-        self.new_docs.append(doc)
-        self.new_tfs.append(min(tf, TF_MAX))
+        x = (doc << 16) | min(tf, TF_MAX)
+        if self.new is None:
+            self.new = x
+        elif isinstance(self.new, int):
+            self.new = array("q", (self.new, x))
+        else:
+            self.new.append(x)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.new_docs:
-            self.docs = np.concatenate([self.docs, np.frombuffer(self.new_docs, np.int32)])
-            self.tfs = np.concatenate([self.tfs, np.frombuffer(self.new_tfs, np.uint16)])
-            self.new_docs, self.new_tfs = array("i"), array("H")
-        return self.docs, self.tfs
+        new = self.new
+        if new is None:
+            return self.docs, self.tfs
+        packed = np.array([new], np.int64) if isinstance(new, int) else np.frombuffer(new, np.int64)
+        docs = (packed >> 16).astype(np.int32)
+        tfs = (packed & TF_MAX).astype(np.uint16)
+        if len(self.docs):
+            docs, tfs = np.concatenate([self.docs, docs]), np.concatenate([self.tfs, tfs])
+        self.set(docs, tfs)
+        return docs, tfs
+
+    def set(self, docs: np.ndarray, tfs: np.ndarray) -> None:
+        """Replaces the postings (kept packed when few)."""
+        if len(docs) >= self.SMALL:
+            self.docs, self.tfs, self.new = docs, tfs, None
+            return
+        self.docs, self.tfs = _NO_DOCS, _NO_TFS
+        packed = (docs.astype(np.int64) << 16) | tfs
+        self.new = int(packed[0]) if len(packed) == 1 else array("q", packed.tobytes())
 
 
 class BM25:
@@ -147,7 +170,7 @@ class BM25:
             if not keep.any():
                 del self.postings[term]
             else:
-                p.docs, p.tfs = docs[keep], tfs[keep]
+                p.set(docs[keep], tfs[keep])
 
     def scores(self, query: str, normalise: bool = False) -> np.ndarray:
         """BM25 score of every document id (0 where no term matches or removed), plus a

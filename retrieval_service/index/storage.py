@@ -191,3 +191,89 @@ class KeyMap:
 
     def __iter__(self):
         return iter(self.ids)
+
+
+class Blobs:
+    """A list of byte strings in one buffer: an entry costs its bytes and 12 (start,
+    length), where a bytes object in a list took its bytes and about 45. Entries are
+    appended; one replaced by a longer one moves to the end, and the old bytes are zeroed
+    (so is an entry set empty: a forgotten memory's bytes do not linger in the buffer).
+    The dead space goes when the partition is compacted (rebuilt from its live rows)."""
+
+    __slots__ = ("data", "start", "length", "n")
+
+    def __init__(self, items=()) -> None:
+        self.data = bytearray()
+        self.start = np.zeros(0, np.int64)
+        self.length = np.zeros(0, np.int32)
+        self.n = 0
+        items = [self._bytes(x) for x in items]
+        if items:
+            lens = np.fromiter((len(x) for x in items), np.int64, len(items))
+            self.data = bytearray(b"".join(items))
+            self.start = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+            self.length = lens.astype(np.int32)
+            self.n = len(items)
+
+    @staticmethod
+    def _bytes(x) -> bytes:
+        return x
+
+    def _value(self, b: bytes):
+        return b
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, x) -> None:
+        b = self._bytes(x)
+        if self.n == len(self.start):
+            cap = max(1, 2 * self.n if self.n < 4096 else self.n + self.n // 8)
+            self.start = np.resize(self.start, cap)
+            self.length = np.resize(self.length, cap)
+        self.start[self.n] = len(self.data)
+        self.length[self.n] = len(b)
+        self.data += b
+        self.n += 1
+
+    def _get(self, i: int) -> bytes:
+        s = int(self.start[i])
+        return bytes(self.data[s : s + int(self.length[i])])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._value(self._get(j)) for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self._value(self._get(i))
+
+    def __setitem__(self, i: int, x) -> None:
+        b = self._bytes(x)
+        s, ln = int(self.start[i]), int(self.length[i])
+        if len(b) <= ln:  # in place; the rest of the old bytes zeroed
+            self.data[s : s + len(b)] = b
+            self.data[s + len(b) : s + ln] = bytes(ln - len(b))
+        else:
+            self.data[s : s + ln] = bytes(ln)
+            self.start[i] = len(self.data)
+            self.data += b
+        self.length[i] = len(b)
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield self._value(self._get(i))
+
+
+class Texts(Blobs):
+    """Blobs of str (UTF-8)."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _bytes(x) -> bytes:
+        return x.encode()
+
+    def _value(self, b: bytes):
+        return b.decode()
