@@ -40,8 +40,8 @@ _VOWEL = re.compile(r"[aeiouy]")
 
 
 # Bounded: about 135 bytes an entry, so 200k took 27 MB (a quarter of the index of 100k
-# memories with unique words); the stemmer itself is a few microseconds a word.
-@lru_cache(maxsize=1 << 15)
+# memories with unique words); the stemmer itself takes about 1 us a word.
+@lru_cache(maxsize=1 << 12)
 def stem(w: str) -> str:
     """A conservative suffix stripper: painting/paints/painted -> paint."""
     if len(w) <= 3 or w.isdigit():

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
+from retrieval_service.index import snapshots
 from retrieval_service.index.partition import Partition, partition_key
 from shared import changelog
 from shared.db.models import MemoryRecord
@@ -51,7 +52,7 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
         return 0
     with m.db.read() as s:
         seq0 = changelog.stable_last_seq(s)  # nothing at or below it still in flight
-    built: dict[tuple[str, str], Partition] = {}
+    built: dict[tuple[str, str], Partition | bytes] = {}
     for key in keys:
         if held and not m.ring.owns(key):
             continue
@@ -62,7 +63,7 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
             vec = m._vector(rec)
             if vec is not None:
                 p.put(rec, vec)
-        built[key] = p
+        built[key] = snapshots.pack(p) if m._packable(p) else p  # small: packed at once
     if not built:
         return 0
     with m._apply_lock:
@@ -73,9 +74,14 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
                     m.where.pop(mid, None)
             with m._load_lock:
                 m._forget_packed(key)  # a copy the tail started and packed meanwhile
-            m.partitions[key] = p
-            m._hot[key] = time.monotonic()
-            for mid in p.row_of:
+                m.partitions.pop(key, None)
+                if isinstance(p, bytes):
+                    m._stored[key] = p
+                    ids = snapshots.packed_ids(p).tolist()
+                else:
+                    m.partitions[key] = p
+                    ids = p.row_of
+            for mid in ids:
                 m.where[mid] = key
             m._dirty.add(key)
         pos = seq0

@@ -4,6 +4,7 @@ ownership moves, and the snapshot and start-up loops (snapshots.py writes the fi
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -25,6 +26,26 @@ from shared.embedding import from_bytes
 
 log = logging.getLogger("memlake.index")
 CATCH_UP_ROWS = 2000  # change-log rows read per statement while catching up
+# At most this many small partitions are decoded at once: past it, the least recently
+# used half is packed (a build or catch-up over many partitions stays within some 15 MB
+# of decoded small partitions, instead of 14 KB for each it touched).
+HOT_MAX = 1024
+LOAD_ROWS = 1000  # memories read per statement by a build from the database
+
+
+def trim_heap() -> None:
+    """Returns the free pages of the C heap to the system (glibc malloc_trim): a build
+    frees most of what it allocated, and without this the process keeps it resident."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        _libc = False
+
+
+_libc = None
 
 
 class IndexManager:
@@ -115,25 +136,38 @@ class IndexManager:
                 start_seq = changelog.stable_last_seq(s)
             last_id = 0
             while True:
+                # Core rows (as catch-up reads), a batch at a time: ORM objects of 5000
+                # memories held some 36 MB the allocator kept after the build.
+                t = MemoryRecord.__table__
                 with self.db.read() as s:
                     recs = list(
-                        s.scalars(
-                            select(MemoryRecord)
-                            .where(MemoryRecord.id > last_id)
-                            .order_by(MemoryRecord.id)
-                            .limit(5000)
+                        s.execute(
+                            select(t).where(t.c.id > last_id).order_by(t.c.id).limit(LOAD_ROWS)
                         )
                     )
                 if not recs:
                     break
-                # Turns in order, so each finds its context already indexed.
-                for rec in sorted(recs, key=lambda r: (r.session_id, r.turn_index or 0, r.id)):
+
+                # A partition at a time, its turns in order (so each finds its context
+                # already indexed); a small one is packed as soon as it is built, so few
+                # are decoded at once and the memory they held is reused at once.
+                def order(r):
+                    key = partition_key(r.tenant, r.user_id, r.agent_id)
+                    return (key, r.session_id, r.turn_index or 0, r.id)
+
+                prev = None
+                for rec in sorted(recs, key=order):
+                    key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
+                    if prev is not None and key != prev:
+                        self._pack([prev])
                     self._put(rec)
+                    prev = key
                 last_id = recs[-1].id
-                self._pack(list(self._hot))  # built cold: kept packed until used
+            self._pack(list(self._hot))  # built cold: kept packed until used
             self._compact()
             self._set_applied(start_seq)
         self._build_graphs()
+        trim_heap()
         self.catch_up()
         self._mark_ready()
 
@@ -399,6 +433,9 @@ class IndexManager:
             return  # another replica's
         self._partition(key).put(rec, vec)
         self.where[rec.id] = key
+        if len(self._hot) > HOT_MAX:
+            hot = self._hot
+            self._pack(sorted(hot, key=lambda k: hot.get(k, 0.0))[: len(hot) // 2])
         self._dirty.add(key)
         if self._touched is not None:
             self._touched.add(key)
