@@ -76,7 +76,7 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
                 m._forget_packed(key)  # a copy the tail started and packed meanwhile
                 m.partitions.pop(key, None)
                 if isinstance(p, bytes):
-                    m._stored[key] = p
+                    m._stored[key] = m._arena.put(p)
                     ids = snapshots.packed_ids(p).tolist()
                 else:
                     m.partitions[key] = p

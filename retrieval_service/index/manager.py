@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from retrieval_service.index import adoption
 from retrieval_service.index.partition import Partition, Smoothing, partition_key
-from retrieval_service.index.storage import KeyMap
+from retrieval_service.index.storage import Arena, KeyMap
 from retrieval_service.ownership import View
 from shared import changelog
 from shared.db.engine import Database
@@ -79,11 +79,12 @@ class IndexManager:
         self._purge: set[tuple[str, str]] = set()  # ... by a removal
         self._touched: set[tuple[str, str]] | None = None  # ... by the running catch-up
         # Partitions held but not decoded: a list is (segment, offset, length) in the
-        # loaded snapshot, not read yet (no ids in `where`); bytes are a small partition
-        # packed while it is not in use (snapshots.pack; its ids are in `where`). A tiny
-        # partition decoded took about 14 KB of Python objects and arrays; packed, its
-        # content and some 60 bytes a row.
-        self._stored: dict[tuple[str, str], list | bytes] = {}
+        # loaded snapshot, not read yet (no ids in `where`); an int is a small partition
+        # packed while it is not in use (snapshots.pack), its place in the arena (its ids
+        # are in `where`). A tiny partition decoded took about 14 KB of Python objects and
+        # arrays; packed, its content and some 60 bytes a row.
+        self._stored: dict[tuple[str, str], list | int] = {}
+        self._arena = Arena()
         self.pack_rows = pack_rows  # partitions of at most this many rows are packed ...
         self.pack_idle_s = pack_idle_s  # ... once unused (no query, no write) this long
         self._hot: dict[tuple[str, str], float] = {}  # small decoded partitions: last use
@@ -132,6 +133,7 @@ class IndexManager:
         with self._apply_lock:
             self.partitions, self.where = {}, KeyMap()
             self._stored, self._manifest_parts, self._hot = {}, {}, {}
+            self._arena = Arena()
             with self.db.read() as s:
                 start_seq = changelog.stable_last_seq(s)
             last_id = 0
@@ -157,7 +159,7 @@ class IndexManager:
 
                 prev = None
                 for rec in sorted(recs, key=order):
-                    key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
+                    key = self.where.canonical(partition_key(rec.tenant, rec.user_id, rec.agent_id))
                     if prev is not None and key != prev:
                         self._pack([prev])
                     self._put(rec)
@@ -230,7 +232,7 @@ class IndexManager:
                 self._hot.pop(key, None)
                 if p is None or not self._packable(p):
                     continue
-                self._stored[key] = snapshots.pack(p)
+                self._stored[key] = self._arena.put(snapshots.pack(p))
                 del self.partitions[key]
                 done += 1
         return done
@@ -244,17 +246,26 @@ class IndexManager:
         if not due:
             return 0
         with self._apply_lock:
-            return self._pack(due)
+            done = self._pack(due)
+            if self._arena.wasteful():
+                with self._load_lock:
+                    self._stored.update(
+                        self._arena.compact(
+                            {k: e for k, e in self._stored.items() if isinstance(e, int)}
+                        )
+                    )
+            return done
 
     def _forget_packed(self, key: tuple[str, str]) -> None:
         """Drops a held but undecoded partition, and its ids from `where`."""
         from retrieval_service.index import snapshots
 
         entry = self._stored.pop(key, None)
-        if isinstance(entry, bytes):
-            for mid in snapshots.packed_ids(entry).tolist():
+        if isinstance(entry, int):
+            for mid in snapshots.packed_ids(self._arena.get(entry)).tolist():
                 if self.where.get(mid) == key:
                     self.where.pop(mid)
+            self._arena.free(entry)
 
     def held(self) -> set[tuple[str, str]]:
         """The keys of every partition held here: decoded, packed or in the snapshot."""
@@ -265,9 +276,12 @@ class IndexManager:
         """Rows held in packed partitions."""
         from retrieval_service.index import snapshots
 
-        return sum(
-            snapshots.packed_rows(e) for e in list(self._stored.values()) if isinstance(e, bytes)
-        )
+        with self._load_lock:
+            return sum(
+                snapshots.packed_rows(self._arena.get(e))
+                for e in self._stored.values()
+                if isinstance(e, int)
+            )
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -289,9 +303,9 @@ class IndexManager:
             entry = self._stored.get(key)
             if entry is None:
                 return None
-            packed = isinstance(entry, bytes)
+            packed = isinstance(entry, int)
             p = snapshots.decode(
-                entry if packed else self._store.read(entry),
+                self._arena.get(entry) if packed else self._store.read(entry),
                 self.dim,
                 self.ann_threshold,
                 self.lexical_window,
@@ -302,6 +316,8 @@ class IndexManager:
                     self.where[mid] = key
             self.partitions[key] = p
             del self._stored[key]
+            if packed:
+                self._arena.free(entry)
             if self.pack_rows > 0 and self._packable(p):
                 self._hot[key] = time.monotonic()
         if p.needs_ann():
@@ -319,10 +335,9 @@ class IndexManager:
                 return
             buf = self._store.read(entry)
             if self.pack_rows > 0 and snapshots.is_packed(buf):
-                blob = bytes(buf)
-                for mid in snapshots.packed_ids(blob).tolist():
+                for mid in snapshots.packed_ids(buf).tolist():
                     self.where[mid] = key
-                self._stored[key] = blob
+                self._stored[key] = self._arena.put(buf)
                 return
         self._load_stored(key)
 
@@ -428,7 +443,8 @@ class IndexManager:
         if vec.shape[0] != self.dim:
             log.warning("memory %s: %d-d vector, index is %d-d", rec.id, vec.shape[0], self.dim)
             return
-        key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
+        # One key object per partition (its dict entries share it), not one per write.
+        key = self.where.canonical(partition_key(rec.tenant, rec.user_id, rec.agent_id))
         if not self._holds(key):
             return  # another replica's
         self._partition(key).put(rec, vec)
@@ -619,7 +635,8 @@ class IndexManager:
             "applied_seq": self.applied_seq,
             "partitions": len(self.partitions) + len(self._stored),
             "rows": sum(p.n_alive for p in self.partitions.values()) + self.packed_rows(),
-            "packed_partitions": sum(1 for e in self._stored.values() if isinstance(e, bytes)),
+            "packed_partitions": self._arena.entries,
+            "packed_bytes": self._arena.nbytes(),
             "ann_partitions": sum(1 for p in self.partitions.values() if p.ann is not None),
         }
 

@@ -172,6 +172,12 @@ class KeyMap:
         c = self.ids.get(mid)
         return self.keys[c] if c is not None else default
 
+    def canonical(self, key):
+        """The key object already held for an equal key (so equal keys share one), else
+        key itself."""
+        c = self.code.get(key)
+        return self.keys[c] if c is not None else key
+
     def pop(self, mid: int, default=None):
         c = self.ids.pop(mid)
         if c is None:
@@ -277,3 +283,90 @@ class Texts(Blobs):
 
     def _value(self, b: bytes):
         return b.decode()
+
+
+class Arena:
+    """Packed small partitions (snapshots.pack) back to back in large shared chunks, so
+    thousands of them are not as many heap blocks between the short-lived allocations of
+    queries and writes (which kept the heap from shrinking). An entry is addressed by an
+    int (chunk * CHUNK + offset) and prefixed by its length. A freed entry is zeroed at
+    once (a packed partition holds content: a forgotten memory must not stay in memory);
+    a chunk with no live entry left is released, and `compact` copies the live entries
+    of mostly dead chunks into fresh ones."""
+
+    CHUNK = 1 << 20
+    _LEN = np.dtype("<u4")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytearray | None] = []
+        self.used: list[int] = []  # bytes written into each chunk
+        self.live: list[int] = []  # bytes of live entries in each chunk
+        self.entries = 0
+
+    def put(self, blob: bytes) -> int:
+        need = 4 + len(blob)
+        c = len(self.chunks) - 1
+        if c < 0 or self.chunks[c] is None or self.used[c] + need > len(self.chunks[c]):
+            self.chunks.append(bytearray(max(self.CHUNK, need)))
+            self.used.append(0)
+            self.live.append(0)
+            c += 1
+        off = self.used[c]
+        chunk = self.chunks[c]
+        chunk[off : off + 4] = len(blob).to_bytes(4, "little")
+        chunk[off + 4 : off + need] = blob
+        self.used[c] += need
+        self.live[c] += need
+        self.entries += 1
+        return c * self.CHUNK + off  # (an oversized chunk holds one entry, at offset 0)
+
+    def _where(self, handle: int) -> tuple[bytearray, int, int]:
+        c, off = divmod(handle, self.CHUNK)
+        chunk = self.chunks[c]
+        n = int.from_bytes(chunk[off : off + 4], "little")
+        return chunk, off + 4, n
+
+    def get(self, handle: int) -> memoryview:
+        chunk, s, n = self._where(handle)
+        return memoryview(chunk)[s : s + n]
+
+    def copy(self, handle: int) -> bytes:
+        chunk, s, n = self._where(handle)
+        return bytes(chunk[s : s + n])
+
+    def free(self, handle: int) -> None:
+        c = handle // self.CHUNK
+        chunk, s, n = self._where(handle)
+        chunk[s - 4 : s + n] = bytes(n + 4)
+        self.live[c] -= n + 4
+        self.entries -= 1
+        if self.live[c] == 0 and c != len(self.chunks) - 1:
+            self.chunks[c] = None  # released
+            self.used[c] = 0
+
+    def nbytes(self) -> int:
+        return sum(len(c) for c in self.chunks if c is not None)
+
+    def live_bytes(self) -> int:
+        return sum(self.live)
+
+    def wasteful(self) -> bool:
+        """Mostly dead space (worth a compaction)."""
+        total = self.nbytes()
+        return total > 4 * self.CHUNK and self.live_bytes() < total // 2
+
+    def compact(self, handles: dict) -> dict:
+        """Copies the entries of handles (key -> handle) into fresh chunks; returns key ->
+        new handle. Every live entry must be in handles."""
+        old = self.chunks
+        self.chunks, self.used, self.live, self.entries = [], [], [], 0
+        out = {}
+        for key, h in handles.items():
+            c, off = divmod(h, self.CHUNK)
+            chunk = old[c]
+            n = int.from_bytes(chunk[off : off + 4], "little")
+            out[key] = self.put(bytes(chunk[off + 4 : off + 4 + n]))
+        for chunk in old:
+            if chunk is not None:
+                chunk[:] = bytes(len(chunk))  # no copy of a freed entry stays behind
+        return out
