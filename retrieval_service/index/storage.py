@@ -103,7 +103,7 @@ class RowMap:
         self.count += 1
         if self.m == 0 or mid > self.ids[self.m - 1]:
             if self.m == len(self.ids):
-                cap = max(4, 2 * self.m if self.m < 4096 else self.m + self.m // 4)
+                cap = max(4, 2 * self.m if self.m < 4096 else self.m + self.m // 8)
                 self.ids = np.resize(self.ids, cap)
                 self.rows = np.resize(self.rows, cap)
             self.ids[self.m], self.rows[self.m] = mid, row
