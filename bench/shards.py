@@ -342,9 +342,10 @@ def run(args) -> dict:
     return out
 
 
-def one_partition(n: int, data: Path) -> dict:
+def one_partition(n: int, data: Path, graph: bool = False) -> dict:
     """Resident bytes per memory of one partition of n conversation turns: LoCoMo dev
-    texts (cycled, with their speakers and sessions) and random unit 384-d vectors."""
+    texts (cycled, with their speakers and sessions) and random unit 384-d vectors; with
+    graph, its HNSW graph too (built as a partition past the threshold builds it)."""
     import gc
     import json
     from datetime import timedelta
@@ -371,11 +372,17 @@ def one_partition(n: int, data: Path) -> dict:
         recs.append((rec, v / np.linalg.norm(v)))
     gc.collect()
     r0 = rss_bytes()
-    p = Partition(DIM, 10**9)  # exact only: no graph
+    p = Partition(DIM, n - 1 if graph else 10**9)  # without graph: exact only
     for rec, v in recs:
         p.put(rec, v)
+    if graph:
+        p.build_ann()
     gc.collect()
-    return {"one_partition_memories": n, "rss_bytes_per_memory": (rss_bytes() - r0) / n}
+    return {
+        "one_partition_memories": n,
+        "graph": graph and p.ann is not None,
+        "rss_bytes_per_memory": (rss_bytes() - r0) / n,
+    }
 
 
 def main() -> None:
@@ -393,6 +400,7 @@ def main() -> None:
         default=0,
         help="only measure bytes per memory of one partition of this many LoCoMo turns",
     )
+    ap.add_argument("--graph", action="store_true", help="--one-partition with its HNSW graph")
     ap.add_argument(
         "--rss-only",
         action="store_true",
@@ -400,7 +408,10 @@ def main() -> None:
     )
     ap.add_argument("--data", default=str(Path(CODE).parent / "shared/data/locomo10-dev.json"))
     args = ap.parse_args()
-    out = one_partition(args.one_partition, Path(args.data)) if args.one_partition else run(args)
+    if args.one_partition:
+        out = one_partition(args.one_partition, Path(args.data), args.graph)
+    else:
+        out = run(args)
     out["cpu"] = platform.processor() or _cpu()
     out["code"] = args.code
     for k, v in out.items():

@@ -9,7 +9,10 @@ Layout of the snapshot folder:
 A round copies each changed partition under that partition's own lock (a few ms at 10k
 rows), encodes and writes it outside any lock, then replaces the manifest. Partitions that
 did not change keep their old (segment, offset, length); a segment no manifest entry points
-to is deleted after the manifest is replaced. Only live rows are written (tombstones, and
+to is deleted after the manifest is replaced. A small partition is written in the packed
+encoding (`pack`, format 5: what the index manager holds it as while unused; its strings
+and documents zlib-compressed), any other with a JSON header of its arrays (format 4,
+which format 5 still reads, as it reads format 3). Only live rows are written (tombstones, and
 so forgotten memories, never reach a snapshot); a graph is kept only when the partition
 has no tombstones (its ids are row numbers), otherwise the loader rebuilds it.
 """
