@@ -75,49 +75,50 @@ TF_MAX = np.iinfo(np.uint16).max  # a term's count in one document, saturating
 
 
 class _Postings:
-    """A term's postings, each a (doc, tf) pair packed as doc << 16 | tf: one int while the
-    term has a single posting (most terms of a small partition, and rare words), an
-    array('q') of them while it has few, numpy arrays (int32 docs, uint16 tfs) once it has
-    many and is scored. A singleton took about 330 bytes as two numpy arrays or two
-    array objects; one int takes none beyond the object."""
+    """A term's postings: numpy arrays once scored, and the postings added since in two
+    compact arrays; either way 6 bytes a posting (int32 doc, uint16 tf), where two lists
+    of ints took ~70. A term with a single posting (most terms of a small partition, and
+    rare words) holds it as one int (doc << 16 | tf) instead of two arrays (~250 bytes)."""
 
-    __slots__ = ("docs", "tfs", "new")
-    SMALL = 32  # fewer postings than this stay packed (decoded at each use)
+    __slots__ = ("docs", "tfs", "one", "new_docs", "new_tfs")
 
     def __init__(self) -> None:
         self.docs = _NO_DOCS
         self.tfs = _NO_TFS
-        self.new: int | array | None = None  # packed postings added since the arrays
+        self.one: int | None = None
+        self.new_docs: array | None = None
+        self.new_tfs: array | None = None
 
     def add(self, doc: int, tf: int) -> None:
-        x = (doc << 16) | min(tf, TF_MAX)
-        if self.new is None:
-            self.new = x
-        elif isinstance(self.new, int):
-            self.new = array("q", (self.new, x))
-        else:
-            self.new.append(x)
+        tf = min(tf, TF_MAX)
+        if self.new_docs is None:
+            if self.one is None and not len(self.docs):
+                self.one = (doc << 16) | tf
+                return
+            self.new_docs, self.new_tfs = array("i"), array("H")
+            if self.one is not None:
+                self.new_docs.append(self.one >> 16)
+                self.new_tfs.append(self.one & TF_MAX)
+                self.one = None
+        self.new_docs.append(doc)
+        self.new_tfs.append(tf)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        new = self.new
-        if new is None:
-            return self.docs, self.tfs
-        packed = np.array([new], np.int64) if isinstance(new, int) else np.frombuffer(new, np.int64)
-        docs = (packed >> 16).astype(np.int32)
-        tfs = (packed & TF_MAX).astype(np.uint16)
-        if len(self.docs):
-            docs, tfs = np.concatenate([self.docs, docs]), np.concatenate([self.tfs, tfs])
-        self.set(docs, tfs)
-        return docs, tfs
+        if self.one is not None:  # decoded at each use: stays one int
+            return (np.array([self.one >> 16], np.int32), np.array([self.one & TF_MAX], np.uint16))
+        if self.new_docs:
+            self.docs = np.concatenate([self.docs, np.frombuffer(self.new_docs, np.int32)])
+            self.tfs = np.concatenate([self.tfs, np.frombuffer(self.new_tfs, np.uint16)])
+            self.new_docs = self.new_tfs = None
+        return self.docs, self.tfs
 
     def set(self, docs: np.ndarray, tfs: np.ndarray) -> None:
-        """Replaces the postings (kept packed when few)."""
-        if len(docs) >= self.SMALL:
-            self.docs, self.tfs, self.new = docs, tfs, None
-            return
-        self.docs, self.tfs = _NO_DOCS, _NO_TFS
-        packed = (docs.astype(np.int64) << 16) | tfs
-        self.new = int(packed[0]) if len(packed) == 1 else array("q", packed.tobytes())
+        """Replaces the postings (the caller took them from arrays())."""
+        self.new_docs = self.new_tfs = None
+        if len(docs) == 1:
+            self.one, self.docs, self.tfs = (int(docs[0]) << 16) | int(tfs[0]), _NO_DOCS, _NO_TFS
+        else:
+            self.one, self.docs, self.tfs = None, docs, tfs
 
 
 class BM25:
