@@ -624,7 +624,14 @@ class IndexManager:
             self._load_stored(k)
         # Every partition held here, owned or not: during an ownership move a coordinator
         # keeps one copy of each (routing.FanOut), and every copy is caught up alike.
-        return [p for k, p in list(self.partitions.items()) if k[0] == tenant]
+        now = time.monotonic()
+        out = []
+        for k, p in list(self.partitions.items()):
+            if k[0] == tenant:
+                out.append(p)
+                if k in self._hot:  # in use: not packed while the query maps them to keys
+                    self._hot[k] = now
+        return out
 
     def check_ready(self) -> None:
         if not self.ready:
