@@ -241,3 +241,43 @@ def test_postings_kept_as_one_int_score_as_a_fresh_index_does():
     for _ in range(50):
         q = " ".join(r.sample(words, 3))
         assert np.allclose(b.scores(q, True)[live], fresh.scores(q, True)[: len(live)], atol=1e-6)
+
+
+def test_writes_are_not_lost_while_queries_decode_and_the_packer_packs(writer):
+    """Queries decoding packed partitions and the packer packing them race the apply path;
+    every written row stays in its partition."""
+    import threading
+
+    settings, c = writer
+    m = _manager(settings)
+    m.load_all()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn():
+        try:
+            while not stop.is_set():
+                for u in USERS:
+                    m.partition(("acme", "u:" + u))
+                    m.pack_idle(0)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for t in threads:
+        t.start()
+    written = {}
+    try:
+        for i in range(30):
+            u = USERS[i % len(USERS)]
+            written[int(c.remember(event(f"race note {i}", user=u)).memory.id)] = u
+            m.catch_up()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors
+    for mid, u in written.items():
+        p = m.partition(("acme", "u:" + u))
+        assert mid in p.row_of and m.where.get(mid) == ("acme", "u:" + u)
+    assert m.stats()["rows"] == 3 * len(USERS) + PACK_ROWS + 4 + len(written)

@@ -198,8 +198,8 @@ class IndexManager:
 
     def _partition(self, key: tuple[str, str]) -> Partition:
         p = self.partitions.get(key)
-        if p is None and key in self._stored:
-            p = self._load_stored(key)
+        if p is None:  # packed or not read yet (decided under the load lock: a query may
+            p = self._load_stored(key)  # be decoding it this moment)
         if p is None:
             p = self.partitions[key] = self._new_partition()
             self._hot[key] = time.monotonic()
@@ -399,13 +399,11 @@ class IndexManager:
         """The partition for a scoped query: loaded, or loaded now from the snapshot, or
         (not owned here, borrow) built now from the database and kept for a while."""
         p = self.partitions.get(key)
-        if p is None and key in self._stored:
+        if p is None:  # packed or not read yet (under the load lock, see _partition)
             p = self._load_stored(key)
         if p is None and borrow and not self.ring.owns(key):
             self.adopt([key])
-            p = self.partitions.get(key)
-            if p is None and key in self._stored:  # adopted small: packed
-                p = self._load_stored(key)
+            p = self._load_stored(key)  # decoded, or adopted small: packed
             if p is not None:  # borrowed: kept while it is used
                 self._used[key] = time.monotonic()
         elif p is not None and key in self._used:
