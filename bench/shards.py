@@ -50,7 +50,9 @@ from shared.db.engine import Database  # noqa: E402
 from shared.db.models import ChangeLogEntry, MemoryRecord  # noqa: E402
 
 DIM = 384
-MODEL = "all-MiniLM-L6-v2-int8"  # what the process loads; the vectors are random
+# The name the process's embedder gives its vectors (a snapshot written under another name is
+# not loaded: the process would rebuild from the database). The vectors are random.
+MODEL = "all-MiniLM-L6-v2"
 TIERS = {
     "1k": (1_000, (1, 2)),
     "10k": (10_000, (1, 2)),
