@@ -325,7 +325,7 @@ def bm25_bytes(b) -> int:
     bm = sys.getsizeof(b.postings) + b.doc_len.nbytes + b.live.nbytes
     for term, ps in b.postings.items():
         bm += sys.getsizeof(term) + sys.getsizeof(ps) + ps.docs.nbytes + ps.tfs.nbytes
-        bm += sys.getsizeof(ps.new_docs) + sys.getsizeof(ps.new_tfs)
+        bm += sum(sys.getsizeof(x) for x in (ps.one, ps.new_docs, ps.new_tfs) if x is not None)
     return bm
 
 

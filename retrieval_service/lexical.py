@@ -39,7 +39,9 @@ _TOKEN = re.compile(r"[^\W_]+")
 _VOWEL = re.compile(r"[aeiouy]")
 
 
-@lru_cache(maxsize=200_000)
+# Bounded: about 135 bytes an entry, so 200k took 27 MB (a quarter of the index of 100k
+# memories with unique words); the stemmer itself takes about 1 us a word.
+@lru_cache(maxsize=1 << 12)
 def stem(w: str) -> str:
     """A conservative suffix stripper: painting/paints/painted -> paint."""
     if len(w) <= 3 or w.isdigit():
@@ -75,26 +77,48 @@ TF_MAX = np.iinfo(np.uint16).max  # a term's count in one document, saturating
 class _Postings:
     """A term's postings: numpy arrays once scored, and the postings added since in two
     compact arrays; either way 6 bytes a posting (int32 doc, uint16 tf), where two lists
-    of ints took ~70."""
+    of ints took ~70. A term with a single posting (most terms of a small partition, and
+    rare words) holds it as one int (doc << 16 | tf) instead of two arrays (~250 bytes)."""
 
-    __slots__ = ("docs", "tfs", "new_docs", "new_tfs")
+    __slots__ = ("docs", "tfs", "one", "new_docs", "new_tfs")
 
     def __init__(self) -> None:
         self.docs = _NO_DOCS
         self.tfs = _NO_TFS
-        self.new_docs = array("i")
-        self.new_tfs = array("H")
+        self.one: int | None = None
+        self.new_docs: array | None = None
+        self.new_tfs: array | None = None
 
     def add(self, doc: int, tf: int) -> None:
+        tf = min(tf, TF_MAX)
+        if self.new_docs is None:
+            if self.one is None and not len(self.docs):
+                self.one = (doc << 16) | tf
+                return
+            self.new_docs, self.new_tfs = array("i"), array("H")
+            if self.one is not None:
+                self.new_docs.append(self.one >> 16)
+                self.new_tfs.append(self.one & TF_MAX)
+                self.one = None
         self.new_docs.append(doc)
-        self.new_tfs.append(min(tf, TF_MAX))
+        self.new_tfs.append(tf)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.one is not None:  # decoded at each use: stays one int
+            return (np.array([self.one >> 16], np.int32), np.array([self.one & TF_MAX], np.uint16))
         if self.new_docs:
             self.docs = np.concatenate([self.docs, np.frombuffer(self.new_docs, np.int32)])
             self.tfs = np.concatenate([self.tfs, np.frombuffer(self.new_tfs, np.uint16)])
-            self.new_docs, self.new_tfs = array("i"), array("H")
+            self.new_docs = self.new_tfs = None
         return self.docs, self.tfs
+
+    def set(self, docs: np.ndarray, tfs: np.ndarray) -> None:
+        """Replaces the postings (the caller took them from arrays())."""
+        self.new_docs = self.new_tfs = None
+        if len(docs) == 1:
+            self.one, self.docs, self.tfs = (int(docs[0]) << 16) | int(tfs[0]), _NO_DOCS, _NO_TFS
+        else:
+            self.one, self.docs, self.tfs = None, docs, tfs
 
 
 class BM25:
@@ -147,7 +171,7 @@ class BM25:
             if not keep.any():
                 del self.postings[term]
             else:
-                p.docs, p.tfs = docs[keep], tfs[keep]
+                p.set(docs[keep], tfs[keep])
 
     def scores(self, query: str, normalise: bool = False) -> np.ndarray:
         """BM25 score of every document id (0 where no term matches or removed), plus a

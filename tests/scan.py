@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, select
 
+from retrieval_service.index import snapshots
 from retrieval_service.lexical import tokenize
 
 # The stores scanned, as quoted in the README ("Erasure and export").
@@ -50,7 +51,7 @@ def scan_files(root: Path, needles: list[str]) -> list[str]:
     found = []
     for p in sorted(root.rglob("*")) if root.exists() else []:
         if p.is_file():
-            for n in _hit(p.read_bytes(), needles):
+            for n in _hit(snapshots.readable(p.read_bytes()), needles):
                 found.append(f"file {p.relative_to(root)}: {n}")
     return found
 
@@ -80,6 +81,15 @@ def scan_index(index, needles: list[str]) -> list[str]:
                 for t in bm.postings:
                     if t in terms:
                         found.append(f"index postings term {t!r}: {terms[t]}")
+    # Small partitions packed while idle (retrieval_service/index/storage.Arena), live or
+    # freed entries alike, and their keys.
+    with index._load_lock:
+        for key in list(index._stored):
+            for n in _hit(" ".join(key), needles):
+                found.append(f"index packed partition key {key}: {n}")
+        for chunk in index._arena.chunks:
+            for n in _hit(snapshots.readable(chunk) if chunk else b"", needles):
+                found.append(f"index packed partitions: {n}")
     return found
 
 

@@ -1,8 +1,11 @@
 """The derived search index (see partition.py for what a partition holds).
 
 partition.py: one scope's rows, vectors, postings, filters and candidate scoring.
-storage.py: bfloat16 vectors, coded string columns, compact id -> row / key maps.
-manager.py: the partitions a replica holds and the change-log tailer.
+storage.py: bfloat16 vectors, coded string columns, compact id -> row / key maps, blobs
+  for texts and documents, and the arena packed small partitions share.
+manager.py: the partitions a replica holds and the change-log tailer; small partitions
+  (at most pack_rows memories) are held packed in the arena while no query or write uses
+  them, and decoded on their next use (a tiny partition decoded is some 14 KB of objects).
 adoption.py: building the partitions a replica comes to own, by scope, from the database.
 snapshots.py: incremental, crash-safe snapshot files and lazy loading.
 """

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
+from retrieval_service.index import snapshots
 from retrieval_service.index.partition import Partition, partition_key
 from shared import changelog
 from shared.db.models import MemoryRecord
@@ -51,7 +52,7 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
         return 0
     with m.db.read() as s:
         seq0 = changelog.stable_last_seq(s)  # nothing at or below it still in flight
-    built: dict[tuple[str, str], Partition] = {}
+    built: dict[tuple[str, str], Partition | bytes] = {}
     for key in keys:
         if held and not m.ring.owns(key):
             continue
@@ -62,7 +63,7 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
             vec = m._vector(rec)
             if vec is not None:
                 p.put(rec, vec)
-        built[key] = p
+        built[key] = snapshots.pack(p) if m._packable(p) else p  # small: packed at once
     if not built:
         return 0
     with m._apply_lock, m._load_lock:  # the order _remove takes them in
@@ -71,8 +72,16 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
             if old is not None:
                 for mid in old.row_of:
                     m.where.pop(mid, None)
-            m.partitions[key] = p
-            for mid in p.row_of:
+            with m._load_lock:
+                m._forget_packed(key)  # a copy the tail started and packed meanwhile
+                m.partitions.pop(key, None)
+                if isinstance(p, bytes):
+                    m._stored[key] = m._arena.put(p)
+                    ids = snapshots.packed_ids(p).tolist()
+                else:
+                    m.partitions[key] = p
+                    ids = p.row_of
+            for mid in ids:
                 m.where[mid] = key
             m._dirty.add(key)
         pos = seq0
@@ -89,6 +98,7 @@ def adopt(m, keys: Iterable[tuple[str, str]], held: bool = False) -> int:
                 elif (r.op != "put" or r.tenant is None) and m.where.get(r.memory_id) in built:
                     m._remove(r.memory_id)
             pos = rows[-1].seq
+        m._pack(list(built))  # built cold: small ones are kept packed until used
     log.info("built %d index partitions from the database", len(built))
     return len(built)
 
@@ -123,7 +133,9 @@ def release(m, grace_s: float) -> int:
             if m.ring.owns(k) or k in m._used:
                 continue
             p = m.partitions.pop(k, None)
+            m._forget_packed(k)
             m._stored.pop(k, None)
+            m._hot.pop(k, None)
             since.pop(k, None)
             m._dirty.add(k)  # the next snapshot's manifest leaves it out
             if p is not None:

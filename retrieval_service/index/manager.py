@@ -4,6 +4,7 @@ ownership moves, and the snapshot and start-up loops (snapshots.py writes the fi
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from sqlalchemy import bindparam, select
 
 from retrieval_service.index import adoption
 from retrieval_service.index.partition import Partition, Smoothing, partition_key
-from retrieval_service.index.storage import KeyMap
+from retrieval_service.index.storage import Arena, KeyMap
 from retrieval_service.ownership import View
 from shared import changelog
 from shared.db.engine import Database
@@ -27,6 +28,26 @@ log = logging.getLogger("memlake.index")
 CATCH_UP_ROWS = 2000  # change-log rows read per statement while catching up
 _T = MemoryRecord.__table__
 _RECORDS = select(_T).where(_T.c.id.in_(bindparam("ids", expanding=True)))  # built once
+# At most this many small partitions are decoded at once: past it, the least recently
+# used half is packed (a build or catch-up over many partitions stays within some 15 MB
+# of decoded small partitions, instead of 14 KB for each it touched).
+HOT_MAX = 1024
+LOAD_ROWS = 1000  # memories read per statement by a build from the database
+
+
+def trim_heap() -> None:
+    """Returns the free pages of the C heap to the system (glibc malloc_trim): a build
+    frees most of what it allocated, and without this the process keeps it resident."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        _libc = False
+
+
+_libc = None
 
 
 class IndexManager:
@@ -50,6 +71,8 @@ class IndexManager:
         ring: View | None = None,
         borrowed_idle_s: float = 120.0,
         apply_gap_s: float = 0.0,
+        pack_rows: int = 64,
+        pack_idle_s: float = 10.0,
     ) -> None:
         self.db = db
         # Writes wake the tailer one by one; each round pays a transaction and its
@@ -64,7 +87,17 @@ class IndexManager:
         self._dirty: set[tuple[str, str]] = set()  # changed since their last snapshot
         self._purge: set[tuple[str, str]] = set()  # ... by a removal
         self._touched: set[tuple[str, str]] | None = None  # ... by the running catch-up
-        self._stored: dict[tuple[str, str], list] = {}  # in the snapshot, not yet loaded
+        # Partitions held but not decoded: a list is (segment, offset, length) in the
+        # loaded snapshot, not read yet (no ids in `where`); an int is a small partition
+        # packed while it is not in use (snapshots.pack), its place in the arena (its ids
+        # are in `where`). A tiny partition decoded took about 14 KB of Python objects and
+        # arrays; packed, its content and some 60 bytes a row.
+        self._stored: dict[tuple[str, str], list | int] = {}
+        self._arena = Arena()
+        self.pack_rows = pack_rows  # partitions of at most this many rows are packed ...
+        self.pack_idle_s = pack_idle_s  # ... once unused (no query, no write) this long
+        self._hot: dict[tuple[str, str], float] = {}  # small decoded partitions: last use
+        self._packed_at = 0.0
         self._manifest_parts: dict[str, list] = {}  # the last manifest's entries
         self._load_lock = threading.RLock()
         self._snapshot_lock = threading.Lock()  # one snapshot round at a time
@@ -108,29 +141,44 @@ class IndexManager:
         """Builds every partition from the database alone, then catches up with the log."""
         with self._apply_lock:
             self.partitions, self.where = {}, KeyMap()
-            self._stored, self._manifest_parts = {}, {}
+            self._stored, self._manifest_parts, self._hot = {}, {}, {}
+            self._arena = Arena()
             with self.db.read() as s:
                 start_seq = changelog.stable_last_seq(s)
             last_id = 0
             while True:
+                # Core rows (as catch-up reads), a batch at a time: ORM objects of 5000
+                # memories held some 36 MB the allocator kept after the build.
+                t = MemoryRecord.__table__
                 with self.db.read() as s:
                     recs = list(
-                        s.scalars(
-                            select(MemoryRecord)
-                            .where(MemoryRecord.id > last_id)
-                            .order_by(MemoryRecord.id)
-                            .limit(5000)
+                        s.execute(
+                            select(t).where(t.c.id > last_id).order_by(t.c.id).limit(LOAD_ROWS)
                         )
                     )
                 if not recs:
                     break
-                # Turns in order, so each finds its context already indexed.
-                for rec in sorted(recs, key=lambda r: (r.session_id, r.turn_index or 0, r.id)):
+
+                # A partition at a time, its turns in order (so each finds its context
+                # already indexed); a small one is packed as soon as it is built, so few
+                # are decoded at once and the memory they held is reused at once.
+                def order(r):
+                    key = partition_key(r.tenant, r.user_id, r.agent_id)
+                    return (key, r.session_id, r.turn_index or 0, r.id)
+
+                prev = None
+                for rec in sorted(recs, key=order):
+                    key = self.where.canonical(partition_key(rec.tenant, rec.user_id, rec.agent_id))
+                    if prev is not None and key != prev:
+                        self._pack([prev])
                     self._put(rec)
+                    prev = key
                 last_id = recs[-1].id
+            self._pack(list(self._hot))  # built cold: kept packed until used
             self._compact()
             self._set_applied(start_seq)
         self._build_graphs()
+        trim_heap()
         self.catch_up()
         self._mark_ready()
 
@@ -159,20 +207,96 @@ class IndexManager:
 
     def _partition(self, key: tuple[str, str]) -> Partition:
         p = self.partitions.get(key)
-        if p is not None:
-            return p
-        # Under the load lock: a search or the background loader may be decoding this
-        # partition from the snapshot right now. Checked without it, the partition could
-        # be published between "not loaded" and "not in the snapshot", and a new empty one
-        # would replace it, dropping every row the snapshot held (bench-faults saw an
-        # acknowledged write missing from the index after a retrieval restart).
+        if p is None:
+            # Under the load lock: a search or the background loader may be decoding this
+            # partition (packed, or from the snapshot) right now. Checked without it, a new
+            # empty one could replace it and drop every row it held (bench-faults saw an
+            # acknowledged write missing from the index after a retrieval restart).
+            with self._load_lock:
+                p = self._load_stored(key)  # the decoded one, or None: not held at all
+                if p is None:
+                    p = self.partitions[key] = self._new_partition()
+                    self._hot[key] = time.monotonic()
+                    return p
+        if key in self._hot:
+            self._hot[key] = time.monotonic()
+        return p
+
+    # -- packing small partitions ---------------------------------------------------------
+
+    def _packable(self, p: Partition) -> bool:
+        return (
+            p.ann is None
+            and 0 < p.n_alive <= min(self.pack_rows, self.ann_threshold)
+            and p.n <= 2 * self.pack_rows
+        )
+
+    def _pack(self, keys) -> int:
+        """Packs these partitions (those small enough) into bytes (snapshots.pack); the
+        next query or write decodes them again. The caller holds the apply lock (no
+        write is under way); a query holding the decoded copy keeps reading it."""
+        from retrieval_service.index import snapshots
+
+        if self.pack_rows <= 0:
+            self._hot.clear()
+            return 0
+        done = 0
         with self._load_lock:
-            p = self.partitions.get(key)
-            if p is None and key in self._stored:
-                p = self._load_stored(key)
-            if p is None:
-                p = self.partitions[key] = self._new_partition()
-            return p
+            for key in keys:
+                p = self.partitions.get(key)
+                self._hot.pop(key, None)
+                if p is None or not self._packable(p):
+                    continue
+                self._stored[key] = self._arena.put(snapshots.pack(p))
+                del self.partitions[key]
+                done += 1
+        return done
+
+    def pack_idle(self, idle_s: float | None = None) -> int:
+        """Packs the small partitions unused for idle_s (default pack_idle_s); returns how
+        many. The tail thread calls it between rounds."""
+        idle_s = self.pack_idle_s if idle_s is None else idle_s
+        now = time.monotonic()
+        due = [k for k, t in list(self._hot.items()) if now - t >= idle_s]
+        if not due:
+            return 0
+        with self._apply_lock:
+            done = self._pack(due)
+            if self._arena.wasteful():
+                with self._load_lock:
+                    self._stored.update(
+                        self._arena.compact(
+                            {k: e for k, e in self._stored.items() if isinstance(e, int)}
+                        )
+                    )
+            return done
+
+    def _forget_packed(self, key: tuple[str, str]) -> None:
+        """Drops a held but undecoded partition, and its ids from `where`."""
+        from retrieval_service.index import snapshots
+
+        entry = self._stored.pop(key, None)
+        if isinstance(entry, int):
+            for mid in snapshots.packed_ids(self._arena.get(entry)).tolist():
+                if self.where.get(mid) == key:
+                    self.where.pop(mid)
+            self._arena.free(entry)
+
+    def held(self) -> set[tuple[str, str]]:
+        """The keys of every partition held here: decoded, packed or in the snapshot."""
+        with self._load_lock:
+            return set(self.partitions) | set(self._stored)
+
+    def packed_rows(self) -> int:
+        """Rows held in packed partitions."""
+        from retrieval_service.index import snapshots
+
+        with self._load_lock:
+            return sum(
+                snapshots.packed_rows(self._arena.get(e))
+                for e in self._stored.values()
+                if isinstance(e, int)
+            )
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -184,7 +308,7 @@ class IndexManager:
         return key in self.partitions or key in self._stored or self.ring.owns(key)
 
     def _load_stored(self, key: tuple[str, str]) -> Partition | None:
-        """Decodes one partition of the loaded snapshot (first use, or the loader)."""
+        """Decodes one held partition: packed, or in the loaded snapshot (first use)."""
         from retrieval_service.index import snapshots
 
         with self._load_lock:
@@ -194,28 +318,51 @@ class IndexManager:
             entry = self._stored.get(key)
             if entry is None:
                 return None
+            packed = isinstance(entry, int)
             p = snapshots.decode(
-                self._store.read(entry),
+                self._arena.get(entry) if packed else self._store.read(entry),
                 self.dim,
                 self.ann_threshold,
                 self.lexical_window,
                 self.smoothing,
             )
-            for mid in p.row_of:
-                self.where[mid] = key
+            if not packed:  # a packed partition's ids are in `where` already
+                for mid in p.row_of:
+                    self.where[mid] = key
             self.partitions[key] = p
             del self._stored[key]
+            if packed:
+                self._arena.free(entry)
+            if self.pack_rows > 0 and self._packable(p):
+                self._hot[key] = time.monotonic()
         if p.needs_ann():
             p.build_ann()
         return p
 
+    def _absorb(self, key: tuple[str, str]) -> None:
+        """Reads one partition of the loaded snapshot: a packed one is kept packed (its
+        bytes copied out of the segment, its ids put in `where`), any other is decoded."""
+        from retrieval_service.index import snapshots
+
+        with self._load_lock:
+            entry = self._stored.get(key)
+            if not isinstance(entry, list):
+                return
+            buf = self._store.read(entry)
+            if self.pack_rows > 0 and snapshots.is_packed(buf):
+                for mid in snapshots.packed_ids(buf).tolist():
+                    self.where[mid] = key
+                self._stored[key] = self._arena.put(buf)
+                return
+        self._load_stored(key)
+
     def _load_rest(self) -> None:
         """Loads the snapshot's remaining partitions in the background."""
-        for key in list(self._stored):
+        for key in [k for k, e in list(self._stored.items()) if isinstance(e, list)]:
             if self._stop.is_set():
                 return
             try:
-                self._load_stored(key)
+                self._absorb(key)
             except Exception:  # noqa: BLE001 - a query will load (or fail on) it later
                 log.exception("loading index partition %s failed", key)
 
@@ -266,15 +413,17 @@ class IndexManager:
         """The partition for a scoped query: loaded, or loaded now from the snapshot, or
         (not owned here, borrow) built now from the database and kept for a while."""
         p = self.partitions.get(key)
-        if p is None and key in self._stored:
+        if p is None:  # packed or not read yet (under the load lock, see _partition)
             p = self._load_stored(key)
         if p is None and borrow and not self.ring.owns(key):
             self.adopt([key])
-            p = self.partitions.get(key)
+            p = self._load_stored(key)  # decoded, or adopted small: packed
             if p is not None:  # borrowed: kept while it is used
                 self._used[key] = time.monotonic()
         elif p is not None and key in self._used:
             self._used[key] = time.monotonic()
+        if p is not None and key in self._hot:
+            self._hot[key] = time.monotonic()
         # A partition this replica stopped owning answers stale forwards until
         # adoption.release drops it; using it does not make it borrowed.
         return p
@@ -291,6 +440,8 @@ class IndexManager:
         with self._apply_lock, self._load_lock:
             for k in idle:
                 p = self.partitions.pop(k, None)
+                self._forget_packed(k)
+                self._hot.pop(k, None)
                 self._used.pop(k, None)
                 self._dirty.discard(k)
                 if p is not None:
@@ -304,12 +455,16 @@ class IndexManager:
         if vec.shape[0] != self.dim:
             log.warning("memory %s: %d-d vector, index is %d-d", rec.id, vec.shape[0], self.dim)
             return
-        key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
+        # One key object per partition (its dict entries share it), not one per write.
+        key = self.where.canonical(partition_key(rec.tenant, rec.user_id, rec.agent_id))
         if not self._holds(key):
             return  # another replica's
         self._partition(key).put(rec, vec)
         with self._load_lock:  # a snapshot partition being decoded adds its ids too
             self.where[rec.id] = key
+        if len(self._hot) > HOT_MAX:
+            hot = self._hot
+            self._pack(sorted(hot, key=lambda k: hot.get(k, 0.0))[: len(hot) // 2])
         self._dirty.add(key)
         if self._touched is not None:
             self._touched.add(key)
@@ -350,23 +505,29 @@ class IndexManager:
             self._dirty.add(key)
             if self._touched is not None:
                 self._touched.add(key)
-        for rec, key in order:
-            if key in done:
-                self.where[rec.id] = key
+        with self._load_lock:  # a snapshot partition being decoded adds its ids too
+            for rec, key in order:
+                if key in done:
+                    self.where[rec.id] = key
+        if len(self._hot) > HOT_MAX:
+            hot = self._hot
+            self._pack(sorted(hot, key=lambda k: hot.get(k, 0.0))[: len(hot) // 2])
 
     def _remove(self, memory_id: int) -> None:
         with self._load_lock:
             key = self.where.pop(memory_id, None)
-        if key is None and self._stored:  # maybe in a partition not loaded yet
-            for k in list(self._stored):
-                self._load_stored(k)
+        unread = [k for k, e in list(self._stored.items()) if isinstance(e, list)]
+        if key is None and unread:  # maybe in a partition not loaded yet
+            for k in unread:
+                self._absorb(k)
             with self._load_lock:
                 key = self.where.pop(memory_id, None)
         if key is not None:
-            p = self.partitions[key]
+            p = self._partition(key)
             p.remove(memory_id)
             if p.n_alive == 0:  # nothing left of the scope, not even its name
                 del self.partitions[key]
+                self._hot.pop(key, None)
             self.removed_since_snapshot = True
             self._dirty.add(key)
             self._purge.add(key)  # its old snapshot segment must go (snapshots.py)
@@ -464,6 +625,9 @@ class IndexManager:
                 else:
                     self.catch_up()
                     self._drop_idle_borrowed()
+                    if time.monotonic() - self._packed_at >= min(1.0, self.pack_idle_s):
+                        self.pack_idle()
+                        self._packed_at = time.monotonic()
             except Exception:  # noqa: BLE001 - database hiccup: retry after a pause
                 log.exception("index tail failed")
                 self._stop.wait(1.0)
@@ -531,7 +695,14 @@ class IndexManager:
             self._load_stored(k)
         # Every partition held here, owned or not: during an ownership move a coordinator
         # keeps one copy of each (routing.FanOut), and every copy is caught up alike.
-        return [p for k, p in list(self.partitions.items()) if k[0] == tenant]
+        now = time.monotonic()
+        out = []
+        for k, p in list(self.partitions.items()):
+            if k[0] == tenant:
+                out.append(p)
+                if k in self._hot:  # in use: not packed while the query maps them to keys
+                    self._hot[k] = now
+        return out
 
     def check_ready(self) -> None:
         if not self.ready:
@@ -541,7 +712,9 @@ class IndexManager:
         return {
             "applied_seq": self.applied_seq,
             "partitions": len(self.partitions) + len(self._stored),
-            "rows": sum(p.n_alive for p in self.partitions.values()),
+            "rows": sum(p.n_alive for p in self.partitions.values()) + self.packed_rows(),
+            "packed_partitions": self._arena.entries,
+            "packed_bytes": self._arena.nbytes(),
             "ann_partitions": sum(1 for p in self.partitions.values() if p.ann is not None),
         }
 
@@ -571,6 +744,8 @@ def build_from_settings(
         ring=ring,
         borrowed_idle_s=settings.borrowed_idle_s,
         apply_gap_s=settings.tail_apply_gap_s,
+        pack_rows=settings.index_pack_rows,
+        pack_idle_s=settings.index_pack_idle_s,
     )
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index.outcome import outcome_of
-from retrieval_service.index.storage import RowMap, _Codes, from_bf16, to_bf16
+from retrieval_service.index.storage import Blobs, RowMap, Texts, _Codes, from_bf16, to_bf16
 from retrieval_service.lexical import BM25, has_time_expression, is_outcome_query, tokenize
 from shared.convert import record_to_proto
 from shared.db.models import MemoryRecord
@@ -176,9 +176,10 @@ class Partition:
         for name, (dt, fill) in COLUMNS.items():
             setattr(self, name, np.full(cap, fill, dtype=dt))
         self.vectors = np.zeros((cap, dim), dtype=np.uint16)  # bfloat16 bits
-        for name in STRINGS:
+        for name in SCOPE_COLUMNS:  # interned: rows of a session or user share one object
             setattr(self, name, [])
-        self.docs: list[bytes] = []  # serialized memlake.v1.Memory per row
+        self.texts = Texts()  # what BM25 indexes, per row
+        self.docs = Blobs()  # serialized memlake.v1.Memory per row
         self.row_of = RowMap()
         # session -> the live row holding its highest turn (the latest such row): turns
         # arrive in order, so a turn's predecessor is found there; any other is looked
@@ -194,7 +195,7 @@ class Partition:
 
     def _grow(self) -> None:
         n = len(self.ids)
-        cap = 2 * n if n < 4096 else n + n // 4  # large partitions: a smaller overhang
+        cap = 2 * n if n < 4096 else n + n // 8  # large partitions: at most 12.5% unused
         for name, (dt, fill) in COLUMNS.items():
             old = getattr(self, name)
             new = np.full(cap, fill, dtype=dt)
@@ -459,10 +460,11 @@ class Partition:
         self.vectors = np.zeros((cap, self.dim), dtype=np.uint16)
         # float32 rows: a snapshot written before vectors were held as bfloat16
         self.vectors[:n] = vectors if vectors.dtype == np.uint16 else to_bf16(vectors)
-        for name in STRINGS:
-            setattr(self, name, list(strings[name]))
+        for name in SCOPE_COLUMNS:
+            setattr(self, name, [sys.intern(x) for x in strings[name]])
+        self.texts = Texts(strings["texts"])
         self._codes = {name: _Codes() for name in SCOPE_COLUMNS}
-        self.docs = list(docs)
+        self.docs = Blobs(docs)
         self.n = n
         self.n_alive = int(self.alive[:n].sum())
         live = np.nonzero(self.alive[:n])[0]

@@ -9,7 +9,10 @@ Layout of the snapshot folder:
 A round copies each changed partition under that partition's own lock (a few ms at 10k
 rows), encodes and writes it outside any lock, then replaces the manifest. Partitions that
 did not change keep their old (segment, offset, length); a segment no manifest entry points
-to is deleted after the manifest is replaced. Only live rows are written (tombstones, and
+to is deleted after the manifest is replaced. A small partition is written in the packed
+encoding (`pack`, format 5: what the index manager holds it as while unused; its strings
+and documents zlib-compressed), any other with a JSON header of its arrays (format 4,
+which format 5 still reads, as it reads format 3). Only live rows are written (tombstones, and
 so forgotten memories, never reach a snapshot); a graph is kept only when the partition
 has no tombstones (its ids are row numbers), otherwise the loader rebuilds it.
 """
@@ -26,6 +29,7 @@ import re
 import shutil
 import struct
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +37,15 @@ import faiss
 import numpy as np
 
 from retrieval_service.index.partition import COLUMNS, STRINGS, Partition
-from retrieval_service.index.storage import KeyMap
+from retrieval_service.index.storage import Arena, KeyMap
 
 log = logging.getLogger("memlake.snapshots")
-FORMAT = 4  # 4: vectors as bfloat16 bits; 3 (float32 vectors) is still read
-READABLE = (3, 4)
+# Columns decode rebuilds (turn links, BM25 document ids): not in the packed encoding.
+DERIVED = ("prev_row", "next_row", "doc_turn", "doc_window")
+# 5: a small partition may be in the packed encoding (pack); 4: vectors as bfloat16 bits;
+# 3 (float32 vectors). All three are read.
+FORMAT = 5
+READABLE = (3, 4, 5)
 MANIFEST = "manifest.json"
 _HEAD = struct.Struct("<I")
 
@@ -83,7 +91,100 @@ def encode(c: Copy) -> bytes:
     return b"".join([_HEAD.pack(len(head)), head, *(a.tobytes() for _, a in parts)])
 
 
+# The packed encoding of a small partition (see pack): the form a small partition is held
+# in memory while it is not in use, and written to snapshots as is.
+PACKED = b"MLp1"
+_PACKED_HEAD = struct.Struct("<4sII")  # magic, rows, dim
+STORED_COLUMNS = [k for k in COLUMNS if k not in DERIVED]
+ROW_BYTES = sum(np.dtype(COLUMNS[k][0]).itemsize for k in STORED_COLUMNS)
+
+
+def pack(p: Partition) -> bytes:
+    """A partition's live rows in a few bytes more than their content: stored columns and
+    bfloat16 vectors as raw arrays, strings as one JSON list, documents back to back. No
+    derived parts (BM25 postings, turn links, string codes): decode rebuilds them. For
+    small partitions without a graph (IndexManager keeps those it is not using so)."""
+    return pack_copy(copy_partition(p))
+
+
+def pack_copy(c: Copy) -> bytes:
+    n = len(c.vectors)
+    dim = c.vectors.shape[1] if c.vectors.ndim == 2 else 0
+    out = [_PACKED_HEAD.pack(PACKED, n, dim)]
+    for name in STORED_COLUMNS:
+        out.append(np.ascontiguousarray(c.cols[name], dtype=COLUMNS[name][0]).tobytes())
+    out.append(np.ascontiguousarray(c.vectors, dtype=np.uint16).tobytes())
+    # Strings and documents compressed together: a memory's content is in both its index
+    # text and its document (LoCoMo-sized turns: about 205 -> 117 bytes a row).
+    strings = json.dumps([c.strings[name] for name in STRINGS], ensure_ascii=False).encode()
+    lens = np.array([len(d) for d in c.docs], dtype="<u4").tobytes()
+    out.append(zlib.compress(b"".join([_HEAD.pack(len(strings)), strings, lens, *c.docs])))
+    return b"".join(out)
+
+
+def is_packed(buf) -> bool:
+    return bytes(buf[:4]) == PACKED
+
+
+def _unpack(buf) -> tuple[dict, np.ndarray, dict, list[bytes]]:
+    _, n, dim = _PACKED_HEAD.unpack_from(buf, 0)
+    pos = _PACKED_HEAD.size
+    cols = {}
+    for name in STORED_COLUMNS:
+        dt = np.dtype(COLUMNS[name][0])
+        cols[name] = np.frombuffer(buf, dtype=dt, count=n, offset=pos)
+        pos += n * dt.itemsize
+    for name in DERIVED:
+        cols[name] = np.full(n, -1, dtype=COLUMNS[name][0])
+    vectors = np.frombuffer(buf, dtype=np.uint16, count=n * dim, offset=pos).reshape(n, dim)
+    buf = zlib.decompress(buf[pos + 2 * n * dim :])
+    pos = 0
+    (slen,) = _HEAD.unpack_from(buf, pos)
+    pos += _HEAD.size
+    strings = dict(zip(STRINGS, json.loads(bytes(buf[pos : pos + slen])), strict=True))
+    pos += slen
+    lens = np.frombuffer(buf, dtype="<u4", count=n, offset=pos).tolist()
+    pos += 4 * n
+    docs = []
+    for ln in lens:
+        docs.append(bytes(buf[pos : pos + ln]))
+        pos += ln
+    return cols, vectors, strings, docs
+
+
+def readable(buf) -> bytes:
+    """buf with the compressed part of every packed partition found in it (at any offset:
+    segments, the arena) appended in plain: what a search for content in stored bytes
+    (erasure checks) must look through."""
+    buf = bytes(buf)
+    out = [buf]
+    at = buf.find(PACKED)
+    while at >= 0:
+        try:
+            _, n, dim = _PACKED_HEAD.unpack_from(buf, at)
+            pos = at + _PACKED_HEAD.size + n * ROW_BYTES + 2 * n * dim
+            out.append(zlib.decompressobj().decompress(buf[pos:]))
+        except (struct.error, zlib.error):
+            pass
+        at = buf.find(PACKED, at + 1)
+    return b"".join(out)
+
+
+def packed_ids(buf) -> np.ndarray:
+    """The memory ids a packed partition holds (without decoding the rest)."""
+    _, n, _ = _PACKED_HEAD.unpack_from(buf, 0)
+    return np.frombuffer(buf, dtype=np.int64, count=n, offset=_PACKED_HEAD.size)
+
+
+def packed_rows(buf) -> int:
+    return _PACKED_HEAD.unpack_from(buf, 0)[1]
+
+
 def decode(buf, dim: int, ann_threshold: int, lexical_window: int, smoothing) -> Partition:
+    if is_packed(buf):
+        p = Partition(dim, ann_threshold, lexical_window, smoothing)
+        p._load_rows(*_unpack(buf))
+        return p
     (hlen,) = _HEAD.unpack_from(buf, 0)
     head = json.loads(bytes(buf[4 : 4 + hlen]))
     pos = 4 + hlen
@@ -265,7 +366,7 @@ def save(m, fail_after: int = -1) -> bool:
 
 
 def _save(m, store: SnapshotStore, fail_after: int) -> bool:
-    with m._apply_lock:
+    with m._apply_lock, m._load_lock:  # (a query decoding a packed one takes the latter)
         seq = m.applied_seq
         if seq == m.snapshot_seq and not m._dirty:
             return False
@@ -273,6 +374,11 @@ def _save(m, store: SnapshotStore, fail_after: int) -> bool:
         purge, m._purge = m._purge, set()
         m.removed_since_snapshot = False
         changed = {k: m.partitions[k] for k in dirty if k in m.partitions and m.owns(k)}
+        packed = {  # copied now: the arena entry is freed when the partition is decoded
+            k: m._arena.copy(e)
+            for k in dirty
+            if isinstance(e := m._stored.get(k), int) and k not in changed and m.owns(k)
+        }
         old = m._manifest_parts
     dropped = {part_name(k) for k in dirty}
     if m.ring.sharded:
@@ -292,9 +398,8 @@ def _save(m, store: SnapshotStore, fail_after: int) -> bool:
         total, live = store.segment_bytes({"partitions": keep}) if keep else (0, 0)
         rewrite = total > 2 * live and total > (4 << 20)  # mostly dead segments: copy live
         copy = {n: e for n, e in keep.items() if rewrite or e[0] in purged}
-        items = [
-            (part_name(k), (lambda p=p: encode(copy_partition(p)))) for k, p in changed.items()
-        ]
+        items = [(part_name(k), (lambda p=p: _encode(m, p))) for k, p in changed.items()]
+        items += [(part_name(k), (lambda b=b: b)) for k, b in packed.items()]
         items += [(n, (lambda e=e: bytes(store.read(e)))) for n, e in copy.items()]
         entries = store.write_segment(items, seq, fail_after) if items else {}
         kept = {n: e for n, e in keep.items() if n not in copy}
@@ -314,13 +419,22 @@ def _save(m, store: SnapshotStore, fail_after: int) -> bool:
     m._manifest_parts = manifest["partitions"]
     m.snapshot_seq = seq
     with m._load_lock:  # partitions not decoded yet now live in the new segment
-        for k in list(m._stored):
+        for k, old_e in list(m._stored.items()):
             e = manifest["partitions"].get(part_name(k))
-            if e is not None:
+            if e is not None and isinstance(old_e, list):
                 m._stored[k] = e
         store.collect(manifest)
-    log.info("index snapshot at seq %d: %d partitions written", seq, len(changed))
+    log.info("index snapshot at seq %d: %d partitions written", seq, len(changed) + len(packed))
     return True
+
+
+def _encode(m, p: Partition) -> bytes:
+    """A small partition in the packed encoding (what it is held as when idle), any other
+    with its header (and graph)."""
+    c = copy_partition(p)
+    if m.pack_rows > 0 and c.graph is None and len(c.vectors) <= m.pack_rows:
+        return pack_copy(c)
+    return encode(c)
 
 
 def load(m) -> bool:
@@ -346,7 +460,7 @@ def load(m) -> bool:
         log.warning("index snapshot unreadable (%s); rebuilding from the database", exc)
         return False
     with m._apply_lock:
-        m.partitions, m.where = {}, KeyMap()
+        m.partitions, m.where, m._hot, m._arena = {}, KeyMap(), {}, Arena()
         m._stored = {part_key(n): e for n, e in parts.items() if m.owns(part_key(n))}
         m._manifest_parts = dict(parts)
         m.snapshot_seq = seq

@@ -107,7 +107,7 @@ class RowMap:
         self.count += 1
         if self.m == 0 or mid > self.top:
             if self.m == len(self.ids):
-                cap = max(4, 2 * self.m if self.m < 4096 else self.m + self.m // 4)
+                cap = max(4, 2 * self.m if self.m < 4096 else self.m + self.m // 8)
                 self.ids = np.resize(self.ids, cap)
                 self.rows = np.resize(self.rows, cap)
             self.ids[self.m], self.rows[self.m] = mid, row
@@ -178,6 +178,12 @@ class KeyMap:
         c = self.ids.get(mid)
         return self.keys[c] if c is not None else default
 
+    def canonical(self, key):
+        """The key object already held for an equal key (so equal keys share one), else
+        key itself."""
+        c = self.code.get(key)
+        return self.keys[c] if c is not None else key
+
     def pop(self, mid: int, default=None):
         c = self.ids.pop(mid)
         if c is None:
@@ -197,3 +203,176 @@ class KeyMap:
 
     def __iter__(self):
         return iter(self.ids)
+
+
+class Blobs:
+    """A list of byte strings in one buffer: an entry costs its bytes and 12 (start,
+    length), where a bytes object in a list took its bytes and about 45. Entries are
+    appended; one replaced by a longer one moves to the end, and the old bytes are zeroed
+    (so is an entry set empty: a forgotten memory's bytes do not linger in the buffer).
+    The dead space goes when the partition is compacted (rebuilt from its live rows)."""
+
+    __slots__ = ("data", "start", "length", "n")
+
+    def __init__(self, items=()) -> None:
+        self.data = bytearray()
+        self.start = np.zeros(0, np.int64)
+        self.length = np.zeros(0, np.int32)
+        self.n = 0
+        items = [self._bytes(x) for x in items]
+        if items:
+            lens = np.fromiter((len(x) for x in items), np.int64, len(items))
+            self.data = bytearray(b"".join(items))
+            self.start = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+            self.length = lens.astype(np.int32)
+            self.n = len(items)
+
+    @staticmethod
+    def _bytes(x) -> bytes:
+        return x
+
+    def _value(self, b: bytes):
+        return b
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, x) -> None:
+        b = self._bytes(x)
+        if self.n == len(self.start):
+            cap = max(1, 2 * self.n if self.n < 4096 else self.n + self.n // 8)
+            self.start = np.resize(self.start, cap)
+            self.length = np.resize(self.length, cap)
+        self.start[self.n] = len(self.data)
+        self.length[self.n] = len(b)
+        self.data += b
+        self.n += 1
+
+    def _get(self, i: int) -> bytes:
+        s = int(self.start[i])
+        return bytes(self.data[s : s + int(self.length[i])])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._value(self._get(j)) for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self._value(self._get(i))
+
+    def __setitem__(self, i: int, x) -> None:
+        b = self._bytes(x)
+        s, ln = int(self.start[i]), int(self.length[i])
+        if len(b) <= ln:  # in place; the rest of the old bytes zeroed
+            self.data[s : s + len(b)] = b
+            self.data[s + len(b) : s + ln] = bytes(ln - len(b))
+        else:
+            self.data[s : s + ln] = bytes(ln)
+            self.start[i] = len(self.data)
+            self.data += b
+        self.length[i] = len(b)
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield self._value(self._get(i))
+
+
+class Texts(Blobs):
+    """Blobs of str (UTF-8)."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _bytes(x) -> bytes:
+        return x.encode()
+
+    def _value(self, b: bytes):
+        return b.decode()
+
+
+class Arena:
+    """Packed small partitions (snapshots.pack) back to back in large shared chunks, so
+    thousands of them are not as many heap blocks between the short-lived allocations of
+    queries and writes (which kept the heap from shrinking). An entry is addressed by an
+    int (chunk * CHUNK + offset) and prefixed by its length. A freed entry is zeroed at
+    once (a packed partition holds content: a forgotten memory must not stay in memory);
+    a chunk with no live entry left is released, and `compact` copies the live entries
+    of mostly dead chunks into fresh ones."""
+
+    CHUNK = 1 << 20
+    _LEN = np.dtype("<u4")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytearray | None] = []
+        self.used: list[int] = []  # bytes written into each chunk
+        self.live: list[int] = []  # bytes of live entries in each chunk
+        self.entries = 0
+
+    def put(self, blob: bytes) -> int:
+        need = 4 + len(blob)
+        c = len(self.chunks) - 1
+        if c < 0 or self.chunks[c] is None or self.used[c] + need > len(self.chunks[c]):
+            self.chunks.append(bytearray(max(self.CHUNK, need)))
+            self.used.append(0)
+            self.live.append(0)
+            c += 1
+        off = self.used[c]
+        chunk = self.chunks[c]
+        chunk[off : off + 4] = len(blob).to_bytes(4, "little")
+        chunk[off + 4 : off + need] = blob
+        self.used[c] += need
+        self.live[c] += need
+        self.entries += 1
+        return c * self.CHUNK + off  # (an oversized chunk holds one entry, at offset 0)
+
+    def _where(self, handle: int) -> tuple[bytearray, int, int]:
+        c, off = divmod(handle, self.CHUNK)
+        chunk = self.chunks[c]
+        n = int.from_bytes(chunk[off : off + 4], "little")
+        return chunk, off + 4, n
+
+    def get(self, handle: int) -> memoryview:
+        chunk, s, n = self._where(handle)
+        return memoryview(chunk)[s : s + n]
+
+    def copy(self, handle: int) -> bytes:
+        chunk, s, n = self._where(handle)
+        return bytes(chunk[s : s + n])
+
+    def free(self, handle: int) -> None:
+        c = handle // self.CHUNK
+        chunk, s, n = self._where(handle)
+        chunk[s - 4 : s + n] = bytes(n + 4)
+        self.live[c] -= n + 4
+        self.entries -= 1
+        if self.live[c] == 0 and c != len(self.chunks) - 1:
+            self.chunks[c] = None  # released
+            self.used[c] = 0
+
+    def nbytes(self) -> int:
+        return sum(len(c) for c in self.chunks if c is not None)
+
+    def live_bytes(self) -> int:
+        return sum(self.live)
+
+    def wasteful(self) -> bool:
+        """Mostly dead space (worth a compaction)."""
+        total = self.nbytes()
+        return total > 4 * self.CHUNK and self.live_bytes() < total // 2
+
+    def compact(self, handles: dict) -> dict:
+        """Copies the entries of handles (key -> handle) into fresh chunks; returns key ->
+        new handle. Every live entry must be in handles."""
+        old = self.chunks
+        self.chunks, self.used, self.live, self.entries = [], [], [], 0
+        out = {}
+        for key, h in handles.items():
+            c, off = divmod(h, self.CHUNK)
+            chunk = old[c]
+            n = int.from_bytes(chunk[off : off + 4], "little")
+            out[key] = self.put(bytes(chunk[off + 4 : off + 4 + n]))
+        for chunk in old:
+            if chunk is not None:
+                chunk[:] = bytes(len(chunk))  # no copy of a freed entry stays behind
+        return out
