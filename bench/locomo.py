@@ -69,17 +69,22 @@ def sessions(conv: dict) -> list[tuple[int, datetime | None, list[dict]]]:
     return sorted(out, key=lambda x: x[0])
 
 
+def turn_text(t: dict) -> str:
+    """A turn's text, with the caption of an image it shares."""
+    text = t.get("text", "")
+    if t.get("blip_caption"):
+        text = f"{text} [shares an image: {t['blip_caption']}]"
+    return text
+
+
 def turn_memories(sample: dict, user: str, source_uri: str):
     """(dia_id, StreamRememberRequest) for every turn, in conversation order."""
     for n, date, turns in sessions(sample["conversation"]):
         base = date or datetime(2000, 1, 1, tzinfo=UTC)
         for j, t in enumerate(turns):
-            text = t.get("text", "")
-            if t.get("blip_caption"):
-                text = f"{text} [shares an image: {t['blip_caption']}]"
             m = pb.Memory(
                 type=pb.MEMORY_TYPE_CONVERSATION,
-                content=text,
+                content=turn_text(t),
                 scope=scope(user, session_id=f"session_{n}"),
             )
             m.conversation.speaker = t.get("speaker", "")

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cuetrigger import PAIRS, padded  # noqa: E402
-from bench.locomo import CATEGORIES, TUNED, questions, sessions  # noqa: E402
+from bench.locomo import CATEGORIES, TUNED, questions, sessions, turn_text  # noqa: E402
 from ingest_service.domain import _words, mix_window  # noqa: E402
 from memlake.v1 import memory_pb2 as pb  # noqa: E402
 from retrieval_service import ranking  # noqa: E402
@@ -94,9 +94,7 @@ def build(sample: dict, vectors: Vectors, kind=Partition) -> tuple[Partition, di
     for n, date, turns in sessions(sample["conversation"]):
         base = date or datetime(2000, 1, 1, tzinfo=UTC)
         for j, t in enumerate(turns):
-            text = t.get("text", "")
-            if t.get("blip_caption"):
-                text = f"{text} [shares an image: {t['blip_caption']}]"
+            text = turn_text(t)
             when = base + timedelta(seconds=j)
             attrs = {"speaker": t.get("speaker", "")}
             i += 1
