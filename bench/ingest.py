@@ -33,6 +33,7 @@ from bench.common import (  # noqa: E402
 from bench.locomo import turn_memories  # noqa: E402
 from memlake.client import MemlakeClient, scope  # noqa: E402
 from shared.cpu import cpu_info  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 
 BATCH = 256  # RememberBatch items per call
 
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--modes", default="stream,batch")
     p.add_argument("--out", default="bench/out/ingest.json")
     args = p.parse_args(argv)
-    info = cpu_info()
+    info = cpu_info(setting=Settings().embed_precision)
     print(f"CPU {info['model']}; {info['cores']} cores; flags {' '.join(info['flags'])}; "
           f"path {info['chosen']}; load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
     convs = load(args.data, args.n)

@@ -252,8 +252,9 @@ def raw_embedder(data, source_uri: str, embedder: str) -> dict:
 
 def _bench(client, args, data, audit) -> dict:
     from shared.cpu import cpu_info
+    from shared.settings import Settings
 
-    info = cpu_info()
+    info = cpu_info(setting=Settings().embed_precision)
     print(f"CPU {info['model']}; {info['cores']} cores; flags {' '.join(info['flags'])}")
     raw = raw_embedder(data, Path(args.data).name, args.embedder)
     if raw:

@@ -66,13 +66,17 @@ def choose_precision(flags: frozenset[str], available: list[str]) -> tuple[str, 
     return available[0], f"only {available[0]} is installed"
 
 
-def cpu_info(available: list[str] | None = None) -> dict:
+def cpu_info(available: list[str] | None = None, setting: str = "auto") -> dict:
+    """The CPU, and the precision the embedder runs at: `setting` (embed_precision) when it
+    names one, else the automatic choice."""
     model, flags = _cpuinfo()
     if available is None:
         from shared.minilm import available_precisions
 
         available = available_precisions()
     chosen, why = choose_precision(flags, available)
+    if setting != "auto":
+        chosen, why = setting, "set by MEMLAKE_EMBED_PRECISION"
     return {
         "model": model,
         "cores": os.cpu_count(),

@@ -161,3 +161,13 @@ def test_q8_path_stays_near_the_original_vectors(tmp_path, monkeypatch):
     assert np.abs(got @ got.T - want @ want.T).max() < 0.05
     assert got[0] @ got[1] > max(got[0] @ got[2], got[0] @ got[3]) + 0.3  # paraphrases
     assert {p.name.split("-")[-2] for p in tmp_path.glob("*.onnx")} == {"fp32", "q8"}
+
+
+def test_cpu_info_reports_the_precision_that_runs():
+    """Benches print cpu_info beside their figures: a forced precision is the one shown."""
+    from shared.cpu import cpu_info
+
+    both = ["int8", "fp32", "q8"]
+    assert cpu_info(both)["chosen"] == "fp32"
+    forced = cpu_info(both, setting="q8")
+    assert forced["chosen"] == "q8" and "MEMLAKE_EMBED_PRECISION" in forced["why"]
