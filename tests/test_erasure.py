@@ -361,3 +361,36 @@ def test_a_removed_row_leaves_the_hnsw_graph_at_the_next_compaction():
     assert q.ann.ntotal == 11 and not held(gone)
     assert all(held(v) for i, v in enumerate(vecs) if i != 4)  # the check can find one
     assert not q.needs_compaction()
+
+
+def test_rebuilt_indexes_keep_no_deleted_key_in_the_sqlite_file(tmp_path):
+    """A deleted key can survive as a divider in an index's interior page, which SQLite's
+    secure_delete does not zero (seen as an erased user id left in memlake.db). An erasure
+    rebuilds the indexes (Database.rebuild_indexes); this shows the residue and its end."""
+    import random
+
+    from shared.db.engine import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    rnd = random.Random(7)
+    keys = [f"eu-{rnd.getrandbits(40):010x}" for _ in range(20000)]
+    with db.write() as s:
+        s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT, pad TEXT)"))
+        s.execute(text("CREATE INDEX t_u ON t (u)"))
+        s.execute(
+            text("INSERT INTO t (u, pad) VALUES (:u, :p)"), [{"u": k, "p": "x" * 50} for k in keys]
+        )
+    gone = rnd.sample(keys, 2000)
+    with db.write() as s:
+        s.execute(text("DELETE FROM t WHERE u = :u"), [{"u": k} for k in gone])
+    path = tmp_path / "r.db"
+
+    def left() -> list[str]:
+        assert db.truncate_wal()
+        data = path.read_bytes()
+        return [k for k in gone if k.encode() in data]
+
+    assert left(), "no deleted key was left as a divider: the residue was not reproduced"
+    db.rebuild_indexes()
+    assert left() == []
+    db.engine.dispose()

@@ -261,6 +261,16 @@ class Database:
             return False
         return busy == 0
 
+    def rebuild_indexes(self) -> None:
+        """SQLite: rebuilds every index (REINDEX). A deleted key can live on as a divider
+        key in an index's interior page, which secure_delete does not zero; an erasure calls
+        this so the erased subject's ids leave the database file. Takes the write lock for
+        as long as it runs (about a second per million index entries). No-op elsewhere."""
+        if self.dialect != "sqlite":
+            return
+        with self.write() as s:
+            s.execute(text("REINDEX"))
+
     def upgrade(self) -> None:
         upgrade(self.engine)
 

@@ -201,6 +201,7 @@ class Eraser:
         receipt.counts.pop("seq", None)
         if receipt.seq:
             self.notify(receipt.seq)
+        self.db.rebuild_indexes()  # SQLite: no erased key left as an index divider
         self.db.truncate_wal()
         log.info("erasure job %d (%s) done: %s", job_id, kind, receipt.counts)
         return receipt
