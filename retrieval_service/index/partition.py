@@ -224,14 +224,7 @@ class Partition:
             self.ids[row] = rec.id
             self.alive[row] = True
             self.vectors[row] = vec
-            when = rec.occur_time or rec.create_time
-            # Interned: rows of a session or user share one string object.
-            self.sessions.append(sys.intern(rec.session_id))
-            self.agents.append(sys.intern(rec.agent_id))
-            self.users.append(sys.intern(rec.user_id))
-            self.speakers.append(sys.intern(_first_name(speaker_of(rec.attributes))))
-            self.texts.append(index_text(rec.type, rec.content, rec.attributes, when))
-            self.docs.append(record_to_proto(rec).SerializeToString())
+            self._append_strings(rec)
             self._set_meta(row, rec)
             if self.ann is not None:  # graph ids are row numbers
                 self.ann.add(from_bf16(self.vectors[row : row + 1]))
@@ -253,16 +246,9 @@ class Partition:
             self.vectors[start:end] = to_bf16(vecs)
             self.ids[start:end] = ids
             self.alive[start:end] = True
-            intern = sys.intern
             for row, rec in enumerate(recs, start):
                 self.row_of[rec.id] = row
-                when = rec.occur_time or rec.create_time
-                self.sessions.append(intern(rec.session_id))
-                self.agents.append(intern(rec.agent_id))
-                self.users.append(intern(rec.user_id))
-                self.speakers.append(intern(_first_name(speaker_of(rec.attributes))))
-                self.texts.append(index_text(rec.type, rec.content, rec.attributes, when))
-                self.docs.append(record_to_proto(rec).SerializeToString())
+                self._append_strings(rec)
             self._set_meta_many(start, recs)
             self.n_alive += k
             if self.ann is not None:  # graph ids are row numbers
@@ -271,8 +257,22 @@ class Partition:
                 self.n = row + 1  # as put() leaves it: a row sees the rows before it
                 self._index_row(row)
 
+    def _append_strings(self, rec: MemoryRecord) -> None:
+        """A new row's string columns (interned: rows of a session or user share one
+        string object), its index text and its document."""
+        when = rec.occur_time or rec.create_time
+        self.sessions.append(sys.intern(rec.session_id))
+        self.agents.append(sys.intern(rec.agent_id))
+        self.users.append(sys.intern(rec.user_id))
+        self.speakers.append(sys.intern(_first_name(speaker_of(rec.attributes))))
+        self.texts.append(index_text(rec.type, rec.content, rec.attributes, when))
+        self.docs.append(record_to_proto(rec).SerializeToString())
+
+    def _set_meta(self, row: int, rec: MemoryRecord) -> None:
+        self._set_meta_many(row, [rec])
+
     def _set_meta_many(self, start: int, recs: list) -> None:
-        """_set_meta of rows start.. (one slice write per column)."""
+        """The numeric columns of rows start.. (one slice write per column)."""
         end = start + len(recs)
         whens = [r.occur_time or r.create_time for r in recs]
         self.types[start:end] = [r.type for r in recs]
@@ -289,21 +289,6 @@ class Partition:
         self.turn[start:end] = [r.turn_index if r.turn_index is not None else -1 for r in recs]
         self.has_time[start:end] = [has_time_expression(r.content) for r in recs]
         self.question[start:end] = [t.rstrip().endswith("?") for t in self.texts[start:end]]
-
-    def _set_meta(self, row: int, rec: MemoryRecord) -> None:
-        when = rec.occur_time or rec.create_time
-        self.types[row] = rec.type
-        self.when[row] = when.timestamp()
-        self.day[row] = when.year * 10000 + when.month * 100 + when.day
-        self.expire[row] = rec.expire_time.timestamp() if rec.expire_time else INF
-        self.current[row] = rec.current
-        self.conflicted[row] = bool(rec.conflicted) or rec.fact_status == pb.FACT_STATUS_CONFLICTED
-        self.importance[row] = rec.importance
-        conf = (rec.attributes or {}).get("confidence")
-        self.confidence[row] = float(conf) if conf else 1.0
-        self.turn[row] = rec.turn_index if rec.turn_index is not None else -1
-        self.has_time[row] = has_time_expression(rec.content)
-        self.question[row] = self.texts[row].rstrip().endswith("?")
 
     def _index_row(self, row: int) -> None:
         """BM25 documents and neighbour links. Turns arrive in order (ingest numbers them),
