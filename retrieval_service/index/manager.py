@@ -462,12 +462,19 @@ class IndexManager:
         self._partition(key).put(rec, vec)
         with self._load_lock:  # a snapshot partition being decoded adds its ids too
             self.where[rec.id] = key
-        if len(self._hot) > HOT_MAX:
-            hot = self._hot
-            self._pack(sorted(hot, key=lambda k: hot.get(k, 0.0))[: len(hot) // 2])
+        self._changed(key)
+        self._pack_if_crowded()
+
+    def _changed(self, key: tuple[str, str]) -> None:
         self._dirty.add(key)
         if self._touched is not None:
             self._touched.add(key)
+
+    def _pack_if_crowded(self) -> None:
+        """Past HOT_MAX decoded small partitions, packs the least recently used half."""
+        if len(self._hot) > HOT_MAX:
+            hot = self._hot
+            self._pack(sorted(hot, key=lambda k: hot.get(k, 0.0))[: len(hot) // 2])
 
     def _put_many(self, recs: list[MemoryRecord]) -> None:
         """_put of each record in order: a partition's new rows are appended together."""
@@ -481,7 +488,7 @@ class IndexManager:
         for rec in recs:
             if rec.embedding is None:
                 continue
-            key = partition_key(rec.tenant, rec.user_id, rec.agent_id)
+            key = self.where.canonical(partition_key(rec.tenant, rec.user_id, rec.agent_id))
             if key not in held:
                 held[key] = self._holds(key)
             if held[key]:  # else another replica's
@@ -502,16 +509,12 @@ class IndexManager:
                 continue
             self._partition(key).put_many(group, vecs.reshape(len(group), self.dim))
             done.add(key)
-            self._dirty.add(key)
-            if self._touched is not None:
-                self._touched.add(key)
+            self._changed(key)
         with self._load_lock:  # a snapshot partition being decoded adds its ids too
             for rec, key in order:
                 if key in done:
                     self.where[rec.id] = key
-        if len(self._hot) > HOT_MAX:
-            hot = self._hot
-            self._pack(sorted(hot, key=lambda k: hot.get(k, 0.0))[: len(hot) // 2])
+        self._pack_if_crowded()
 
     def _remove(self, memory_id: int) -> None:
         with self._load_lock:
@@ -529,10 +532,8 @@ class IndexManager:
                 del self.partitions[key]
                 self._hot.pop(key, None)
             self.removed_since_snapshot = True
-            self._dirty.add(key)
             self._purge.add(key)  # its old snapshot segment must go (snapshots.py)
-            if self._touched is not None:
-                self._touched.add(key)
+            self._changed(key)
 
     def _compact(self, keys=None) -> None:
         """Replaces partitions (all, or those in keys) that are a quarter tombstones (under
