@@ -148,3 +148,27 @@ def test_partition_save_and_load_keep_the_graph_on_the_rows(tmp_path):
     assert np.array_equal(q.vectors, p.vectors)
     x = np.ascontiguousarray(vecs[:20])
     assert np.array_equal(q.ann.search(x, 10)[1], p.ann.search(x, 10)[1])
+
+
+def test_a_row_removed_while_the_graph_is_built_is_blanked_in_it(monkeypatch):
+    """build_ann reads the rows outside the lock; a removal meanwhile blanks the row in the
+    partition, and the swap blanks it in the graph's storage too (and marks the graph
+    stale, so compaction rebuilds it)."""
+    from retrieval_service.index import partition
+
+    p, words, vecs = _partition(2, 1500, dim=DIM, ann_threshold=500)
+    mid = next(m for m in range(1, 1501) if p.row_of.get(m) is not None)
+    row = int(p.row_of.get(mid))
+
+    class Hooked(faiss.IndexHNSWSQ):
+        def add(self, x):
+            super().add(x)
+            if self.ntotal == p.n:  # the build has read every row: now the removal
+                assert p.remove(mid)
+
+    monkeypatch.setattr(partition.faiss, "IndexHNSWSQ", Hooked)
+    p.build_ann()
+    monkeypatch.undo()
+    _one_copy(p)
+    assert not p.vectors[row].any() and not p.ann.reconstruct(row).any()
+    assert p.needs_compaction()
