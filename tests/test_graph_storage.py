@@ -172,3 +172,41 @@ def test_a_row_removed_while_the_graph_is_built_is_blanked_in_it(monkeypatch):
     _one_copy(p)
     assert not p.vectors[row].any() and not p.ann.reconstruct(row).any()
     assert p.needs_compaction()
+
+
+def test_a_manager_restarts_from_a_snapshot_with_its_graph_on_the_rows(fresh_backend, tmp_path):
+    """Through the index manager: a partition past the threshold gets its graph, a
+    snapshot (format 6) keeps it without a second copy of the vectors, and a restart
+    from it answers as the first manager did, with one copy of each vector."""
+    from shared.embedding import HashEmbedder
+    from tests.conftest import start_suite
+    from tests.test_index import QUERIES, _corpus, _manager, _results
+
+    backend, settings = fresh_backend
+    suite = start_suite(settings, backend)
+    try:
+        with suite.client("acme") as c:
+            _corpus(c, n=400)
+    finally:
+        suite.stop()
+    root = tmp_path / "idx"
+    a = _manager(settings.sqlalchemy_url(), ann_threshold=100, snapshot_dir=root)
+    a.load_all()
+    (pa,) = a.partitions.values()
+    assert pa.ann is not None and faiss.downcast_index(pa.ann.storage).code_size == 2 * pa.dim
+    assert a.save_snapshot()
+    assert snapshots.SnapshotStore(root).read_manifest()["format"] == snapshots.FORMAT == 6
+    b = _manager(settings.sqlalchemy_url(), ann_threshold=100, snapshot_dir=root)
+    assert b.load_snapshot()
+    (key,) = a.partitions
+    pb_ = b.partition(key)
+    assert pb_.ann is not None and pb_.ann.ntotal == pb_.n == pa.n
+    s = faiss.downcast_index(pb_.ann.storage)
+    assert pb_.vectors.ctypes.data == faiss.rev_swig_ptr(s.codes.data(), 1).ctypes.data
+    assert np.array_equal(pb_.vectors, pa.vectors)
+    f = Filters(user_id="u1")
+    for q in QUERIES:
+        assert _results(b, "acme", q, f) == _results(a, "acme", q, f)
+    assert HashEmbedder.dim == pa.dim
+    for m in (a, b):
+        m._store.close()
