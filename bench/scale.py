@@ -307,12 +307,15 @@ def recall(got: list[np.ndarray], truth: list[np.ndarray], k: int = TOP_K) -> fl
     return round(float(np.mean(vals)), 4) if vals else float("nan")
 
 
-def graph_bytes(ann) -> dict:
+def graph_bytes(p) -> dict:
+    ann = p.ann
     h = ann.hnsw
     storage = faiss.downcast_index(ann.storage)
     code = getattr(storage, "code_size", int(ann.d) * 4)
+    shared = storage.ntotal > 0 and p.vectors.ctypes.data == int(storage.codes.data())
     return {
-        "graph_vectors": int(ann.ntotal) * int(code),  # the graph's own copy
+        # the graph's own copy; none when its storage is the partition's rows
+        "graph_vectors": 0 if shared else int(ann.ntotal) * int(code),
         "graph_links": int(h.neighbors.size()) * 4
         + int(h.offsets.size()) * 8
         + int(h.levels.size()) * 4,
@@ -479,6 +482,7 @@ def exact_truth(part, masks, qv, vecs) -> list[np.ndarray]:
 def run_layout(cfg: dict) -> dict:
     """One tier in one layout, in its own process: build, graphs, then every measurement."""
     faiss.omp_set_num_threads(1)
+    ix.partition.HNSW_M = cfg["hnsw_m"]
     layout, n = cfg["layout"], cfg["n"]
     index, real, put_s, rows_rss, vecs = build(cfg, layout, cfg.get("vectors_kind", "auto"))
     keys = sorted(index.partitions, key=lambda k: int(k[1].rsplit("-", 1)[1]))
@@ -503,7 +507,7 @@ def run_layout(cfg: dict) -> dict:
     )
     gb = {"graph_vectors": 0, "graph_links": 0}
     for p in tparts:
-        for k, v in graph_bytes(p.ann).items():
+        for k, v in graph_bytes(p).items():
             gb[k] += v
 
     qv = np.asarray(cfg["qvecs"], np.float32)
@@ -573,6 +577,7 @@ def run_sweep(cfg: dict) -> dict:
     """One partition grown through _put (the graph, once built, grows with it) to each size:
     exact against HNSW on the dense scan, candidates() and ranking.search."""
     faiss.omp_set_num_threads(1)
+    ix.partition.HNSW_M = cfg["hnsw_m"]
     pool = np.load(cfg["pool_path"], mmap_mode="r")
     texts = json.loads(Path(cfg["texts_path"]).read_text())["texts"]
     sizes = [s for s in cfg["sizes"] if s <= min(len(pool), cfg["pool"])]
@@ -787,6 +792,7 @@ def main(argv=None) -> int:
     p.add_argument("--noise", type=float, default=0.1, help="derived vectors: noise norm")
     p.add_argument("--no-derived-check", action="store_true")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--m", type=int, default=ix.HNSW_M, help="HNSW M of the graphs built")
     args = p.parse_args(argv)
     tiers = [int(t) for t in args.tiers.split(",")]
     if args.quick:
@@ -822,6 +828,7 @@ def main(argv=None) -> int:
         "ef": [int(e) for e in args.ef.split(",")],
         "per_partition": args.per_partition,
         "sample_partitions": args.sample_partitions,
+        "hnsw_m": args.m,
     }
     ctx = get_context("spawn")
 
@@ -877,7 +884,7 @@ def main(argv=None) -> int:
             "want_per_partition": WANT,
             "service_ef_search": SERVICE_EF,
             "ef_sweep": base["ef"],
-            "hnsw_m": ix.HNSW_M,
+            "hnsw_m": args.m,
             "hnsw_ef_construction": ix.HNSW_EF_CONSTRUCTION,
             "ann_threshold_default": 20000,
             "threads": {

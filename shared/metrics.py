@@ -138,8 +138,9 @@ def _partition_bytes(p) -> int:
     if vec is not None:
         n += getattr(vec, "nbytes", 0)
     ann = getattr(p, "ann", None)
-    if ann is not None:  # HNSW: its own copy of the vectors plus ~2M int32 links a row (M=32)
-        n += int(ann.ntotal) * (int(ann.d) * 4 + 64 * 4)
+    if ann is not None:  # HNSW links: 2M int32 a row at level 0, an offset and a level
+        # (its storage is the partition's vectors, counted above)
+        n += int(ann.ntotal) * (int(ann.hnsw.nb_neighbors(0)) * 4 + 12)
     return n
 
 

@@ -333,7 +333,8 @@ def test_erasure_finds_idempotency_rows_written_before_the_migration(suite):
 
 
 def test_a_removed_row_leaves_the_hnsw_graph_at_the_next_compaction():
-    """HNSW has no remove: a partition whose graph still holds a removed vector is
+    """HNSW has no remove: the removed vector is blanked in the graph's storage (the
+    partition's rows) at once, and a partition whose graph still links to the row is
     compacted (graph rebuilt without it) in the same change-log batch."""
     import numpy as np
 
@@ -351,9 +352,11 @@ def test_a_removed_row_leaves_the_hnsw_graph_at_the_next_compaction():
     assert p.remove(5)
     rows = p.vector_rows(np.arange(p.n))
     assert not np.isclose(rows, gone, atol=1e-2).all(axis=1).any()  # blanked in the columns
-    assert p.needs_compaction()  # the graph still has it
+    graph_rows = p.ann.reconstruct_n(0, p.ann.ntotal)  # the graph's storage: the same rows
+    assert not np.isclose(graph_rows, gone, atol=1e-2).all(axis=1).any()
+    assert p.needs_compaction()  # the graph still links to its row
     q = p.compact()
-    stored = q.ann.reconstruct_n(0, q.ann.ntotal)  # the graph's 8-bit copy
+    stored = q.ann.reconstruct_n(0, q.ann.ntotal)
 
     def held(v):
         return np.isclose(stored, v, atol=0.05).all(axis=1).any()

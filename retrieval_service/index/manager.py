@@ -4,7 +4,6 @@ ownership moves, and the snapshot and start-up loops (snapshots.py writes the fi
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
@@ -17,7 +16,7 @@ from sqlalchemy import bindparam, select
 
 from retrieval_service.index import adoption
 from retrieval_service.index.partition import Partition, Smoothing, partition_key
-from retrieval_service.index.storage import Arena, KeyMap
+from retrieval_service.index.storage import Arena, KeyMap, trim_heap
 from retrieval_service.ownership import View
 from shared import changelog
 from shared.db.engine import Database
@@ -33,21 +32,6 @@ _RECORDS = select(_T).where(_T.c.id.in_(bindparam("ids", expanding=True)))  # bu
 # of decoded small partitions, instead of 14 KB for each it touched).
 HOT_MAX = 1024
 LOAD_ROWS = 1000  # memories read per statement by a build from the database
-
-
-def trim_heap() -> None:
-    """Returns the free pages of the C heap to the system (glibc malloc_trim): a build
-    frees most of what it allocated, and without this the process keeps it resident."""
-    global _libc
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL("libc.so.6")
-        _libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        _libc = False
-
-
-_libc = None
 
 
 class IndexManager:

@@ -14,8 +14,9 @@ half the bytes of float32, and widening them back is one integer shift, so a sca
 all rows costs no more than float32 did (numpy's float16 cast has no SIMD path here and
 was 30x slower). The cosine moves by at most about 3e-4. Every dense score, on either
 path, comes from these same stored vectors, so the graph and exact paths agree exactly.
-The graph keeps its own 8-bit copy (faiss SQ8) only to find candidates; their scores
-are computed again from the bfloat16 rows.
+Once a partition has a graph, the graph's storage (faiss QT_bf16 codes: the same bits) is
+where its rows live, and `vectors` is a numpy view of it: one copy of each vector, not
+the rows plus a copy of the graph's own (see _rows_of).
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index.outcome import outcome_of
-from retrieval_service.index.storage import Blobs, RowMap, Texts, _Codes, from_bf16, to_bf16
+from retrieval_service.index.storage import (
+    Blobs,
+    RowMap,
+    Texts,
+    _Codes,
+    from_bf16,
+    to_bf16,
+    trim_heap,
+)
 from retrieval_service.lexical import BM25, has_time_expression, is_outcome_query, tokenize
 from shared.convert import record_to_proto
 from shared.db.models import MemoryRecord
@@ -44,11 +53,10 @@ log = logging.getLogger("memlake.index")
 INF = float("inf")
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-# The graph's own copy of the vectors: 8 bits a dimension, ranges trained on the rows
-# present when it is built (later rows outside them are clipped, which only the graph's
-# choice of candidates sees, never a score).
-GRAPH_STORAGE = faiss.ScalarQuantizer.QT_8bit
-TRAIN_ROWS = 100_000
+# The graph's storage: bfloat16, faiss's codes are the partition's rows bit for bit (a row
+# added as its widened float32 encodes back to the same bits), so it needs no training and
+# the graph walks the very values every score comes from.
+GRAPH_STORAGE = faiss.ScalarQuantizer.QT_bf16
 # On the graph path, how many rows with lexical evidence are scored besides the graph's.
 LEXICAL_CANDIDATES = 2048
 SMALL_SET = 2048  # a boosted set this small is scored whole instead of walked in the graph
@@ -88,6 +96,51 @@ def lexical_depth(k: int, count: int) -> int:
 def graph_ef(k: int) -> int:
     """efSearch for k nearest rows."""
     return max(2 * k, 64)
+
+
+class _Held:
+    """A numpy view's base that keeps the faiss index whose memory it views alive."""
+
+    def __init__(self, view: np.ndarray, owner) -> None:
+        self.__array_interface__ = view.__array_interface__
+        self.owner = owner
+
+
+def _rows_of(ann, dim: int) -> np.ndarray:
+    """The graph's storage, its bfloat16 codes, as a writable (ntotal, dim) uint16 view
+    (no copy). faiss may move the codes when rows are added: a partition takes a new view
+    after each add, under its lock, and nothing keeps an older one past the lock."""
+    storage = faiss.downcast_index(ann.storage)
+    n = int(storage.ntotal)
+    if n == 0:
+        return np.zeros((0, dim), np.uint16)
+    assert storage.code_size == 2 * dim and storage.codes.size() >= n * 2 * dim
+    flat = faiss.rev_swig_ptr(storage.codes.data(), n * 2 * dim)
+    return np.asarray(_Held(flat.view(np.uint16).reshape(n, dim), ann))
+
+
+def graph_links(ann) -> np.ndarray:
+    """The graph serialized without its storage (the rows, which snapshots hold anyway)."""
+    w = faiss.VectorIOWriter()
+    faiss.write_index(ann, w, faiss.IO_FLAG_SKIP_STORAGE)
+    return faiss.vector_to_array(w.data)
+
+
+def _with_rows(graph, rows: np.ndarray):
+    """A graph read from a snapshot with rows (bfloat16 bits, one per graph id) as its
+    storage. A graph written with its own 8-bit copy (snapshot formats 3-5) drops it."""
+    if graph.storage is not None:
+        graph = faiss.deserialize_index(graph_links(graph))
+    storage = faiss.IndexScalarQuantizer(rows.shape[1], GRAPH_STORAGE, faiss.METRIC_INNER_PRODUCT)
+    rows = np.ascontiguousarray(rows, dtype=np.uint16)
+    storage.codes.resize(rows.nbytes)
+    if rows.nbytes:
+        faiss.rev_swig_ptr(storage.codes.data(), rows.nbytes)[:] = rows.reshape(-1).view(np.uint8)
+    storage.ntotal = len(rows)
+    storage.this.disown()  # the graph owns and frees it
+    graph.storage = storage
+    graph.own_fields = True
+    return graph
 
 
 def partition_key(tenant: str, user_id: str, agent_id: str) -> tuple[str, str]:
@@ -175,7 +228,8 @@ class Partition:
         cap = 1  # most partitions hold a few memories; doubles as it fills
         for name, (dt, fill) in COLUMNS.items():
             setattr(self, name, np.full(cap, fill, dtype=dt))
-        self.vectors = np.zeros((cap, dim), dtype=np.uint16)  # bfloat16 bits
+        # bfloat16 bits; once there is a graph, a view of its storage (no spare rows)
+        self.vectors = np.zeros((cap, dim), dtype=np.uint16)
         for name in SCOPE_COLUMNS:  # interned: rows of a session or user share one object
             setattr(self, name, [])
         self.texts = Texts()  # what BM25 indexes, per row
@@ -188,7 +242,9 @@ class Partition:
         self.bm25 = BM25()  # each row's own text
         self.bm25_window = BM25()  # a turn with the turns before it
         self.ann: faiss.IndexHNSWSQ | None = None
-        self.ann_stale = False  # the graph still holds a removed row's vector
+        # The graph's links still lead to a removed row (its vector, in the graph's storage,
+        # is blanked with the row): rebuilt at the next compaction.
+        self.ann_stale = False
         self._codes = {name: _Codes() for name in SCOPE_COLUMNS}
 
     # -- writes -----------------------------------------------------------------------------
@@ -201,9 +257,20 @@ class Partition:
             new = np.full(cap, fill, dtype=dt)
             new[: len(old)] = old
             setattr(self, name, new)
-        vec = np.zeros((cap, self.dim), dtype=np.uint16)
-        vec[: self.n] = self.vectors[: self.n]
-        self.vectors = vec
+        if self.ann is None:  # with a graph, adding to it grows its storage
+            vec = np.zeros((cap, self.dim), dtype=np.uint16)
+            vec[: self.n] = self.vectors[: self.n]
+            self.vectors = vec
+
+    def _store_rows(self, start: int, rows: np.ndarray) -> None:
+        """Vectors (bfloat16 bits) of the new rows start..: into the row array, or, once
+        there is a graph, added to it (graph ids are row numbers), which stores them."""
+        if self.ann is None:
+            self.vectors[start : start + len(rows)] = rows
+            return
+        assert self.ann.ntotal == start
+        self.ann.add(from_bf16(rows))
+        self.vectors = _rows_of(self.ann, self.dim)
 
     def put(self, rec: MemoryRecord, vec: np.ndarray) -> None:
         vec = to_bf16(vec)
@@ -223,11 +290,9 @@ class Partition:
             self.row_of[rec.id] = row
             self.ids[row] = rec.id
             self.alive[row] = True
-            self.vectors[row] = vec
+            self._store_rows(row, vec[None])
             self._append_strings(rec)
             self._set_meta(row, rec)
-            if self.ann is not None:  # graph ids are row numbers
-                self.ann.add(from_bf16(self.vectors[row : row + 1]))
             self._index_row(row)
 
     def put_many(self, recs: list, vecs: np.ndarray) -> None:
@@ -243,7 +308,7 @@ class Partition:
             while start + k > len(self.ids):
                 self._grow()
             end = start + k
-            self.vectors[start:end] = to_bf16(vecs)
+            self._store_rows(start, to_bf16(vecs))
             self.ids[start:end] = ids
             self.alive[start:end] = True
             for row, rec in enumerate(recs, start):
@@ -251,8 +316,6 @@ class Partition:
                 self._append_strings(rec)
             self._set_meta_many(start, recs)
             self.n_alive += k
-            if self.ann is not None:  # graph ids are row numbers
-                self.ann.add(from_bf16(self.vectors[start:end]))
             for row in range(start, end):
                 self.n = row + 1  # as put() leaves it: a row sees the rows before it
                 self._index_row(row)
@@ -356,8 +419,9 @@ class Partition:
 
     def _scrub(self, row: int) -> None:
         """A tombstone keeps no content: its words leave the postings, its strings, vector
-        and id are blanked (so snapshots hold none of it), and a graph holding its vector
-        is rebuilt at the next compaction."""
+        and id are blanked (so snapshots hold none of it; a graph's storage is the vectors,
+        so the graph holds none either), and a graph still linking to it is rebuilt at the
+        next compaction."""
         terms = tokenize(self.texts[row])
         session = self.sessions[row]
         if self.last_turn.get(session) == row:  # the row after it in turn order takes over
@@ -398,25 +462,34 @@ class Partition:
         return self.ann_stale or (self.n > 1000 and self.n - self.n_alive > self.n // 4)
 
     def build_ann(self) -> None:
-        """Builds the HNSW graph from a copy of the rows, outside the lock, then swaps it in
-        after adding the rows that arrived meanwhile."""
+        """Builds the HNSW graph from the rows, outside the lock, then swaps it in after
+        adding the rows that arrived meanwhile; from then on the graph's storage holds the
+        rows (`vectors` is a view of it) and the row array is freed. Rows below n0 only
+        change meanwhile by a removal blanking them, so the build reads the row array in
+        place (no copy) and blanks again, at the swap, the rows removed since."""
         with self.lock:
             n0 = self.n
-            vecs = self.vectors[:n0].copy()
-            live = np.nonzero(self.alive[:n0])[0]
+            # A graph's storage may move when rows are added to it: then read a copy.
+            vecs = self.vectors[:n0] if self.ann is None else self.vectors[:n0].copy()
+            alive0 = self.alive[:n0].copy()
         index = faiss.IndexHNSWSQ(self.dim, GRAPH_STORAGE, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        sample = live if len(live) else np.arange(n0)
-        if len(sample) > TRAIN_ROWS:
-            sample = np.random.default_rng(0).choice(sample, TRAIN_ROWS, replace=False)
-        index.train(from_bf16(vecs[np.sort(sample)]))
+        storage = faiss.downcast_index(index.storage)
+        storage.codes.resize(n0 * storage.code_size)  # room for n0 rows at once:
+        storage.codes.resize(0)  # no doubling (and copying) of the codes while adding
         for s in range(0, n0, 1 << 16):  # widened a slice at a time
             index.add(from_bf16(vecs[s : s + (1 << 16)]))
         del vecs
         with self.lock:
             if self.n > n0:
                 index.add(from_bf16(self.vectors[n0 : self.n]))
+            rows = _rows_of(index, self.dim)
+            gone = np.nonzero(alive0 & ~self.alive[:n0])[0]
+            rows[gone] = 0  # removed during the build: blanked in the graph's storage too
+            self.ann_stale = self.ann_stale or len(gone) > 0  # its links still lead there
             self.ann = index
+            self.vectors = rows
+        trim_heap()  # the row array and the widened slices are free now
 
     def compact(self) -> Partition:
         """A new partition with only the live rows (tombstones dropped, graph rebuilt)."""
@@ -706,8 +779,8 @@ class Partition:
             offsets = np.cumsum([0] + [len(d) for d in self.docs[:n]]).astype(np.int64)
             np.save(path / "doc_offsets.npy", offsets)
             (path / "docs.bin").write_bytes(b"".join(self.docs[:n]))
-            if self.ann is not None:
-                faiss.write_index(self.ann, str(path / "hnsw.faiss"))
+            if self.ann is not None:  # its links: its storage is the vectors above
+                graph_links(self.ann).tofile(path / "hnsw.faiss")
 
     @classmethod
     def load(
@@ -723,5 +796,15 @@ class Partition:
         docs = [blob[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
         p._load_rows(cols, vectors, strings, docs)
         if (path / "hnsw.faiss").exists():
-            p.ann = faiss.read_index(str(path / "hnsw.faiss"))
+            p.attach_graph(faiss.read_index(str(path / "hnsw.faiss")))
         return p
+
+    def attach_graph(self, graph) -> None:
+        """Takes a graph read from a snapshot (one id per row, in row order), with the
+        partition's rows as its storage; one that does not fit is left out (rebuilt)."""
+        with self.lock:
+            if graph.ntotal != self.n or graph.d != self.dim or self.ann is not None:
+                log.warning("a stored graph does not fit its partition; it is rebuilt")
+                return
+            self.ann = _with_rows(graph, self.vectors[: self.n])
+            self.vectors = _rows_of(self.ann, self.dim)

@@ -14,7 +14,9 @@ encoding (`pack`, format 5: what the index manager holds it as while unused; its
 and documents zlib-compressed), any other with a JSON header of its arrays (format 4,
 which format 5 still reads, as it reads format 3). Only live rows are written (tombstones, and
 so forgotten memories, never reach a snapshot); a graph is kept only when the partition
-has no tombstones (its ids are row numbers), otherwise the loader rebuilds it.
+has no tombstones (its ids are row numbers), otherwise the loader rebuilds it. A graph is
+written without its storage (format 6): its storage is the partition's vectors, written
+once beside it; a graph of formats 3-5, with its own 8-bit copy, loads without that copy.
 """
 
 from __future__ import annotations
@@ -36,16 +38,16 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval_service.index.partition import COLUMNS, STRINGS, Partition
+from retrieval_service.index.partition import COLUMNS, STRINGS, Partition, graph_links
 from retrieval_service.index.storage import Arena, KeyMap
 
 log = logging.getLogger("memlake.snapshots")
 # Columns decode rebuilds (turn links, BM25 document ids): not in the packed encoding.
 DERIVED = ("prev_row", "next_row", "doc_turn", "doc_window")
-# 5: a small partition may be in the packed encoding (pack); 4: vectors as bfloat16 bits;
-# 3 (float32 vectors). All three are read.
-FORMAT = 5
-READABLE = (3, 4, 5)
+# 6: a graph without its storage (the vectors); 5: a small partition may be in the packed
+# encoding (pack); 4: vectors as bfloat16 bits; 3 (float32 vectors). All four are read.
+FORMAT = 6
+READABLE = (3, 4, 5, 6)
 MANIFEST = "manifest.json"
 _HEAD = struct.Struct("<I")
 
@@ -74,7 +76,7 @@ def copy_partition(p: Partition) -> Copy:
         else:
             strings = {name: [getattr(p, name)[i] for i in live] for name in STRINGS}
             docs = [p.docs[i] for i in live]
-        graph = faiss.serialize_index(p.ann) if (p.ann is not None and whole) else None
+        graph = graph_links(p.ann) if (p.ann is not None and whole) else None
     return Copy(cols, vectors, strings, docs, graph)
 
 
@@ -201,7 +203,7 @@ def decode(buf, dim: int, ann_threshold: int, lexical_window: int, smoothing) ->
     p = Partition(dim, ann_threshold, lexical_window, smoothing)
     p._load_rows({k: arrays[k] for k in COLUMNS}, arrays["vectors"], strings, docs)
     if "graph" in arrays:
-        p.ann = faiss.deserialize_index(np.array(arrays["graph"]))
+        p.attach_graph(faiss.deserialize_index(np.array(arrays["graph"])))
     return p
 
 

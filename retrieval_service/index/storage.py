@@ -3,7 +3,24 @@ memory id -> row / partition-key maps in a few bytes an entry (a dict took about
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
+
+_libc = None
+
+
+def trim_heap() -> None:
+    """Returns the free pages of the C heap to the system (glibc malloc_trim): a build (of
+    partitions, or of a graph: its widened rows, the row array it replaces) frees most of
+    what it allocated, and without this the process keeps it resident."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        _libc = False
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:
