@@ -106,6 +106,7 @@ ABLATIONS = {
     "no echo penalty": {"MEMLAKE_RANK_ECHO_PENALTY": "0"},
     "no dense keep": {"MEMLAKE_RANK_DENSE_KEEP": "0"},
     "no outcome turn": {"MEMLAKE_RANK_OUTCOME": "0"},
+    "no lexical gate": {"MEMLAKE_RANK_GATE_HI": "0"},
     "no neighbour smoothing": {"MEMLAKE_RANK_DENSE_NEXT": "0", "MEMLAKE_RANK_LEXICAL_PREV": "0"},
     "no window BM25": {"MEMLAKE_RANK_WINDOW_WEIGHT": "0"},
     "dense only (alpha 1)": {"MEMLAKE_RANK_ALPHA": "1"},
@@ -115,7 +116,7 @@ ABLATIONS = {
         "MEMLAKE_RANK_TIME_BOOST": "0", "MEMLAKE_RANK_DENSE_NEXT": "0",
         "MEMLAKE_RANK_LEXICAL_PREV": "0", "MEMLAKE_RANK_WINDOW_WEIGHT": "0",
         "MEMLAKE_RANK_QUESTION_FACTOR": "1", "MEMLAKE_RANK_ECHO_PENALTY": "0",
-        "MEMLAKE_RANK_DENSE_KEEP": "0", "MEMLAKE_RANK_OUTCOME": "0",
+        "MEMLAKE_RANK_DENSE_KEEP": "0", "MEMLAKE_RANK_OUTCOME": "0", "MEMLAKE_RANK_GATE_HI": "0",
     },
 }  # fmt: skip
 

@@ -1,10 +1,12 @@
 """Hybrid ranking: dense similarity and BM25 (each smoothed over a turn's neighbours in
 the partition; for a question about what was done, a user's turn concluding an exchange
 with an assistant takes its question's scores: retrieval_service/index/outcome.py),
-fused; then multiplicative cues (the speaker a question names, a date it writes out, a time
-expression for "when" questions, a SKILL for "how do I" questions, a question turn that was
-answered, a memory that only echoes the query); then small recency and importance terms
-where the type calls for them. Last, the best match by cosine alone
+fused (a word match counting only as far as the memory is near the query by meaning:
+the lexical gate); then multiplicative cues (the speaker a question names, a date it
+writes out, a time expression for "when" questions, a SKILL for "how do I" questions, a
+question turn that was answered, a memory that only echoes the query); then small recency
+and importance terms where the type calls for them, and a REFLECTION goes below the
+evidence it cites when that matches the query too. Last, the best match by cosine alone
 keeps a place in the first ten results (it keeps its own score).
 
 What a score means: each channel is normalised on its own, never against the other
@@ -51,6 +53,9 @@ class RankConfig:
     recency: float = 0.02  # EVENT and CONVERSATION: fresher is a little better
     importance: float = 0.02
     recency_half_life_s: float = 30 * 86400.0
+    evidence_share: float = 0.5  # a REFLECTION goes below its evidence scoring this share of it
+    gate_lo: float = 0.05  # a lexical match counts fully from this cosine ...
+    gate_hi: float = 0.25  # ... up to this one; none below gate_lo (gate_hi <= gate_lo: off)
 
 
 DEFAULT = RankConfig()
@@ -67,6 +72,9 @@ def rank_config_from(settings) -> RankConfig:
         echo_penalty=settings.rank_echo_penalty,
         echo_share=settings.rank_echo_share,
         dense_keep=settings.rank_dense_keep,
+        evidence_share=settings.rank_evidence_share,
+        gate_lo=settings.rank_gate_lo,
+        gate_hi=settings.rank_gate_hi,
     )
 
 
@@ -92,6 +100,48 @@ class Hit:
 
     def memory(self) -> pb.Memory:
         return pb.Memory.FromString(self.partition.doc(self.row))
+
+
+@lru_cache(maxsize=4096)
+def _evidence(doc: bytes) -> tuple[int, ...]:
+    """A stored REFLECTION's evidence memory ids."""
+    ids = pb.Memory.FromString(doc).reflection.evidence_memory_ids
+    return tuple(int(x) for x in ids if x.isdigit())
+
+
+def _below_evidence(parts, score, ids, types, k: int, share: float) -> np.ndarray:
+    """A REFLECTION is concluded from its evidence: when a memory it cites scores at least
+    `share` of it for this query, that memory is the specific answer ("what does Priya take
+    before exercise?": the inhaler prescription, not "hard exercise can set off her asthma;
+    she should carry her inhaler"), so the reflection takes a score just below the best such
+    evidence. Only reflections that could reach the top k are looked at, and only evidence
+    among the candidates (on the exact path, every memory passing the filters)."""
+    refl = np.nonzero(types == pb.MEMORY_TYPE_REFLECTION)[0]
+    if not len(refl) or k == 0:
+        return score
+    k = min(k, len(score))
+    kth = np.partition(-score, k - 1)[k - 1]
+    refl = refl[-score[refl] <= kth]
+    if not len(refl):
+        return score
+    offsets = np.cumsum([0] + [len(c.rows) for _, c in parts])
+    where = None
+    out = score.copy()
+    for i in refl.tolist():
+        j = int(np.searchsorted(offsets, i, side="right") - 1)
+        p, c = parts[j]
+        ev = _evidence(p.doc(int(c.rows[i - offsets[j]])))
+        if not ev:
+            continue
+        if where is None:
+            where = {int(m): n for n, m in enumerate(ids.tolist())}
+        at = [where[e] for e in ev if e in where]
+        if not at:
+            continue
+        best = max(float(score[a]) for a in at)
+        if best >= share * score[i] and best < out[i]:
+            out[i] = np.nextafter(best, -np.inf)
+    return out
 
 
 @lru_cache(maxsize=16384)
@@ -206,6 +256,8 @@ def search(
     dense = cat(lambda p, c: c.dense)
     lex = cat(lambda p, c: c.lexical)
     types = cat(lambda p, c: p.types[c.rows])
+    if cfg.gate_hi > cfg.gate_lo and cfg.alpha > 0:  # alpha 0: words alone were asked for
+        lex = lex * np.clip((dense - cfg.gate_lo) / (cfg.gate_hi - cfg.gate_lo), 0.0, 1.0)
     score = cfg.alpha * dense.astype(np.float64) + (1 - cfg.alpha) * lex
     if temporal:
         score *= 1 + cfg.time_boost * cat(lambda p, c: p.has_time[c.rows])
@@ -231,6 +283,9 @@ def search(
 
     if cfg.echo_penalty and is_question(query):  # a lookup by words may want the echo
         score = _echo(parts, score, query, top_k, cfg)
+    ids = cat(lambda p, c: p.ids[c.rows])
+    if cfg.evidence_share:
+        score = _below_evidence(parts, score, ids, types, top_k, cfg.evidence_share)
 
     if min_score is not None:
         score = np.where(score >= min_score, score, -np.inf)
@@ -243,7 +298,6 @@ def search(
         top = np.nonzero(-score <= kth)[0]
     else:
         top = np.arange(len(score))
-    ids = cat(lambda p, c: p.ids[c.rows])
     top = top[np.lexsort((ids[top], -dense[top], -score[top]))][:k]
     if cfg.dense_keep and min_score is None and k > 2 * cfg.dense_keep:
         top = _keep_dense(top, dense, ids, cfg.dense_keep)

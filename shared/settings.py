@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     rank_echo_penalty: float = 0.5  # a memory whose words are mostly the query's scores less
     rank_echo_share: float = 0.3  # ... from this share of its words being the query's
     rank_dense_keep: int = 1  # the best this many by cosine alone stay in the first ten
+    # A REFLECTION goes just below its evidence that scores this share of it; 0: off.
+    rank_evidence_share: float = 0.5
+    rank_gate_lo: float = 0.05  # lexical counts from this cosine, fully from rank_gate_hi
+    rank_gate_hi: float = 0.25
     rank_dense_next: float = 0.3  # neighbour smoothing
     rank_lexical_prev: float = 0.5
     rank_window_weight: float = 1.5  # BM25 of a turn's window document
