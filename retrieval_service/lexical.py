@@ -127,17 +127,21 @@ class BM25:
         self.postings: dict[str, _Postings] = {}
         self.doc_len = np.zeros(1, dtype=np.float32)
         self.live = np.zeros(1, dtype=bool)
+        self.owner = np.full(1, -1, dtype=np.int32)  # what the caller keys a document by
         self.n_docs = 0
         self.n_live = 0
         self.total_len = 0.0
 
-    def add(self, text: str) -> int:
-        """Indexes a document; returns its id."""
+    def add(self, text: str, owner: int = -1) -> int:
+        """Indexes a document; returns its id. owner: what the caller keys the document by
+        (a partition's row), returned by sparse() instead of the id."""
         doc = self.n_docs
         if doc == len(self.doc_len):
             self.doc_len = np.concatenate([self.doc_len, np.zeros(doc, np.float32)])
             self.live = np.concatenate([self.live, np.zeros(doc, bool)])
+            self.owner = np.concatenate([self.owner, np.full(doc, -1, np.int32)])
         self.n_docs += 1
+        self.owner[doc] = owner
         counts = Counter(tokenize(text))
         for term, tf in counts.items():
             p = self.postings.get(term)
@@ -173,20 +177,15 @@ class BM25:
             else:
                 p.set(docs[keep], tfs[keep])
 
-    def scores(self, query: str, normalise: bool = False) -> np.ndarray:
-        """BM25 score of every document id (0 where no term matches or removed), plus a
-        trailing 0 so that doc id -1 ("no document") reads as 0.
-
-        normalise: divided by the most any document could score for this query (every
-        matching term at saturation, tf -> infinity: the sum of idf * (k1 + 1)), so in
-        [0, 1]. That bound does not depend on which documents are candidates, so a
-        normalised score compares across queries and search paths."""
-        out = np.zeros(self.n_docs + 1, dtype=np.float32)
+    def _terms(self, query: str) -> tuple[list, float]:
+        """Each query term's postings as (documents, score contributions), and the most a
+        document could score (every term at saturation: the sum of idf * (k1 + 1))."""
         if self.n_live == 0:
-            return out
+            return [], 0.0
         avgdl = max(self.total_len / self.n_live, 1.0)
         k1, b = self.k1, self.b
         bound = 0.0
+        out = []
         for term, qtf in Counter(tokenize(query)).items():
             p = self.postings.get(term)
             if p is None:
@@ -197,13 +196,55 @@ class BM25:
             idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
             bound += idf * (k1 + 1)
             norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
+            out.append((docs, idf * tf * (k1 + 1) / (tf + norm)))
+        return out, bound
+
+    def scores(self, query: str, normalise: bool = False) -> np.ndarray:
+        """BM25 score of every document id (0 where no term matches or removed), plus a
+        trailing 0 so that doc id -1 ("no document") reads as 0.
+
+        normalise: divided by the most any document could score for this query (every
+        matching term at saturation, tf -> infinity: the sum of idf * (k1 + 1)), so in
+        [0, 1]. That bound does not depend on which documents are candidates, so a
+        normalised score compares across queries and search paths."""
+        out = np.zeros(self.n_docs + 1, dtype=np.float32)
+        terms, bound = self._terms(query)
+        if not terms:
+            return out
+        for docs, add in terms:
             # A term lists a document once, so a plain indexed add is exact (and several
             # times faster than np.add.at on a term with many documents).
-            out[docs] += idf * tf * (k1 + 1) / (tf + norm)
+            out[docs] += add
         out[: self.n_docs] *= self.live[: self.n_docs]
         if normalise and bound > 0:
             out /= bound
         return out
+
+    def sparse(self, query: str, normalise: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The documents scoring above 0, as their owners (see add) and their scores: the
+        same values as scores() gives them, bit for bit (the same float32 operations in the
+        same order), in time that grows with the query terms' postings, not with every
+        document (scores() writes and reads an array of all of them)."""
+        terms, bound = self._terms(query)
+        if not terms:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        if len(terms) == 1:
+            docs, acc = terms[0]
+        else:
+            docs = np.concatenate([d for d, _ in terms])
+            docs.sort(kind="stable")  # each term's postings are sorted: runs merge
+            keep = np.empty(len(docs), dtype=bool)
+            keep[0] = True
+            np.not_equal(docs[1:], docs[:-1], out=keep[1:])
+            docs = docs[keep]
+            acc = np.zeros(len(docs), np.float32)
+            for d, add in terms:  # in the order scores() adds them
+                acc[np.searchsorted(docs, d)] += add
+        acc *= self.live[docs]
+        if normalise and bound > 0:
+            acc /= bound
+        hit = acc > 0
+        return self.owner[docs[hit]], acc[hit]
 
 
 # -- query cues -----------------------------------------------------------------------------
