@@ -87,10 +87,11 @@ def test_graph_and_exact_paths_score_each_row_alike():
         assert set(best.tolist()) <= set(g.rows.tolist()) or e.lexical.max() == 0
 
 
-def test_sparse_bm25_scores_are_the_dense_scores_bit_for_bit():
-    """BM25.sparse gives each document scoring above 0 (by its owner) the very float32
-    that BM25.scores gives it, and no other document: with removed documents, repeated
-    query terms, terms in one document only and unknown terms."""
+def test_bm25_scores_by_owner_are_the_scores_by_document_bit_for_bit():
+    """BM25.by_owner gives each owner the very float32 that BM25.scores gives its live
+    document, and 0 to every other: with removed documents (an owner's earlier document
+    among them, as a re-indexed window leaves), repeated query terms, terms in one
+    document only and unknown terms."""
     from retrieval_service.lexical import BM25
 
     rnd = random.Random(2)
@@ -99,20 +100,28 @@ def test_sparse_bm25_scores_are_the_dense_scores_bit_for_bit():
     weights = 1.0 / np.arange(1, len(words) + 1) ** 1.1
     weights /= weights.sum()
     bm = BM25()
+    owner_doc = {}
     for i in range(3000):
         text = " ".join(rng.choice(words, size=int(rng.integers(1, 15)), p=weights))
-        assert bm.add(text, 10 * i) == i  # owners: any key the caller chooses
-    for doc in rnd.sample(range(3000), 300):
-        bm.remove(doc)
+        owner = (7 * i) % 3000 if i < 2000 else rnd.randrange(2000)  # some owners twice
+        if owner in owner_doc:
+            bm.remove(owner_doc[owner])  # an owner keeps one live document
+        owner_doc[owner] = bm.add(text, owner)
+    for owner in rnd.sample(sorted(owner_doc), 200):
+        bm.remove(owner_doc.pop(owner))
+    assert bm.n_live < bm.n_docs
+    owners = np.array(sorted(owner_doc))
+    docs = np.array([owner_doc[o] for o in owners])
     queries = _queries(rnd, words, 40) + [words[0], f"{words[1]} {words[1]} {words[-1]}", "zzz"]
     for q in queries:
         for normalise in (False, True):
-            dense = bm.scores(q, normalise)[: bm.n_docs]
-            owners, got = bm.sparse(q, normalise)
-            hit = np.nonzero(dense > 0)[0]
-            assert np.array_equal(owners, 10 * hit), q
-            assert np.array_equal(got, dense[hit]), q  # bit for bit, not within a tolerance
+            dense = bm.scores(q, normalise)
+            got = bm.by_owner(q, 3000, normalise)
             assert got.dtype == dense.dtype
+            assert np.array_equal(got[owners], dense[docs]), q  # bit for bit
+            others = np.ones(3000, dtype=bool)
+            others[owners] = False
+            assert not got[others].any(), q
 
 
 def test_sparse_lexical_scores_are_the_dense_ones():
@@ -123,12 +132,12 @@ def test_sparse_lexical_scores_are_the_dense_ones():
     p, words, _ = _partition(3, 3000)
     for q in _queries(rnd, words, 40) + [""]:
         dense = p._lexical(q)[: p.n]
-        sparse = p._lexical_sparse(q)
-        hit = np.nonzero(dense > 0)[0]
+        m = p.mask(Filters(user_id="u1"), 0.0)
+        sparse = p._lexical_sparse(q, m)
+        hit = np.nonzero((dense > 0) & m)[0]
         assert np.array_equal(sparse.rows, hit), q
         assert np.array_equal(sparse.scores, dense[hit]), q
-        probe = np.array([0, 1, p.n - 1, *rnd.sample(range(p.n), 200)])
-        assert np.array_equal(sparse[probe], dense[probe]), q  # read like the array
+        assert np.array_equal(sparse[np.arange(p.n)], dense), q  # read like the array
 
 
 def test_graph_path_lexical_scores_equal_the_exact_paths_exactly():

@@ -154,20 +154,23 @@ class Candidates:
 
 
 class _Sparse:
-    """Scores of some rows (sorted), read like an array over every row: rows not held
-    read as 0."""
+    """Lexical scores of a partition's rows, read like _lexical's array over every row
+    but combined only where read: the two indexes' scores by row, and the rows passing
+    the filters where either is above 0 (as a mask and sorted)."""
 
-    __slots__ = ("rows", "scores")
+    __slots__ = ("mask", "rows", "own", "win", "w")
 
-    def __init__(self, rows: np.ndarray, scores: np.ndarray) -> None:
-        self.rows, self.scores = rows, scores
+    def __init__(self, mask: np.ndarray, own: np.ndarray, win: np.ndarray, w: float) -> None:
+        self.mask, self.rows = mask, np.flatnonzero(mask)
+        self.own, self.win, self.w = own, win, w
 
     def __getitem__(self, rows) -> np.ndarray:
-        rows = np.asarray(rows)
-        if not len(self.rows):
-            return np.zeros(rows.shape, np.float32)
-        at = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
-        return np.where(self.rows[at] == rows, self.scores[at], np.float32(0))
+        w = self.w
+        return (self.own[rows] + w * self.win[rows]) / (1 + w)  # as _lexical combines them
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self[self.rows]
 
 
 @dataclass
@@ -559,21 +562,21 @@ class Partition:
         win = self.bm25_window.scores(query, normalise=True)[self.doc_window[: self.n]]
         return (own + w * win) / (1 + w)  # doc id -1 (no window) reads as 0
 
-    def _lexical_sparse(self, query: str) -> _Sparse:
-        """The rows _lexical scores above 0 and their scores, the same values bit for bit,
-        from the postings of the query's terms alone (_lexical builds and combines arrays
-        over every row: most of a query's time at a million rows)."""
+    def _lexical_sparse(self, query: str, m: np.ndarray) -> _Sparse:
+        """_lexical's scores, the same values bit for bit, and the rows m passes scoring
+        above 0; each index's postings are added straight into arrays by row (BM25.by_owner), not
+        into arrays by document then read through doc_turn and doc_window, which cost
+        more than anything else in a query at a million rows."""
+        n, w = self.n, self.smoothing.window_weight
         if not query:
-            return _Sparse(np.zeros(0, np.int32), np.zeros(0, np.float32))
-        w = self.smoothing.window_weight
-        r_own, s_own = self.bm25.sparse(query, normalise=True)
-        r_win, s_win = self.bm25_window.sparse(query, normalise=True)
-        rows = _union(r_own, r_win)
-        own = np.zeros(len(rows), np.float32)
-        own[np.searchsorted(rows, r_own)] = s_own
-        win = np.zeros(len(rows), np.float32)
-        win[np.searchsorted(rows, r_win)] = s_win
-        return _Sparse(rows, (own + w * win) / (1 + w))
+            zero = np.zeros(n, np.float32)
+            return _Sparse(np.zeros(n, dtype=bool), zero, zero, w)
+        own = self.bm25.by_owner(query, n, normalise=True)
+        win = self.bm25_window.by_owner(query, n, normalise=True)
+        evidence = own > 0
+        evidence |= win > 0
+        evidence &= m
+        return _Sparse(evidence, own, win, w)
 
     def _smooth(
         self,
@@ -648,17 +651,14 @@ class Partition:
                 # Every row with lexical evidence (its best LEXICAL_CANDIDATES) competes:
                 # a row without any scores at most alpha * cosine, and the graph holds the
                 # best of those. So the graph path ranks nearly as the exact one does.
-                lex_all = self._lexical_sparse(query)  # the same scores, of those rows
-                passing = m[lex_all.rows]
-                with_lex = lex_all.rows[passing]
+                lex_all = self._lexical_sparse(query, m)  # the same scores
+                with_lex = lex_all.rows
                 top = lexical_depth(k, count)
                 if len(with_lex) > top:
-                    scores = lex_all.scores[passing]
+                    scores = lex_all[with_lex]
                     best = with_lex[np.argpartition(-scores, top - 1)[:top]]
                     if LEXICAL_GRAPH:  # and the nearest of them past the lexical cut
-                        lexical = np.zeros(self.n, dtype=bool)
-                        lexical[with_lex] = True
-                        near = self._graph(lexical, qvec, min(k, len(with_lex)))
+                        near = self._graph(lex_all.mask, qvec, min(k, len(with_lex)))
                         best = _union(best, near)
                     with_lex = best
                 rows = _union(dense_rows, with_lex)
