@@ -186,17 +186,29 @@ class BM25:
         k1, b = self.k1, self.b
         bound = 0.0
         out = []
+        all_live = self.n_live == self.n_docs
         for term, qtf in Counter(tokenize(query)).items():
             p = self.postings.get(term)
             if p is None:
                 continue
             docs, tfs = p.arrays()
             tf = tfs.astype(np.float32)
-            df = max(int(self.live[docs].sum()), 1)
+            df = max(len(docs) if all_live else int(self.live[docs].sum()), 1)
             idf = qtf * math.log(1 + (self.n_live - df + 0.5) / (df + 0.5))
             bound += idf * (k1 + 1)
-            norm = k1 * (1 - b + b * self.doc_len[docs] / avgdl)
-            out.append((docs, idf * tf * (k1 + 1) / (tf + norm)))
+            # k1 * (1 - b + b * doc_len / avgdl), then idf * tf * (k1 + 1) / (tf + norm):
+            # the same operations in the same order, in place (a term can have a million
+            # postings)
+            norm = self.doc_len[docs]
+            np.multiply(norm, b, out=norm)
+            np.divide(norm, avgdl, out=norm)
+            np.add(norm, 1 - b, out=norm)
+            np.multiply(norm, k1, out=norm)
+            np.add(norm, tf, out=norm)
+            add = np.multiply(tf, idf)
+            np.multiply(add, k1 + 1, out=add)
+            np.divide(add, norm, out=add)
+            out.append((docs, add))
         return out, bound
 
     def scores(self, query: str, normalise: bool = False) -> np.ndarray:

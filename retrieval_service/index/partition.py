@@ -736,7 +736,7 @@ class Partition:
         """Every speaker's first name in this partition (lowercase)."""
         with self.lock:
             codes = self._codes["speakers"]
-            codes.equal(self.speakers, "", self.n)  # bring the codes up to date
+            codes.sync(self.speakers, self.n)
             return set(codes.lookup) - {""}
 
     def spoken_by(self, name: str, rows: np.ndarray) -> np.ndarray:
