@@ -230,7 +230,7 @@ def search(
         a boosted row below the overall top `want` is still scored."""
         out = []
         if focus_name is not None:
-            out.append(lambda n, p=p: p.spoken_by(focus_name, np.arange(n)))
+            out.append(lambda n, p=p: p.spoken_by(focus_name, slice(n)))
         if days:
             out.append(lambda n, p=p: np.isin(p.day[:n], list(days)))
         if temporal:

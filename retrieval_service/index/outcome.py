@@ -51,7 +51,7 @@ def outcome_of(part, m: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if not len(at):
         return out
     codes = part._codes["speakers"]
-    codes.equal(part.speakers, "", part.n)  # bring the codes up to date
+    codes.sync(part.speakers, part.n)
     who = codes.codes
     r, p, qq = rows[at], prv[at], q[at]
     good = m[qq] & m[p] & ~part.question[r] & (who[qq] == who[r]) & (who[p] != who[r])

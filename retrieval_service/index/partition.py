@@ -208,6 +208,26 @@ class Candidates:
     exact: bool
 
 
+class _Sparse:
+    """Lexical scores of a partition's rows, read like _lexical's array over every row
+    but combined only where read: the two indexes' scores by row, and the rows passing
+    the filters where either is above 0 (as a mask and sorted)."""
+
+    __slots__ = ("mask", "rows", "own", "win", "w")
+
+    def __init__(self, mask: np.ndarray, own: np.ndarray, win: np.ndarray, w: float) -> None:
+        self.mask, self.rows = mask, np.flatnonzero(mask)
+        self.own, self.win, self.w = own, win, w
+
+    def __getitem__(self, rows) -> np.ndarray:
+        w = self.w
+        return (self.own[rows] + w * self.win[rows]) / (1 + w)  # as _lexical combines them
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self[self.rows]
+
+
 @dataclass
 class Smoothing:
     dense_next: float = 0.3  # a turn inherits this share of the next turn's dense score
@@ -248,6 +268,8 @@ class Partition:
         # is blanked with the row): rebuilt at the next compaction.
         self.ann_stale = False
         self._codes = {name: _Codes() for name in SCOPE_COLUMNS}
+        self._version = 0  # counts writes to the columns filters read (see _cached_mask)
+        self._mask_cache: tuple | None = None
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -338,6 +360,7 @@ class Partition:
 
     def _set_meta_many(self, start: int, recs: list) -> None:
         """The numeric columns of rows start.. (one slice write per column)."""
+        self._version += 1
         end = start + len(recs)
         whens = [r.occur_time or r.create_time for r in recs]
         self.types[start:end] = [r.type for r in recs]
@@ -358,7 +381,7 @@ class Partition:
     def _index_row(self, row: int) -> None:
         """BM25 documents and neighbour links. Turns arrive in order (ingest numbers them),
         so a turn's predecessors are indexed before it."""
-        self.doc_turn[row] = self.bm25.add(self.texts[row])
+        self.doc_turn[row] = self.bm25.add(self.texts[row], row)
         t = int(self.turn[row])
         if t < 0:
             return
@@ -402,9 +425,11 @@ class Partition:
             parts.append(self.texts[r])
         if self.doc_window[row] >= 0:
             self.bm25_window.remove(int(self.doc_window[row]))
-        self.doc_window[row] = self.bm25_window.add(" ".join([*reversed(parts), self.texts[row]]))
+        text = " ".join([*reversed(parts), self.texts[row]])
+        self.doc_window[row] = self.bm25_window.add(text, row)
 
     def _tombstone(self, row: int) -> None:
+        self._version += 1
         self.alive[row] = False
         self.n_alive -= 1
         self.bm25.remove(int(self.doc_turn[row]))
@@ -511,6 +536,7 @@ class Partition:
     def _load_rows(self, cols: dict, vectors: np.ndarray, strings: dict, docs: list[bytes]):
         """Fills an empty partition from stored columns; derived parts (BM25, links) are
         rebuilt. Rows must be in arrival order (a turn after its predecessors)."""
+        self._version += 1
         n = len(vectors)
         cap = max(1, n + n // 8)  # room for some growth without a power-of-two overhang
         for name, (dt, fill) in COLUMNS.items():
@@ -583,6 +609,23 @@ class Partition:
             allowed |= ok
         return allowed
 
+    def _cached_mask(self, f: Filters, now: float) -> tuple[np.ndarray, int]:
+        """mask(f, now) and how many rows pass, kept from the last query (call with the
+        lock held; the mask is shared, never write to it): the same filters pass the same
+        rows until a write to the partition, or until a row they pass expires. A query
+        over a million rows otherwise paid several passes over every column."""
+        key = (f.types, f.user_id, f.agent_id, f.session_id, f.start, f.end)
+        key += (f.include_history, f.access)
+        c = self._mask_cache
+        if c is not None and c[0] == key and c[1] == (self._version, self.n):
+            if c[2] <= now < c[3]:
+                return c[4], c[5]
+        m = self.mask(f, now)
+        count = int(np.count_nonzero(m))
+        until = float(self.expire[: self.n][m].min()) if count else INF
+        self._mask_cache = (key, (self._version, self.n), now, until, m, count)
+        return m, count
+
     def _lexical(self, query: str) -> np.ndarray:
         """Lexical score of every row in [0, 1]: its own BM25 and the weighted window BM25,
         each divided by the most that index could score for the query (see BM25.scores),
@@ -594,12 +637,28 @@ class Partition:
         win = self.bm25_window.scores(query, normalise=True)[self.doc_window[: self.n]]
         return (own + w * win) / (1 + w)  # doc id -1 (no window) reads as 0
 
+    def _lexical_sparse(self, query: str, m: np.ndarray) -> _Sparse:
+        """_lexical's scores, the same values bit for bit, and the rows m passes scoring
+        above 0; each index's postings are added straight into arrays by row (BM25.by_owner), not
+        into arrays by document then read through doc_turn and doc_window, which cost
+        more than anything else in a query at a million rows."""
+        n, w = self.n, self.smoothing.window_weight
+        if not query:
+            zero = np.zeros(n, np.float32)
+            return _Sparse(np.zeros(n, dtype=bool), zero, zero, w)
+        own = self.bm25.by_owner(query, n, normalise=True)
+        win = self.bm25_window.by_owner(query, n, normalise=True)
+        evidence = own > 0
+        evidence |= win > 0
+        evidence &= m
+        return _Sparse(evidence, own, win, w)
+
     def _smooth(
         self,
         m: np.ndarray,
         rows: np.ndarray,
         dense: np.ndarray,
-        lex_all: np.ndarray,
+        lex_all: np.ndarray | _Sparse,
         qvec,
         outcome: bool = False,
     ):
@@ -641,17 +700,17 @@ class Partition:
         count returning a mask: the rows a cue boosts) and the best lexical rows. Either
         way a row's scores are the same."""
         with self.lock:
-            m = self.mask(f, now)
-            count = int(m.sum())
+            m, count = self._cached_mask(f, now)
             if count == 0:
                 return None
             exact = self.ann is None or count <= self.ann_threshold
             if not exact:
                 k = min(graph_depth(want, count), count)
-                dense_rows = self._graph(m, qvec, k)
+                every = count == self.n == self.ann.ntotal  # no selector needed
+                dense_rows = self._graph(None if every else m, qvec, k)
                 exact = len(dense_rows) < k  # the graph missed some: answer exactly
                 for sub in self._boosted_sets(m, focus):  # their own nearest rows too
-                    n_sub = int(sub.sum())
+                    n_sub = int(np.count_nonzero(sub))
                     if exact or not n_sub:
                         continue
                     if n_sub <= SMALL_SET:  # few: all of them (a sparse graph walk misses)
@@ -659,21 +718,22 @@ class Partition:
                     else:  # as deep as the whole: a boost lifts a row past the whole's top
                         ks = min(k, n_sub)
                         dense_rows = _union(dense_rows, self._graph(sub, qvec, ks))
-            lex_all = self._lexical(query)  # once per query, for either path
             outcome = bool(self.smoothing.outcome) and is_outcome_query(query)
             if exact:
+                lex_all = self._lexical(query)  # every row's: all are scored
                 rows = np.nonzero(m)[0]
             else:
                 # Every row with lexical evidence (its best LEXICAL_CANDIDATES) competes:
                 # a row without any scores at most alpha * cosine, and the graph holds the
                 # best of those. So the graph path ranks nearly as the exact one does.
-                lexical = m & (lex_all[: self.n] > 0)
-                with_lex = np.nonzero(lexical)[0]
+                lex_all = self._lexical_sparse(query, m)  # the same scores
+                with_lex = lex_all.rows
                 top = lexical_depth(k, count)
                 if len(with_lex) > top:
-                    best = with_lex[np.argpartition(-lex_all[with_lex], top - 1)[:top]]
+                    scores = lex_all[with_lex]
+                    best = with_lex[np.argpartition(-scores, top - 1)[:top]]
                     if LEXICAL_GRAPH:  # and the nearest of them past the lexical cut
-                        near = self._graph(lexical, qvec, min(k, len(with_lex)))
+                        near = self._graph(lex_all.mask, qvec, min(k, len(with_lex)))
                         best = _union(best, near)
                     with_lex = best
                 rows = _union(dense_rows, with_lex)
@@ -712,11 +772,14 @@ class Partition:
         more = more[m[more]]
         return _union(rows, more) if len(more) else rows
 
-    def _graph(self, m: np.ndarray, qvec: np.ndarray, k: int) -> np.ndarray:
-        """The graph's k nearest rows among those m passes."""
-        bitmap = np.packbits(m, bitorder="little")
-        sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
-        params = faiss.SearchParametersHNSW(sel=sel, efSearch=graph_ef(k))
+    def _graph(self, m: np.ndarray | None, qvec: np.ndarray, k: int) -> np.ndarray:
+        """The graph's k nearest rows among those m passes (None: every row)."""
+        if m is None:
+            params = faiss.SearchParametersHNSW(efSearch=graph_ef(k))
+        else:
+            bitmap = np.packbits(m, bitorder="little")
+            sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=graph_ef(k))
         _, labels = self.ann.search(qvec.reshape(1, -1), k, params=params)
         return labels[0][labels[0] >= 0]
 
@@ -748,7 +811,7 @@ class Partition:
         """Every speaker's first name in this partition (lowercase)."""
         with self.lock:
             codes = self._codes["speakers"]
-            codes.equal(self.speakers, "", self.n)  # bring the codes up to date
+            codes.sync(self.speakers, self.n)
             return set(codes.lookup) - {""}
 
     def spoken_by(self, name: str, rows: np.ndarray) -> np.ndarray:

@@ -49,6 +49,14 @@ class _Codes:
         self.n = 0
 
     def equal(self, column: list[str], value: str, n: int) -> np.ndarray:
+        self.sync(column, n)
+        code = self.lookup.get(value)
+        if code is None:
+            return np.zeros(n, dtype=bool)
+        return self.codes[:n] == code
+
+    def sync(self, column: list[str], n: int) -> None:
+        """Brings the codes up to the column's first n rows."""
         if self.n < n:
             if n > len(self.codes):
                 grown = np.zeros(max(n, 2 * len(self.codes)), dtype=np.int32)
@@ -61,10 +69,6 @@ class _Codes:
                 n - self.n,
             )
             self.n = n
-        code = self.lookup.get(value)
-        if code is None:
-            return np.zeros(n, dtype=bool)
-        return self.codes[:n] == code
 
 
 class RowMap:
