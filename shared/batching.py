@@ -10,6 +10,8 @@ back-pressure is decided by the queue that will actually do the work.
 - A caller whose turn would come after its deadline is refused at once with
   RESOURCE_EXHAUSTED and a retry hint instead of queueing without bound; a job whose
   caller has gone is dropped unembedded.
+- A job larger than a batch is cut into batches of texts of like length (sorted by
+  length, its vectors returned in the caller's order): less padding per batch.
 - At most `workers` batches run at once (one per core by default; the model releases the
   GIL). A caller that finds nothing queued ahead of it and a worker's share free runs its
   own batch in its thread: no hand-over to a worker thread and back, which on a busy
@@ -151,7 +153,12 @@ class MicroBatcher(Embedder):
                     wait,
                     "OVERLOADED",
                 )
-        job = _Job(list(texts), None if left is None else time.monotonic() + left)
+        # A big job is cut into batches in the order of its texts: sorted by length, so
+        # each batch pads to texts of like length (arrival-order batches of 32 ran at half
+        # the rate of length-sorted ones; issue 8). The vectors come back in the caller's
+        # order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        job = _Job([texts[i] for i in order], None if left is None else time.monotonic() + left)
         job.left = len(texts)
         with self._cv:
             if sum(self._queued) + len(texts) > self.max_queue and any(self._lanes):
@@ -166,7 +173,9 @@ class MicroBatcher(Embedder):
         if job.error is not None:
             raise job.error
         assert job.out is not None
-        return job.out
+        out = np.empty_like(job.out)
+        out[order] = job.out
+        return out
 
     def _searching(self) -> bool:
         return time.monotonic() - self._last_query < QUERY_QUIET_S

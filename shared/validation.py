@@ -5,7 +5,8 @@ beside each field in proto/memlake/v1/*.proto (keep the two in step: tests/test_
 checks that every field named here is documented there). What every field gets without a
 rule: no NUL characters in strings (Postgres refuses them), at most DEFAULT_MAX_CHARS
 characters, at most DEFAULT_MAX_ITEMS repeated items, only the declared values of an
-enum, finite floats, timestamps within years 1-9999 with nanos in [0, 1e9), and
+enum, finite floats (a Vector's values are checked where they are read:
+CHECKED_WHERE_READ), timestamps within years 1-9999 with nanos in [0, 1e9), and
 google.protobuf.Value/Struct nested at most MAX_VALUE_DEPTH deep with finite numbers.
 Rules that need the database (does this id exist, is this the right tenant) stay with
 the domain code."""
@@ -15,7 +16,8 @@ from __future__ import annotations
 import math
 import re
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from shared.errors import InvalidArgument
@@ -119,6 +121,11 @@ INT_RANGE: dict[str, tuple[int, int]] = {
     P + "GetContextRequest.token_budget": (0, 100_000),
 }
 
+# Numbers checked where they are read, in the pass that converts them
+# (shared/vectors.client_vector: finite, not all zero, the model's dimension; every request
+# field holding a Vector goes through it), so not converted a second time here.
+CHECKED_WHERE_READ = {P + "Vector.values"}
+
 # Repeated message fields whose items are checked one by one by the servicer, so one bad
 # item fails only itself (RememberBatch answers per item).
 PER_ITEM = {P + "RememberBatchRequest.requests"}
@@ -138,61 +145,109 @@ _INTS = {
 _FLOATS = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE}
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
 def check(msg: Message, prefix: str = "", *, skip_per_item: bool = False) -> None:
     """Raises InvalidArgument naming the first field that breaks a rule. The message never
     repeats the offending value (it may be huge or private)."""
     _message(msg, prefix, skip_per_item, 0)
 
 
+# Message kinds checked by their own rules rather than field by field.
+_TIMESTAMP, _VALUE = 1, 2
+_SPECIAL = {
+    "google.protobuf.Timestamp": _TIMESTAMP,
+    "google.protobuf.Value": _VALUE,
+    "google.protobuf.Struct": _VALUE,
+}
+
+
+class _Field:
+    """What the rules say about one field, worked out once per field descriptor (every
+    request of a kind has the same fields: the walk reads this instead of building each
+    field's full name and looking its rules up again)."""
+
+    __slots__ = ("name", "full", "type", "repeated", "skip", "limit", "items", "per_item",
+                 "ids", "enum", "lo", "hi", "open_ended", "later")  # fmt: skip
+
+    def __init__(self, f: FieldDescriptor) -> None:
+        self.name = f.name
+        self.full = full = f"{f.containing_type.full_name}.{f.name}"
+        self.type = f.type
+        self.repeated = f.is_repeated
+        # No map fields in memlake.v1 requests today.
+        self.skip = bool(
+            f.is_repeated and f.message_type is not None and f.message_type.GetOptions().map_entry
+        )
+        self.limit = MAX_CHARS.get(full, DEFAULT_MAX_CHARS)
+        self.items = MAX_ITEMS.get(full, DEFAULT_MAX_ITEMS)
+        self.per_item = full in PER_ITEM
+        self.later = full in CHECKED_WHERE_READ
+        self.ids = full in DECIMAL_IDS
+        self.enum = f.enum_type if f.type == FieldDescriptor.TYPE_ENUM else None
+        self.lo, self.hi = INT_RANGE.get(full, (-(2**63), 2**64))
+        self.open_ended = full in OPEN_ENDED
+
+
+_FIELDS: dict[FieldDescriptor, _Field] = {}
+
+
+def _field(f: FieldDescriptor) -> _Field:
+    info = _FIELDS.get(f)
+    if info is None:
+        info = _FIELDS[f] = _Field(f)
+    return info
+
+
 def _message(msg: Message, prefix: str, skip: bool, depth: int) -> None:
-    d: Descriptor = msg.DESCRIPTOR
-    if d.full_name == "google.protobuf.Timestamp":
+    special = _SPECIAL.get(msg.DESCRIPTOR.full_name)
+    if special == _TIMESTAMP:
         _timestamp(msg, prefix)
         return
-    if d.full_name in ("google.protobuf.Value", "google.protobuf.Struct"):
+    if special == _VALUE:
         _value(msg, prefix, depth)
         return
     for f, value in msg.ListFields():
-        full = f"{d.full_name}.{f.name}"
-        path = _join(prefix, f.name)
-        if f.is_repeated:
-            if f.message_type is not None and f.message_type.GetOptions().map_entry:
-                continue  # no map fields in memlake.v1 requests today
-            limit = MAX_ITEMS.get(full, DEFAULT_MAX_ITEMS)
-            if len(value) > limit:
-                raise InvalidArgument(path, f"at most {limit} items")
-            if skip and full in PER_ITEM:
+        info = _FIELDS.get(f) or _field(f)
+        path = f"{prefix}.{info.name}" if prefix else info.name
+        if info.repeated:
+            if info.skip:
                 continue
-            if f.type in _FLOATS and math.isfinite(sum(value)):
-                continue  # all finite (a vector's values): no loop in Python
+            if len(value) > info.items:
+                raise InvalidArgument(path, f"at most {info.items} items")
+            if (skip and info.per_item) or info.later:
+                continue
+            if info.type in _FLOATS:
+                # All finite (a vector's values): one numpy pass, no loop in Python.
+                if np.isfinite(np.asarray(value, dtype=np.float64)).all():
+                    continue
+                for v in value:  # numbers of a repeated field are named by the field
+                    _scalar_or_message(info, v, path, skip, depth)
+                continue
             for i, v in enumerate(value):
-                # Numbers of a repeated field are named by the field (a vector's values).
-                item = path if f.type in _FLOATS else f"{path}[{i}]"
-                _scalar_or_message(f, full, v, item, skip, depth)
+                _scalar_or_message(info, v, f"{path}[{i}]", skip, depth)
         else:
-            _scalar_or_message(f, full, value, path, skip, depth)
+            _scalar_or_message(info, value, path, skip, depth)
 
 
-def _scalar_or_message(f, full: str, v, path: str, skip: bool, depth: int) -> None:
-    t = f.type
+def _scalar_or_message(info: _Field, v, path: str, skip: bool, depth: int) -> None:
+    t = info.type
     if t == FieldDescriptor.TYPE_MESSAGE:
         _message(v, path, skip, depth + 1)
     elif t == FieldDescriptor.TYPE_STRING:
-        _string(full, v, path)
+        if len(v) > info.limit:
+            raise InvalidArgument(path, f"longer than {info.limit} characters")
+        if "\x00" in v:
+            raise InvalidArgument(path, "must not contain NUL characters")
+        if info.ids and v and not (_ID_RE.fullmatch(v) and int(v) <= MAX_ID):
+            raise InvalidArgument(path, "is not an id (a decimal number below 2^63)")
     elif t == FieldDescriptor.TYPE_ENUM:
-        if f.enum_type.values_by_number.get(v) is None:
-            raise InvalidArgument(path, f"{v} is not a value of {f.enum_type.name}")
+        if info.enum.values_by_number.get(v) is None:
+            raise InvalidArgument(path, f"{v} is not a value of {info.enum.name}")
     elif t in _FLOATS:
-        if not math.isfinite(v) and (math.isnan(v) or full not in OPEN_ENDED):
+        if not math.isfinite(v) and (math.isnan(v) or not info.open_ended):
             raise InvalidArgument(path, "must be a finite number")
     elif t in _INTS:
-        lo, hi = INT_RANGE.get(full, (-(2**63), 2**64))
-        if not lo <= v <= hi:
-            raise InvalidArgument(path, f"must be within [{lo}, {hi}]")
+        if not info.lo <= v <= info.hi:
+            raise InvalidArgument(path, f"must be within [{info.lo}, {info.hi}]")
 
 
 def _string(full: str, v: str, path: str) -> None:

@@ -27,10 +27,11 @@ def client_vector(vec, field: str, model: str, dim: int) -> np.ndarray:
             f"has {len(vec.values)} values; {model} vectors have {dim}",
             reason="EMBEDDING_DIMENSION_MISMATCH",
         )
-    arr = np.asarray(vec.values, dtype=np.float64)  # float32 values square within float64
-    norm = math.sqrt(float(arr @ arr))  # nan or inf when a value is
+    arr = np.asarray(vec.values, dtype=np.float32)  # exact: the values are float32
+    wide = arr.astype(np.float64)  # float32 values square within float64
+    norm = math.sqrt(float(wide @ wide))  # nan or inf when a value is
     if not math.isfinite(norm):
         raise InvalidArgument(f"{field}.values", "must be finite numbers")
     if norm == 0.0:
         raise InvalidArgument(f"{field}.values", "must not be all zero")
-    return (arr / norm).astype(np.float32)
+    return (wide / norm).astype(np.float32)

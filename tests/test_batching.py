@@ -158,6 +158,25 @@ def test_a_big_job_is_cut_into_batches_and_comes_back_in_order():
     assert np.allclose(out, HashEmbedder().embed(texts))
 
 
+def test_a_big_job_is_cut_into_batches_of_texts_of_like_length():
+    """Issue 8: arrival-order batches pad every text to the batch's longest; a big job's
+    texts are sorted by length before it is cut, and its vectors come back in order."""
+    calls: list[list[str]] = []
+
+    class Recording(Slow):
+        def _embed(self, texts):
+            calls.append(list(texts))
+            return super()._embed(texts)
+
+    rng = np.random.default_rng(3)
+    texts = [" ".join(["word"] * int(n)) + f" {i}" for i, n in enumerate(rng.integers(1, 60, 40))]
+    b = MicroBatcher(Recording(per_call=0.0, per_text=0.0), max_batch=8, workers=1)
+    out = b.embed(texts)
+    assert [len(c) for c in calls] == [8] * 5
+    assert [t for c in calls for t in c] == sorted(texts, key=len)
+    assert np.allclose(out, HashEmbedder().embed(texts))
+
+
 def test_a_lone_caller_runs_its_own_batch():
     seen: list[int] = []
 

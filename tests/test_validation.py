@@ -262,3 +262,36 @@ def test_an_echoed_value_never_overflows_the_trailers(client):
             client, client.admin.RevokeApiKey, apb.RevokeApiKeyRequest(key_id="\U0001f600" * 4000)
         )
     assert info.value.code in ("NOT_FOUND", "INVALID_ARGUMENT", "PERMISSION_DENIED")
+
+
+def test_rules_hold_on_a_second_request_of_a_kind():
+    """The walk keeps each field's rules from the first request of a kind (validation's
+    per-field cache): a later request of that kind is held to the same limits."""
+    ok = ipb.StreamRememberRequest(memory=event("fine", user="u"), request_id="r" * 256)
+    validation.check(ok)
+    long_id = ipb.StreamRememberRequest(memory=event("fine", user="u"), request_id="r" * 257)
+    with pytest.raises(validation.InvalidArgument) as exc:
+        validation.check(long_id, "item[3]")
+    assert exc.value.field == "item[3].request_id"
+    nul = ipb.StreamRememberRequest(memory=event("fi\x00ne", user="u"))
+    with pytest.raises(validation.InvalidArgument) as exc:
+        validation.check(nul, "item[4]")
+    assert exc.value.field == "item[4].memory.content"
+
+
+def test_vector_values_are_checked_where_they_are_read():
+    """check() leaves a Vector's numbers to client_vector (one conversion, not two), which
+    refuses a non-finite value naming the field; finite values whose sum overflows pass."""
+    from shared.vectors import client_vector
+
+    model, dim = "all-MiniLM-L6-v2", 384
+    bad = pb.Vector(model=model, values=[math.inf] + [1.0] * (dim - 1))
+    validation.check(pb.Memory(vector=bad))
+    with pytest.raises(validation.InvalidArgument) as exc:
+        client_vector(bad, "memory.vector", model, dim)
+    assert exc.value.field == "memory.vector.values"
+    big = client_vector(pb.Vector(model=model, values=[3e38] * dim), "v", model, dim)
+    assert abs(float(big @ big) - 1.0) < 1e-5
+    # Other float fields are still checked here.
+    with pytest.raises(validation.InvalidArgument):
+        validation.check(rpb.SearchMemoriesRequest(query="x", min_score=math.nan))
