@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import scale  # noqa: E402
 from bench.common import percentile, write_json  # noqa: E402
 from retrieval_service.index import Filters  # noqa: E402
-from retrieval_service.index import partition as pt  # noqa: E402
+from retrieval_service.index import candidates as pt  # noqa: E402
+from retrieval_service.index import graph as pg  # noqa: E402
 from retrieval_service.ranking import search  # noqa: E402
 
 
@@ -81,10 +82,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100000)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--variants", default="depth=1,2,4;ef=2;nb=0,1")
-    # The graph's storage is the partition's bfloat16 rows (partition.GRAPH_STORAGE); the
+    # The graph's storage is the partition's bfloat16 rows (graph.GRAPH_STORAGE); the
     # 8- and 4-bit copies this once compared are gone. Kept for the cache file's name.
     ap.add_argument("--graph-storage", default="bf16", choices=["bf16"])
-    ap.add_argument("--m", type=int, default=pt.HNSW_M)
+    ap.add_argument("--m", type=int, default=pg.HNSW_M)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--pool", type=int, default=0, help="use at most this many real vectors")
     ap.add_argument("--out", default="bench/out/graph_diag.json")
@@ -93,7 +94,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="profile the last variant")
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)
-    pt.HNSW_M = args.m
+    pg.HNSW_M = args.m
     sents, names, questions = scale.locomo(Path(scale.DEFAULT_DATA))
     vpath, tpath = scale.cache_paths(args.seed)
     pool = np.load(vpath, mmap_mode="r")

@@ -482,7 +482,7 @@ def exact_truth(part, masks, qv, vecs) -> list[np.ndarray]:
 def run_layout(cfg: dict) -> dict:
     """One tier in one layout, in its own process: build, graphs, then every measurement."""
     faiss.omp_set_num_threads(1)
-    ix.partition.HNSW_M = cfg["hnsw_m"]
+    ix.graph.HNSW_M = cfg["hnsw_m"]
     layout, n = cfg["layout"], cfg["n"]
     index, real, put_s, rows_rss, vecs = build(cfg, layout, cfg.get("vectors_kind", "auto"))
     keys = sorted(index.partitions, key=lambda k: int(k[1].rsplit("-", 1)[1]))
@@ -577,7 +577,7 @@ def run_sweep(cfg: dict) -> dict:
     """One partition grown through _put (the graph, once built, grows with it) to each size:
     exact against HNSW on the dense scan, candidates() and ranking.search."""
     faiss.omp_set_num_threads(1)
-    ix.partition.HNSW_M = cfg["hnsw_m"]
+    ix.graph.HNSW_M = cfg["hnsw_m"]
     pool = np.load(cfg["pool_path"], mmap_mode="r")
     texts = json.loads(Path(cfg["texts_path"]).read_text())["texts"]
     sizes = [s for s in cfg["sizes"] if s <= min(len(pool), cfg["pool"])]

@@ -154,8 +154,6 @@ def test_a_row_removed_while_the_graph_is_built_is_blanked_in_it(monkeypatch):
     """build_ann reads the rows outside the lock; a removal meanwhile blanks the row in the
     partition, and the swap blanks it in the graph's storage too (and marks the graph
     stale, so compaction rebuilds it)."""
-    from retrieval_service.index import partition
-
     p, words, vecs = _partition(2, 1500, dim=DIM, ann_threshold=500)
     mid = next(m for m in range(1, 1501) if p.row_of.get(m) is not None)
     row = int(p.row_of.get(mid))
@@ -166,7 +164,7 @@ def test_a_row_removed_while_the_graph_is_built_is_blanked_in_it(monkeypatch):
             if self.ntotal == p.n:  # the build has read every row: now the removal
                 assert p.remove(mid)
 
-    monkeypatch.setattr(partition.faiss, "IndexHNSWSQ", Hooked)
+    monkeypatch.setattr(faiss, "IndexHNSWSQ", Hooked)
     p.build_ann()
     monkeypatch.undo()
     _one_copy(p)

@@ -93,7 +93,7 @@ def test_graph_candidates_include_the_turns_smoothing_reads():
     """A turn borrows from its next turn's dense score and its previous turn's lexical
     one, so on the graph path the turn before each of the graph's rows and the turn after
     each candidate compete too; a small boosted set competes whole."""
-    from retrieval_service.index import partition as pt
+    from retrieval_service.index import candidates as pt
 
     rnd = random.Random(3)
     emb = HashEmbedder()

@@ -15,7 +15,8 @@ import numpy as np
 from sqlalchemy import bindparam, select
 
 from retrieval_service.index import adoption
-from retrieval_service.index.partition import Partition, Smoothing, partition_key
+from retrieval_service.index.candidates import Smoothing
+from retrieval_service.index.partition import Partition, partition_key
 from retrieval_service.index.storage import Arena, KeyMap, trim_heap
 from retrieval_service.ownership import View
 from shared import changelog

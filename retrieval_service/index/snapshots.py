@@ -38,7 +38,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval_service.index.partition import COLUMNS, STRINGS, Partition, graph_links
+from retrieval_service.index.graph import graph_links
+from retrieval_service.index.partition import COLUMNS, STRINGS, Partition
 from retrieval_service.index.storage import Arena, KeyMap
 
 log = logging.getLogger("memlake.snapshots")
