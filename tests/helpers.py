@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from memlake.client import MemlakeError, scope, ts
@@ -64,3 +65,35 @@ def expect_error(code: str, field: str | None = None):
             return handled
 
     return _Ctx()
+
+
+def ranking_index(items, dim: int, t0: datetime):
+    """An in-process index (no services) of items (type, content, vector, attributes); ids
+    from 1, created a minute apart from t0, each conversation turn its own session."""
+    from retrieval_service.index import IndexManager
+    from shared.db.models import MemoryRecord
+    from shared.embedding import to_bytes
+
+    index = IndexManager(None, dim, embed_model="test", ann_threshold=10**9)
+    for i, (type_, content, vec, attrs) in enumerate(items):
+        conv = type_ == pb.MEMORY_TYPE_CONVERSATION
+        rec = MemoryRecord(
+            id=i + 1, tenant="t", type=type_, user_id="u", agent_id="",
+            session_id=f"s{i}" if conv else "", content=content, attributes=attrs,
+            importance=0.5, source={}, create_time=t0 + timedelta(minutes=i),
+            occur_time=None, expire_time=None, turn_index=0 if conv else None, etag="e",
+            current=True, revision=1, conflicted=False,
+        )  # fmt: skip
+        rec.embedding = to_bytes(np.asarray(vec, dtype=np.float32))
+        index._put(rec)
+    return index
+
+
+def both_paths(p, f, qvec, query: str, want: int = 20):
+    """A partition's candidates on the graph path, then on the exact path."""
+    p.ann_threshold = 500
+    g = p.candidates(f, 0.0, qvec, query, want=want)
+    p.ann_threshold = 10**9
+    e = p.candidates(f, 0.0, qvec, query, want=want)
+    assert g is not None and not g.exact and e.exact
+    return g, e

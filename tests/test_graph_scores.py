@@ -11,6 +11,7 @@ import numpy as np
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index import Filters, Partition
 from shared.db.models import MemoryRecord
+from tests.helpers import both_paths
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -72,12 +73,7 @@ def test_graph_and_exact_paths_score_each_row_alike():
     f = Filters(user_id="u1")
     for query in _queries(rnd, words, 20):
         qvec = vecs[rnd.randrange(len(vecs))]
-        p.ann_threshold = 500
-        g = p.candidates(f, 0.0, qvec, query, want=20)
-        assert g is not None and not g.exact
-        p.ann_threshold = 10**9
-        e = p.candidates(f, 0.0, qvec, query, want=20)
-        assert e.exact
+        g, e = both_paths(p, f, qvec, query)
         at = np.searchsorted(e.rows, g.rows)
         assert np.array_equal(e.rows[at], g.rows)  # graph candidates are rows exact sees
         np.testing.assert_allclose(g.dense, e.dense[at], rtol=0, atol=1e-6)
@@ -148,11 +144,7 @@ def test_graph_path_lexical_scores_equal_the_exact_paths_exactly():
     f = Filters(user_id="u1")
     for query in _queries(rnd, words, 15):
         qvec = vecs[rnd.randrange(len(vecs))]
-        p.ann_threshold = 500
-        g = p.candidates(f, 0.0, qvec, query, want=20)
-        p.ann_threshold = 10**9
-        e = p.candidates(f, 0.0, qvec, query, want=20)
-        assert not g.exact and e.exact
+        g, e = both_paths(p, f, qvec, query)
         at = np.searchsorted(e.rows, g.rows)
         assert np.array_equal(e.rows[at], g.rows)
         assert np.array_equal(g.lexical, e.lexical[at]), query

@@ -12,6 +12,7 @@ import numpy as np
 
 from retrieval_service.index import Filters, Partition, snapshots
 from retrieval_service.index.storage import to_bf16
+from tests.helpers import both_paths
 from tests.test_graph_scores import _partition, _queries, _rec
 
 DIM = 16
@@ -36,11 +37,7 @@ def _agree(p: Partition, vecs: np.ndarray, words: list[str], seed: int) -> None:
     f = Filters(user_id="u1")
     for query in _queries(rnd, words, 8):
         qvec = vecs[rnd.randrange(len(vecs))]
-        p.ann_threshold = 500
-        g = p.candidates(f, 0.0, qvec, query, want=20)
-        assert g is not None and not g.exact
-        p.ann_threshold = 10**9
-        e = p.candidates(f, 0.0, qvec, query, want=20)
+        g, e = both_paths(p, f, qvec, query)
         at = np.searchsorted(e.rows, g.rows)
         assert np.array_equal(e.rows[at], g.rows)
         np.testing.assert_allclose(g.dense, e.dense[at], rtol=0, atol=1e-6)

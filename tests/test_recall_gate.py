@@ -6,16 +6,15 @@ in-process index (no services)."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 
 from memlake.v1 import memory_pb2 as pb
 from retrieval_service.index import Filters, IndexManager
 from retrieval_service.ranking import DEFAULT, rank_config_from, search
-from shared.db.models import MemoryRecord
-from shared.embedding import to_bytes
 from shared.settings import Settings
+from tests.helpers import ranking_index
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 DIM = 8
@@ -25,20 +24,7 @@ NO_EVIDENCE = dataclasses.replace(DEFAULT, evidence_share=0.0)
 
 
 def _index(items: list[tuple[int, str, np.ndarray, dict]]) -> IndexManager:
-    """items: (type, content, vector, attributes); ids from 1, each turn its own session."""
-    index = IndexManager(None, DIM, embed_model="test", ann_threshold=10**9)
-    for i, (type_, content, vec, attrs) in enumerate(items):
-        conv = type_ == pb.MEMORY_TYPE_CONVERSATION
-        rec = MemoryRecord(
-            id=i + 1, tenant="t", type=type_, user_id="u", agent_id="",
-            session_id=f"s{i}" if conv else "", content=content, attributes=attrs,
-            importance=0.5, source={}, create_time=T0 + timedelta(minutes=i),
-            occur_time=None, expire_time=None, turn_index=0 if conv else None, etag="e",
-            current=True, revision=1, conflicted=False,
-        )  # fmt: skip
-        rec.embedding = to_bytes(np.asarray(vec, dtype=np.float32))
-        index._put(rec)
-    return index
+    return ranking_index(items, DIM, T0)
 
 
 def _toward(i: int, cosine: float) -> np.ndarray:
