@@ -293,6 +293,7 @@ class ExactGraph:
 
     def __init__(self, p, m: np.ndarray) -> None:
         self.p, self.rows = p, np.nonzero(m)[0]
+        self.ntotal = p.n  # as a graph over every row (candidates() reads it)
 
     def search(self, x: np.ndarray, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
         s = self.p._dense(self.rows, x[0])
