@@ -134,7 +134,7 @@ class BM25:
 
     def add(self, text: str, owner: int = -1) -> int:
         """Indexes a document; returns its id. owner: what the caller keys the document by
-        (a partition's row), returned by sparse() instead of the id."""
+        (a partition's row): by_owner() scores by it instead of by document id."""
         doc = self.n_docs
         if doc == len(self.doc_len):
             self.doc_len = np.concatenate([self.doc_len, np.zeros(doc, np.float32)])

@@ -90,10 +90,13 @@ def ranking_index(items, dim: int, t0: datetime):
 
 
 def both_paths(p, f, qvec, query: str, want: int = 20):
-    """A partition's candidates on the graph path, then on the exact path."""
+    """A partition's candidates on the graph path and on the exact path, and where each
+    graph candidate stands among the exact ones (every graph candidate is one)."""
     p.ann_threshold = 500
     g = p.candidates(f, 0.0, qvec, query, want=want)
     p.ann_threshold = 10**9
     e = p.candidates(f, 0.0, qvec, query, want=want)
     assert g is not None and not g.exact and e.exact
-    return g, e
+    at = np.searchsorted(e.rows, g.rows)
+    assert np.array_equal(e.rows[at], g.rows)  # graph candidates are rows exact sees
+    return g, e, at
